@@ -1,0 +1,9 @@
+//! genboot-init: the initrd's PID 1. The library holds everything the
+//! activator does, behind the [`sys`] seam so the boot sequence is tested
+//! without root; `main.rs` only wires the real syscalls in.
+//!
+//! `manifest` and `storehash` are also used by the builder (`genboot`), so
+//! the two sides cannot drift apart.
+
+pub mod manifest;
+pub mod storehash;

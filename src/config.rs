@@ -1,0 +1,412 @@
+//! `system.toml`: the declarative configuration of one system.
+//!
+//! Relative paths in the file are relative to the directory that holds it.
+//! Unknown keys and wrong types are errors naming the file, line, column,
+//! key and what was expected.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration {path}: {source}\nHint: pass an existing file with --config FILE (see the example in README.md)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {what}{key}\nHint: {hint}", key = key_suffix(.key))]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: Option<String>,
+        what: String,
+        hint: String,
+    },
+    #[error("{path}: [{section}] {key}: {what}\nHint: {hint}")]
+    Invalid {
+        path: PathBuf,
+        section: &'static str,
+        key: &'static str,
+        what: String,
+        hint: String,
+    },
+}
+
+fn key_suffix(key: &Option<String>) -> String {
+    match key {
+        Some(k) => format!(" (key `{k}`)"),
+        None => String::new(),
+    }
+}
+
+/// Initrd compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Gzip,
+    Xz,
+    None,
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::Zstd => "zstd",
+            Compression::Gzip => "gzip",
+            Compression::Xz => "xz",
+            Compression::None => "none",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSection {
+    /// The kernel image (bzImage with EFI stub), e.g. `/boot/vmlinuz-6.1.0-50-amd64`.
+    pub image: PathBuf,
+    /// The module tree, e.g. `/lib/modules/6.1.0-50-amd64`.
+    pub modules: PathBuf,
+    /// Extra kernel command-line parameters.
+    #[serde(default)]
+    pub params: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitrdSection {
+    /// Modules the initrd loads (with their dependencies).
+    #[serde(default)]
+    pub modules: Vec<String>,
+    #[serde(default)]
+    pub compression: Compression,
+    /// Compression level (zstd 1–19, gzip 1–9, xz 0–9); a per-format default when absent.
+    pub level: Option<i32>,
+    /// A firmware file named by a module but missing is an error instead of a warning.
+    #[serde(default)]
+    pub strict_firmware: bool,
+    /// The activator binary to put at `/init`; found next to `genboot` when absent.
+    pub activator: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootSection {
+    /// `PARTUUID=…`, `UUID=…`, `LABEL=…` or a `/dev/…` path.
+    pub device: String,
+    #[serde(default = "default_fstype")]
+    pub fstype: String,
+    /// Mount options, e.g. `rw` or `ro,noatime`.
+    #[serde(default = "default_root_options")]
+    pub options: String,
+}
+
+fn default_fstype() -> String {
+    "ext4".into()
+}
+fn default_root_options() -> String {
+    "rw".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemSection {
+    /// The menu title of the generations built from this file.
+    pub label: String,
+    /// The stage-2 init on the booted root file system.
+    #[serde(default = "default_init")]
+    pub init: String,
+}
+
+fn default_init() -> String {
+    "/sbin/init".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BootSection {
+    /// Boot counting: tries before systemd-boot falls back. Off when absent.
+    pub tries: Option<u32>,
+    /// Keep at most this many newest generations on the ESP.
+    pub limit: Option<u32>,
+    /// systemd-boot menu timeout in seconds.
+    pub timeout: Option<u32>,
+    /// The mounted ESP to install to (else found like bootctl does).
+    pub esp: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemConfig {
+    pub kernel: KernelSection,
+    #[serde(default = "default_initrd")]
+    pub initrd: InitrdSection,
+    pub root: RootSection,
+    pub system: SystemSection,
+    #[serde(default)]
+    pub boot: BootSection,
+    /// The file this was read from (not part of the TOML).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+fn default_initrd() -> InitrdSection {
+    InitrdSection {
+        modules: Vec::new(),
+        compression: Compression::default(),
+        level: None,
+        strict_firmware: false,
+        activator: None,
+    }
+}
+
+impl SystemConfig {
+    /// Read and check `path`. Relative paths inside become relative to the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<SystemConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<SystemConfig, ConfigError> {
+        let mut cfg: SystemConfig =
+            toml::from_str(text).map_err(|e| syntax_error(text, path, &e))?;
+        cfg.source = path.to_path_buf();
+        let base = path.parent().unwrap_or(Path::new("."));
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        cfg.kernel.image = abs(&cfg.kernel.image);
+        cfg.kernel.modules = abs(&cfg.kernel.modules);
+        if let Some(a) = &cfg.initrd.activator {
+            cfg.initrd.activator = Some(abs(a));
+        }
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |section, key, what: String, hint: &str| ConfigError::Invalid {
+            path: self.source.clone(),
+            section,
+            key,
+            what,
+            hint: hint.to_string(),
+        };
+        if self.system.label.trim().is_empty() || self.system.label.chars().any(char::is_control) {
+            return Err(invalid(
+                "system",
+                "label",
+                format!("{:?} is not a usable menu title", self.system.label),
+                "give a non-empty label without control characters, e.g. label = \"Debian 12\"",
+            ));
+        }
+        if !self.system.init.starts_with('/') || self.system.init.contains(char::is_whitespace) {
+            return Err(invalid(
+                "system",
+                "init",
+                format!("{:?} is not an absolute path", self.system.init),
+                "name the stage-2 init as it is on the booted root, e.g. init = \"/sbin/init\"",
+            ));
+        }
+        let dev = self.root.device.as_str();
+        let ok_dev = ["PARTUUID=", "UUID=", "LABEL="].iter().any(|p| {
+            dev.strip_prefix(p)
+                .is_some_and(|v| !v.is_empty() && !v.contains(char::is_whitespace))
+        }) || (dev.starts_with("/dev/") && !dev.contains(char::is_whitespace));
+        if !ok_dev {
+            return Err(invalid(
+                "root",
+                "device",
+                format!("{dev:?} is not a device the activator can find"),
+                "use PARTUUID=…, UUID=…, LABEL=… or a /dev/… path",
+            ));
+        }
+        if self.root.fstype.is_empty()
+            || !self.root.fstype.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(invalid(
+                "root",
+                "fstype",
+                format!("{:?} is not a file system type", self.root.fstype),
+                "e.g. fstype = \"ext4\"",
+            ));
+        }
+        if self.root.options.contains(char::is_whitespace) {
+            return Err(invalid(
+                "root",
+                "options",
+                format!("{:?} contains spaces", self.root.options),
+                "separate mount options with commas, e.g. options = \"rw,noatime\"",
+            ));
+        }
+        for p in &self.kernel.params {
+            if p.is_empty() || p.contains(char::is_control) {
+                return Err(invalid(
+                    "kernel",
+                    "params",
+                    format!("{p:?} is not a kernel parameter"),
+                    "one parameter per string, no newlines",
+                ));
+            }
+        }
+        for m in &self.initrd.modules {
+            if m.is_empty()
+                || !m
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(invalid(
+                    "initrd",
+                    "modules",
+                    format!("{m:?} is not a module name"),
+                    "list module names like \"virtio_blk\"",
+                ));
+            }
+        }
+        if let Some(level) = self.initrd.level {
+            let (lo, hi) = match self.initrd.compression {
+                Compression::Zstd => (1, 19),
+                Compression::Gzip => (1, 9),
+                Compression::Xz => (0, 9),
+                Compression::None => (0, 0),
+            };
+            if level < lo || level > hi {
+                return Err(invalid(
+                    "initrd",
+                    "level",
+                    format!("{level} is out of range for {}", self.initrd.compression),
+                    &format!("use a level from {lo} to {hi}, or leave it out"),
+                ));
+            }
+        }
+        if self.boot.tries == Some(0) {
+            return Err(invalid(
+                "boot",
+                "tries",
+                "0 tries would never boot".into(),
+                "use tries = 1 or more, or leave it out to turn boot counting off",
+            ));
+        }
+        if self.boot.limit == Some(0) {
+            return Err(invalid(
+                "boot",
+                "limit",
+                "a limit of 0 leaves no generation on the ESP".into(),
+                "use limit = 1 or more, or leave it out",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Turn a toml error into one naming file, line, column and key.
+fn syntax_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
+    let offset = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or("");
+    // The key is what stands before `=` on the line, inside the last [table].
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim().to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').to_string());
+    let key = match (table, key) {
+        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (None, Some(k)) => Some(k),
+        _ => None,
+    };
+    let what = e.message().trim().to_string();
+    let hint = if what.contains("unknown field") {
+        "remove the key or fix its spelling; the README lists every key"
+    } else if what.contains("invalid type") || what.contains("expected") {
+        "give the value the type the README shows for this key"
+    } else if what.contains("missing field") {
+        "add the key; the README's example shows every required one"
+    } else {
+        "fix the TOML syntax at this position"
+    };
+    ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line,
+        column,
+        key,
+        what,
+        hint: hint.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[kernel]
+image = "vmlinuz"
+modules = "/lib/modules/6.1.0-50-amd64"
+
+[root]
+device = "PARTUUID=8d5f3a6e-0000-4000-8000-000000000002"
+
+[system]
+label = "Test"
+"#;
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let c = SystemConfig::parse(MINIMAL, Path::new("/etc/genboot/system.toml")).unwrap();
+        assert_eq!(c.kernel.image, Path::new("/etc/genboot/vmlinuz"));
+        assert_eq!(c.kernel.modules, Path::new("/lib/modules/6.1.0-50-amd64"));
+        assert_eq!(c.initrd.compression, Compression::Zstd);
+        assert_eq!(c.system.init, "/sbin/init");
+        assert_eq!(c.root.options, "rw");
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_column_and_key() {
+        let text = MINIMAL.replace("label = \"Test\"", "label = \"Test\"\nlabell = \"x\"");
+        let e = SystemConfig::parse(&text, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("s.toml:11:1: unknown field `labell`"), "{e}");
+        assert!(e.contains("key `system.labell`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_expectation() {
+        let text = format!("{MINIMAL}\n[boot]\ntries = \"three\"\n");
+        let e = SystemConfig::parse(&text, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `boot.tries`"), "{e}");
+        assert!(e.contains("expected"), "{e}");
+        assert!(e.contains(":13:9:"), "{e}");
+    }
+
+    #[test]
+    fn bad_root_device_is_refused() {
+        let text = MINIMAL.replace("PARTUUID=8d5f3a6e-0000-4000-8000-000000000002", "sda1");
+        let e = SystemConfig::parse(&text, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[root] device"), "{e}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Disk images: GPT with fixed GUIDs, an ESP and a root partition.

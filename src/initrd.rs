@@ -1,0 +1,1 @@
+//! The initrd writer: reproducible newc cpio, compressed.

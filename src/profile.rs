@@ -1,0 +1,283 @@
+//! The system profile: `<state>/profiles/system-<N>-link` → generation,
+//! `system` → the current link. Every change writes a new symlink under a
+//! temporary name and renames it over the old one, under an exclusive lock.
+
+use crate::failpoint;
+use crate::state::State;
+use crate::store::{fsync_dir, Store, StorePath};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("another genboot (pid {holder}) is changing {path}\nHint: wait for it to finish, or run without --no-wait to wait for it")]
+    Locked { path: PathBuf, holder: String },
+    #[error("generation {0} does not exist\nHint: `genboot list` shows the generations")]
+    NoSuchGeneration(u32),
+    #[error("generation {0} is the current one and cannot be deleted\nHint: make another generation current first (`genboot rollback` or `genboot set-default N`)")]
+    DeleteCurrent(u32),
+    #[error("there is no generation before {0} to roll back to")]
+    NothingToRollBack(u32),
+    #[error(
+        "the profile has no current generation\nHint: run `genboot switch --config FILE` first"
+    )]
+    NoCurrent,
+    #[error("profile link {path} does not point into the store")]
+    BadLink { path: PathBuf },
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("the state directory {path} is not writable: {source}\nHint: run as root, or pass --root DIR to work on a tree you own")]
+    NotWritable { path: PathBuf, source: io::Error },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ProfileError + 'a {
+    move |source| ProfileError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub number: u32,
+    pub target: StorePath,
+    /// When the link was made.
+    pub date: SystemTime,
+    pub current: bool,
+}
+
+#[derive(Debug)]
+pub struct Profile {
+    pub dir: PathBuf,
+}
+
+/// The held profile lock; released on drop.
+#[derive(Debug)]
+pub struct Lock {
+    _file: fs::File,
+}
+
+pub const CURRENT: &str = "system";
+
+fn link_name(n: u32) -> String {
+    format!("system-{n}-link")
+}
+
+fn parse_link_name(name: &str) -> Option<u32> {
+    name.strip_prefix("system-")?
+        .strip_suffix("-link")?
+        .parse()
+        .ok()
+}
+
+impl Profile {
+    pub fn new(state: &State) -> Profile {
+        Profile {
+            dir: state.profiles_dir(),
+        }
+    }
+
+    /// Take the exclusive lock. Without `wait`, fail at once if it is held;
+    /// with it, say who holds it and wait.
+    pub fn lock(&self, wait: bool) -> Result<Lock, ProfileError> {
+        fs::create_dir_all(&self.dir).map_err(|source| ProfileError::NotWritable {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let path = self.dir.join(".lock");
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| ProfileError::NotWritable {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                let holder = if holder.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    holder
+                };
+                if !wait {
+                    return Err(ProfileError::Locked { path, holder });
+                }
+                eprintln!(
+                    "genboot: waiting for another genboot (pid {holder}) to release {}",
+                    path.display()
+                );
+                file.lock().map_err(io_err("lock", &path))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+        }
+        file.set_len(0).map_err(io_err("write", &path))?;
+        write!(file, "{}", std::process::id()).map_err(io_err("write", &path))?;
+        Ok(Lock { _file: file })
+    }
+
+    /// All generations, oldest first.
+    pub fn generations(&self) -> Result<Vec<Generation>, ProfileError> {
+        let current = self.current_number()?;
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err("list", &self.dir)(e)),
+        };
+        for item in rd {
+            let item = item.map_err(io_err("list", &self.dir))?;
+            let Some(number) = item.file_name().to_str().and_then(parse_link_name) else {
+                continue;
+            };
+            let path = item.path();
+            let target = self.read_link(&path)?;
+            let date = fs::symlink_metadata(&path)
+                .and_then(|m| m.modified())
+                .map_err(io_err("stat", &path))?;
+            out.push(Generation {
+                number,
+                target,
+                date,
+                current: current == Some(number),
+            });
+        }
+        out.sort_by_key(|g| g.number);
+        Ok(out)
+    }
+
+    fn read_link(&self, path: &Path) -> Result<StorePath, ProfileError> {
+        let t = fs::read_link(path).map_err(io_err("read link", path))?;
+        t.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(StorePath::parse)
+            .ok_or_else(|| ProfileError::BadLink {
+                path: path.to_path_buf(),
+            })
+    }
+
+    pub fn current_number(&self) -> Result<Option<u32>, ProfileError> {
+        let path = self.dir.join(CURRENT);
+        match fs::read_link(&path) {
+            Ok(t) => Ok(t.to_str().and_then(parse_link_name)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read link", &path)(e)),
+        }
+    }
+
+    pub fn current(&self) -> Result<Generation, ProfileError> {
+        self.generations()?
+            .into_iter()
+            .find(|g| g.current)
+            .ok_or(ProfileError::NoCurrent)
+    }
+
+    /// Add `target` as a new generation and make it current. If the current
+    /// generation is already `target`, nothing changes. Caller holds the lock.
+    pub fn add(&self, target: &StorePath, _lock: &Lock) -> Result<(u32, bool), ProfileError> {
+        let gens = self.generations()?;
+        if let Some(cur) = gens.iter().find(|g| g.current) {
+            if &cur.target == target {
+                return Ok((cur.number, false));
+            }
+        }
+        let n = gens.last().map_or(1, |g| g.number + 1);
+        let link = self.dir.join(link_name(n));
+        let tmp = self.dir.join(format!(".{}.tmp", link_name(n)));
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(format!("../store/{}", target.base_name()), &tmp)
+            .map_err(io_err("create link", &tmp))?;
+        failpoint::hit("profile::link-written").map_err(io_err("create link", &tmp))?;
+        fs::rename(&tmp, &link).map_err(io_err("rename", &link))?;
+        failpoint::hit("profile::link-renamed").map_err(io_err("rename", &link))?;
+        self.set_current(n, _lock)?;
+        Ok((n, true))
+    }
+
+    /// Point `system` at generation `n`.
+    pub fn set_current(&self, n: u32, _lock: &Lock) -> Result<(), ProfileError> {
+        let link = self.dir.join(link_name(n));
+        if fs::symlink_metadata(&link).is_err() {
+            return Err(ProfileError::NoSuchGeneration(n));
+        }
+        let tmp = self.dir.join(".system.tmp");
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(link_name(n), &tmp).map_err(io_err("create link", &tmp))?;
+        failpoint::hit("profile::current-written").map_err(io_err("create link", &tmp))?;
+        fs::rename(&tmp, self.dir.join(CURRENT)).map_err(io_err("rename", &tmp))?;
+        failpoint::hit("profile::current-renamed").map_err(io_err("rename", &tmp))?;
+        fsync_dir(&self.dir)
+            .map_err(|e| io_err("sync", &self.dir)(io::Error::other(e.to_string())))?;
+        Ok(())
+    }
+
+    /// Make the generation before the current one current.
+    pub fn rollback(&self, lock: &Lock) -> Result<u32, ProfileError> {
+        let cur = self.current()?;
+        let prev = self
+            .generations()?
+            .into_iter()
+            .rfind(|g| g.number < cur.number)
+            .ok_or(ProfileError::NothingToRollBack(cur.number))?;
+        self.set_current(prev.number, lock)?;
+        Ok(prev.number)
+    }
+
+    /// Delete generation links (never the current one).
+    pub fn delete(&self, numbers: &[u32], _lock: &Lock) -> Result<(), ProfileError> {
+        let gens = self.generations()?;
+        for n in numbers {
+            let g = gens
+                .iter()
+                .find(|g| g.number == *n)
+                .ok_or(ProfileError::NoSuchGeneration(*n))?;
+            if g.current {
+                return Err(ProfileError::DeleteCurrent(*n));
+            }
+        }
+        for n in numbers {
+            let link = self.dir.join(link_name(*n));
+            fs::remove_file(&link).map_err(io_err("remove", &link))?;
+        }
+        fsync_dir(&self.dir)
+            .map_err(|e| io_err("sync", &self.dir)(io::Error::other(e.to_string())))?;
+        Ok(())
+    }
+
+    /// Store objects the profile's generations point at.
+    pub fn roots(&self) -> Result<Vec<StorePath>, ProfileError> {
+        Ok(self.generations()?.into_iter().map(|g| g.target).collect())
+    }
+}
+
+/// Everything reachable from `roots` through references.
+pub fn closure(
+    store: &Store,
+    roots: &[StorePath],
+) -> Result<std::collections::BTreeSet<StorePath>, crate::store::StoreError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo: Vec<StorePath> = roots.to_vec();
+    while let Some(sp) = todo.pop() {
+        if !seen.insert(sp.clone()) {
+            continue;
+        }
+        if store.path(&sp).exists() {
+            todo.extend(store.references(&sp)?);
+        }
+    }
+    Ok(seen)
+}
