@@ -103,3 +103,18 @@ init = "/sbin/init"
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// The static genboot-init binary (`$GENBOOT_ACTIVATOR`, else the default
+/// output of `qemu/build-activator`); panics with how to build it if missing.
+pub fn activator() -> PathBuf {
+    if let Some(p) = std::env::var_os("GENBOOT_ACTIVATOR") {
+        return PathBuf::from(p);
+    }
+    for target in ["x86_64-unknown-linux-musl", "x86_64-unknown-linux-gnu"] {
+        let p = repo().join(format!("target/{target}/release-init/genboot-init"));
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("genboot-init is not built; run `qemu/build-activator` (it prints the path; or set GENBOOT_ACTIVATOR)")
+}
