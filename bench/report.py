@@ -12,7 +12,7 @@ ROWS = [
     ("genboot", "genboot"),
     ("itools-list", "initramfs-tools MODULES=list"),
     ("itools-most", "initramfs-tools MODULES=most"),
-    ("dracut-minimal", "dracut --no-hostonly --drivers (minimal)"),
+    ("dracut-minimal", "dracut minimal (`--no-hostonly -m … --drivers …`)"),
     ("dracut-default", "dracut (default)"),
 ]
 PEERS = ["itools-list", "itools-most", "dracut-minimal", "dracut-default"]

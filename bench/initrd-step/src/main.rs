@@ -1,0 +1,53 @@
+//! `genboot-bench-initrd-step SYSTEM.TOML OUT`: what `genboot build` does
+//! to make an initrd, and nothing else: read the kernel's release, walk the
+//! module tree, parse every module's `.modinfo`, compute the closure of
+//! `[initrd] modules` (and its firmware), lay out the members, write the
+//! newc cpio, compress it, and write it to OUT (like `mkinitramfs -o OUT`:
+//! no store object, no fsync).
+//!
+//! bench/peers runs it under GNU time, as it runs mkinitramfs and dracut.
+
+use genboot::config::SystemConfig;
+use genboot::modules::{self, index, ModuleIndex};
+use genboot::{build, initrd, kernel};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    let [config, out] = args.as_slice() else {
+        eprintln!("usage: genboot-bench-initrd-step SYSTEM.TOML OUT");
+        return ExitCode::from(2);
+    };
+    match run(config, out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("genboot-bench-initrd-step: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: &PathBuf, out: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = SystemConfig::load(config)?;
+    let activator = initrd::find_activator(cfg.initrd.activator.as_deref())?;
+    let release = kernel::inspect(&cfg.kernel.image)?.release;
+    let files = index::walk(&cfg.kernel.modules)?;
+    let idx = ModuleIndex::read(&cfg.kernel.modules, &release, &files)?;
+    let closure = modules::closure(&idx, &cfg.initrd.modules)?;
+    let (firmware, _missing) = modules::closure::firmware(
+        &idx,
+        &closure,
+        &build::firmware_dir(&cfg.kernel.modules),
+    );
+    let members = initrd::members(&initrd::Contents {
+        index: &idx,
+        closure: &closure,
+        firmware: &firmware,
+        activator: &activator,
+    })?;
+    let archive = initrd::cpio(&members);
+    let compressed = initrd::compress(&archive, cfg.initrd.compression, cfg.initrd.level)?;
+    std::fs::write(out, compressed)?;
+    Ok(())
+}
