@@ -331,6 +331,7 @@ mod tests {
             depends: deps.iter().map(|s| s.to_string()).collect(),
             softdep_pre: pre.iter().map(|s| s.to_string()).collect(),
             softdep_post: post.iter().map(|s| s.to_string()).collect(),
+            softdep_raw: vec![],
             aliases: vec![format!("alias-of-{name}")],
             firmware: vec![],
             order: 0,

@@ -95,6 +95,8 @@ pub struct ModuleInfo {
     pub depends: Vec<String>,
     pub softdep_pre: Vec<String>,
     pub softdep_post: Vec<String>,
+    /// Each `softdep=` value as written (kmod applies one line per value).
+    pub softdep_raw: Vec<String>,
     pub aliases: Vec<String>,
     pub firmware: Vec<String>,
     /// Position in `modules.order` (modules not listed come after, by path).
@@ -146,6 +148,7 @@ impl ModuleIndex {
                     depends: info.depends,
                     softdep_pre: info.softdep_pre,
                     softdep_post: info.softdep_post,
+                    softdep_raw: info.softdep_raw,
                     aliases: info.aliases,
                     firmware: info.firmware,
                     order: order.get(key).copied().unwrap_or(u32::MAX),

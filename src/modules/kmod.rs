@@ -14,7 +14,7 @@
 
 use super::closure::normalize_alias;
 use super::index::ModuleIndex;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 const MAGIC: u32 = 0xB007_F457;
@@ -206,38 +206,79 @@ pub fn lookup(index: &[u8], key: &str) -> Option<Vec<String>> {
     }
 }
 
-/// A module's full dependency list as `modules.dep` holds it: every module
-/// it needs (transitively), ordered so that libkmod, which loads the list
-/// from its end, loads each dependency before its dependents.
-pub fn dep_line_modules<'a>(index: &'a ModuleIndex, name: &str) -> Vec<&'a str> {
-    fn visit<'a>(
-        index: &'a ModuleIndex,
-        name: &str,
-        seen: &mut BTreeSet<String>,
-        out: &mut Vec<&'a str>,
-    ) {
-        let Some(m) = index.modules.get(name) else {
-            return;
-        };
-        if !seen.insert(name.to_string()) {
-            return;
-        }
-        for d in &m.depends {
-            visit(index, d, seen, out);
-        }
-        out.push(m.name.as_str());
+/// Each module's place in a topological order of the whole tree, modules
+/// without users first (Kahn's algorithm over `modules.order`, as depmod
+/// does). Modules in a dependency cycle get no place.
+pub fn sort_positions(index: &ModuleIndex) -> HashMap<&str, usize> {
+    let mods = index.in_order();
+    let at: HashMap<&str, usize> = mods
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.name.as_str(), i))
+        .collect();
+    let deps: Vec<Vec<usize>> = mods
+        .iter()
+        .map(|m| {
+            let mut v: Vec<usize> = Vec::new();
+            for d in &m.depends {
+                if let Some(&j) = at.get(d.as_str()) {
+                    if !v.contains(&j) {
+                        v.push(j);
+                    }
+                }
+            }
+            v
+        })
+        .collect();
+    let mut users = vec![0usize; mods.len()];
+    for d in deps.iter().flatten() {
+        users[*d] += 1;
     }
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    visit(index, name, &mut seen, &mut out);
-    out.pop(); // the module itself
-    out.reverse();
+    let mut roots: Vec<usize> = (0..mods.len()).filter(|&i| users[i] == 0).collect();
+    let mut out = HashMap::with_capacity(mods.len());
+    while let Some(src) = roots.pop() {
+        out.insert(mods[src].name.as_str(), out.len());
+        for &d in &deps[src] {
+            users[d] -= 1;
+            if users[d] == 0 {
+                roots.push(d);
+            }
+        }
+    }
+    out
+}
+
+/// A module's full dependency list as `modules.dep` holds it: every module
+/// it needs (transitively), dependents before their dependencies; libkmod
+/// loads the list from its end.
+pub fn dep_line_modules<'a>(
+    index: &'a ModuleIndex,
+    positions: &HashMap<&str, usize>,
+    name: &str,
+) -> Vec<&'a str> {
+    let mut seen: BTreeSet<&'a str> = BTreeSet::new();
+    let mut todo: Vec<&'a str> = index
+        .modules
+        .get(name)
+        .map(|m| m.depends.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    while let Some(d) = todo.pop() {
+        let Some(m) = index.modules.get(d) else {
+            continue;
+        };
+        if m.name != name && seen.insert(m.name.as_str()) {
+            todo.extend(m.depends.iter().map(String::as_str));
+        }
+    }
+    let mut out: Vec<&'a str> = seen.into_iter().collect();
+    out.sort_by_key(|n| (positions.get(n).copied().unwrap_or(usize::MAX), *n));
     out
 }
 
 /// The index files, as (file name, bytes), sorted by name.
 pub fn index_files(index: &ModuleIndex) -> Vec<(&'static str, Vec<u8>)> {
     let ordered = index.in_order();
+    let positions = sort_positions(index);
     let mut dep = String::new();
     let mut dep_bin = Trie::default();
     let mut alias = String::from("# Aliases extracted from modules themselves.\n");
@@ -245,7 +286,7 @@ pub fn index_files(index: &ModuleIndex) -> Vec<(&'static str, Vec<u8>)> {
     let mut softdep = String::from("# Soft dependencies extracted from modules themselves.\n");
     let mut devname = String::from("# Device nodes to trigger on-demand module loading.\n");
     for m in &ordered {
-        let deps: Vec<&str> = dep_line_modules(index, &m.name)
+        let deps: Vec<&str> = dep_line_modules(index, &positions, &m.name)
             .into_iter()
             .map(|d| index.modules[d].path.as_str())
             .collect();
@@ -261,16 +302,9 @@ pub fn index_files(index: &ModuleIndex) -> Vec<(&'static str, Vec<u8>)> {
             alias.push_str(&format!("alias {a} {}\n", m.name));
             alias_bin.insert(&normalize_alias(a), &m.name, m.order);
         }
-        if !m.softdep_pre.is_empty() || !m.softdep_post.is_empty() {
-            let mut s = format!("softdep {}", m.name);
-            if !m.softdep_pre.is_empty() {
-                s.push_str(&format!(" pre: {}", m.softdep_pre.join(" ")));
-            }
-            if !m.softdep_post.is_empty() {
-                s.push_str(&format!(" post: {}", m.softdep_post.join(" ")));
-            }
-            softdep.push_str(&s);
-            softdep.push('\n');
+        // One line per `softdep=` value, as depmod writes them.
+        for raw in &m.softdep_raw {
+            softdep.push_str(&format!("softdep {} {raw}\n", m.name));
         }
         if let Some(line) = devname_line(&m.name, &m.aliases) {
             devname.push_str(&line);

@@ -41,6 +41,8 @@ pub struct ModInfo {
     pub depends: Vec<String>,
     pub softdep_pre: Vec<String>,
     pub softdep_post: Vec<String>,
+    /// Each `softdep=` value as written, for `modules.softdep`.
+    pub softdep_raw: Vec<String>,
     pub aliases: Vec<String>,
     pub firmware: Vec<String>,
     pub vermagic: Option<String>,
@@ -160,6 +162,7 @@ pub fn parse(section: &[u8]) -> ModInfo {
                 let (pre, post) = parse_softdep(value);
                 m.softdep_pre.extend(pre);
                 m.softdep_post.extend(post);
+                m.softdep_raw.push(value.to_string());
             }
             "alias" => m.aliases.push(value.to_string()),
             "firmware" => m.firmware.push(value.to_string()),
