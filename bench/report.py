@@ -94,6 +94,35 @@ def targets(res):
     return t
 
 
+def genboot_steps(res):
+    """genboot-init's own per-step timings (CLOCK_BOOTTIME, from
+    /run/genboot/timings.json), medians over the runs."""
+    runs = [r.get("genboot_timings") for r in res["boots"].get("genboot", {}).get("runs", [])]
+    runs = [r for r in runs if r and r.get("steps")]
+    if not runs:
+        return []
+    names = [s["step"] for s in runs[0]["steps"]]
+    at, took = {}, {}
+    for n in names:
+        at[n], took[n] = [], []
+    for r in runs:
+        prev = None
+        for s in r["steps"]:
+            if s["step"] in at:
+                at[s["step"]].append(s["us"] / 1e6)
+                if prev is not None:
+                    took[s["step"]].append((s["us"] - prev) / 1e6)
+            prev = s["us"]
+    med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None  # noqa: E731
+    out = ["", "genboot-init's steps in the genboot boots (its own timings, "
+           "`/run/genboot/timings.json`, CLOCK_BOOTTIME; medians): each step ends at "
+           "*done at*; *took* is the time since the previous step ended.", "",
+           "| step | done at | took |", "|---|---:|---:|"]
+    for n in names:
+        out.append(f"| {n} | {_f(med(at[n]), ' s', 3)} | {_f(med(took[n]), ' s', 3)} |")
+    return out
+
+
 def markdown(res):
     b, s, bo = res["builds"], res["initrds"], res["boots"]
     lines = [
@@ -114,18 +143,20 @@ def markdown(res):
             bb = b.get("genboot-initrd-step")
         ss = s.get(key)
         boot = bo.get(key)
-        ok = boot and boot["ok"]
-        failed = boot and not boot["ok"]
+        ok = bool(boot and boot["ok"])
+        failed = bool(boot) and not ok
+        if not ok:
+            boot = None
         lines.append("| " + " | ".join([
             label + (" **(did not boot)**" if failed else ""),
             _f(bb and bb["wall_s_median"], " s", 3),
             _f(bb and bb["max_rss_kib_median"] / 1024, " MiB", 1),
             _f(ss and ss["bytes"] / MIB, " MiB", 2),
             str(ss["modules"]) if ss else "–",
-            _f(ok and boot["init_s_median"], " s", 3),
-            _f(ok and boot["real_init_s_median"], " s", 3),
-            _f(ok and boot["initrd_phase_s_median"], " s", 3),
-            _f(ok and boot["qemu_wall_s_median"], " s", 2),
+            _f(boot and boot["init_s_median"], " s", 3),
+            _f(boot and boot["real_init_s_median"], " s", 3),
+            _f(boot and boot["initrd_phase_s_median"], " s", 3),
+            _f(boot and boot["qemu_wall_s_median"], " s", 2),
         ]) + " |")
     for key, label in [("genboot-build-cold", "whole `genboot build`, cold store"),
                        ("genboot-build-warm", "whole `genboot build`, warm store")]:
@@ -137,6 +168,12 @@ def markdown(res):
     for t in res.get("targets") or targets(res):
         met = {True: "met", False: "**missed**", None: "not measured"}[t["met"]]
         lines.append(f"| {t['target']} | {met} | {t['detail']} |")
+    lines += genboot_steps(res)
+    prof = res.get("genboot_build_profile")
+    if prof:
+        lines += ["", "Where a cold `genboot build` spends its time (its own progress lines, "
+                  "one run on a pseudo-terminal; seconds since it started):", "", "```"]
+        lines += prof + ["```"]
     notes = res.get("notes")
     if notes:
         lines += [""] + notes
