@@ -129,7 +129,8 @@ def markdown(res):
         f"Measured {res['date']} on {res['host']['cpus']} cores ({res['host']['cpu']}), "
         f"load average before the run {' / '.join(res['host']['load_before'])} "
         f"(1/5/15 min), after {' / '.join(res.get('load_after', ['?'] * 3))}; kernel "
-        f"{res['kernel']['package']}; medians of {res['runs']} runs after a warm-up.",
+        f"{res['kernel']['package']}; medians of {res['runs']} builds and "
+        f"{res.get('boot_runs', res['runs'])} boots after a warm-up of each.",
         "",
         "| initrd | build | peak RSS | size | modules | /init at | real init at | initrd phase "
         "| QEMU wall |",
@@ -169,6 +170,11 @@ def markdown(res):
         met = {True: "met", False: "**missed**", None: "not measured"}[t["met"]]
         lines.append(f"| {t['target']} | {met} | {t['detail']} |")
     lines += genboot_steps(res)
+    ph = b.get("genboot-initrd-step", {}).get("phases_s_median")
+    if ph:
+        lines += ["", "Where genboot's initrd step spends its time (`bench/initrd-step` times "
+                  "its own phases; medians):", "", "| phase | time |", "|---|---:|"]
+        lines += [f"| {k} | {v:.3f} s |" for k, v in ph.items()]
     prof = res.get("genboot_build_profile")
     if prof:
         lines += ["", "Where a cold `genboot build` spends its time (its own progress lines, "

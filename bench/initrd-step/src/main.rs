@@ -6,12 +6,15 @@
 //! no store object, no fsync).
 //!
 //! bench/peers runs it under GNU time, as it runs mkinitramfs and dracut.
+//! It prints where its time went on stdout, one line a phase:
+//! `phase <name> <seconds>`.
 
 use genboot::config::SystemConfig;
 use genboot::modules::{self, index, ModuleIndex};
 use genboot::{build, initrd, kernel};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 fn main() -> ExitCode {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
@@ -29,17 +32,26 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &PathBuf, out: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+    let mut t = Instant::now();
+    let mut lap = |name: &str| {
+        println!("phase {name} {:.6}", t.elapsed().as_secs_f64());
+        t = Instant::now();
+    };
     let cfg = SystemConfig::load(config)?;
     let activator = initrd::find_activator(cfg.initrd.activator.as_deref())?;
     let release = kernel::inspect(&cfg.kernel.image)?.release;
+    lap("config+kernel-release");
     let files = index::walk(&cfg.kernel.modules)?;
+    lap("walk-module-tree");
     let idx = ModuleIndex::read(&cfg.kernel.modules, &release, &files)?;
+    lap("parse-modinfo");
     let closure = modules::closure(&idx, &cfg.initrd.modules)?;
     let (firmware, _missing) = modules::closure::firmware(
         &idx,
         &closure,
         &build::firmware_dir(&cfg.kernel.modules),
     );
+    lap("closure+firmware");
     let members = initrd::members(&initrd::Contents {
         index: &idx,
         closure: &closure,
@@ -47,7 +59,10 @@ fn run(config: &PathBuf, out: &PathBuf) -> Result<(), Box<dyn std::error::Error>
         activator: &activator,
     })?;
     let archive = initrd::cpio(&members);
+    lap("read-members+cpio");
     let compressed = initrd::compress(&archive, cfg.initrd.compression, cfg.initrd.level)?;
+    lap("compress");
     std::fs::write(out, compressed)?;
+    lap("write");
     Ok(())
 }
