@@ -163,7 +163,8 @@ def markdown(res):
             _f(boot and boot["qemu_wall_s_median"], " s", 2),
         ]) + " |")
     for key, label in [("genboot-build-cold", "whole `genboot build`, cold store"),
-                       ("genboot-build-warm", "whole `genboot build`, warm store")]:
+                       ("genboot-build-warm", "whole `genboot build`, warm store"),
+                       ("depmod", "`depmod` (the peers need it first; not in their build)")]:
         if key in b:
             lines.append(f"| {label} | {_f(b[key]['wall_s_median'], ' s', 3)} | "
                          f"{_f(b[key]['max_rss_kib_median'] / 1024, ' MiB', 1)} "
