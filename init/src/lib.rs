@@ -5,5 +5,11 @@
 //! `manifest` and `storehash` are also used by the builder (`genboot`), so
 //! the two sides cannot drift apart.
 
+pub mod activate;
+pub mod alias;
+pub mod cmdline;
+pub mod json;
 pub mod manifest;
+pub mod probe;
 pub mod storehash;
+pub mod sys;
