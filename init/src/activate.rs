@@ -26,6 +26,9 @@ pub const BOOTED: &str = "/run/genboot/booted";
 pub const TIMINGS: &str = "/run/genboot/timings.json";
 /// How long the failure policy waits before rebooting.
 pub const REBOOT_DELAY: Duration = Duration::from_secs(5);
+const KMSG_ERR: u8 = 3;
+const KMSG_INFO: u8 = 6;
+const KMSG_DEBUG: u8 = 7;
 /// How often the root device is looked for.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -132,10 +135,21 @@ fn errno_text(e: &io::Error) -> String {
 }
 
 impl<S: Sys> Boot<'_, S> {
+    /// A line on the console, and in the kernel log at debug level: the
+    /// kernel would otherwise print it on the console a second time.
     fn say(&mut self, msg: &str) {
+        self.say_at(KMSG_DEBUG, msg);
+    }
+
+    /// Errors go to the kernel log as errors (shown on the console twice).
+    fn say_error(&mut self, msg: &str) {
+        self.say_at(KMSG_ERR, msg);
+    }
+
+    fn say_at(&mut self, level: u8, msg: &str) {
         let line = format!("genboot-init: {msg}");
         self.sys.console(&line);
-        self.sys.kmsg(&line);
+        self.sys.kmsg(level, &line);
     }
 
     fn done(&mut self, step: Step, detail: &str) {
@@ -202,7 +216,7 @@ impl<S: Sys> Boot<'_, S> {
             if target == "/dev" {
                 // The kernel log is writable from here on: the banner again.
                 let banner = banner();
-                self.sys.kmsg(&banner);
+                self.sys.kmsg(KMSG_INFO, &banner);
             }
         }
         self.done(Step::MountApi, "/proc /sys /dev /run");
@@ -905,9 +919,9 @@ impl<S: Sys> Boot<'_, S> {
             f.step.name(),
             f.what
         );
-        self.say(&msg);
+        self.say_error(&msg);
         let msg = format!("hint: {}", f.hint);
-        self.say(&msg);
+        self.say_error(&msg);
         if self.shell_on_fail {
             match self.shell_reachable() {
                 Some(root) => {

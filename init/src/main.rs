@@ -16,7 +16,7 @@ fn main() {
         let mut sys = RealSys::new();
         let msg = format!("genboot-init: FAILED: internal error: {info}");
         sys.console(&msg);
-        sys.kmsg(&msg);
+        sys.kmsg(3, &msg);
         sys.console("genboot-init: rebooting in 5 s");
         sys.sleep(activate::REBOOT_DELAY);
         let _ = sys.reboot();

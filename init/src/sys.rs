@@ -78,9 +78,9 @@ pub trait Sys {
     fn now_us(&mut self) -> u64;
     /// Write a line to the console (PID 1's stdout/stderr is `/dev/console`).
     fn console(&mut self, line: &str);
-    /// Write a line to the kernel log (`/dev/kmsg`), once `/dev` is mounted;
-    /// silently nothing before.
-    fn kmsg(&mut self, line: &str);
+    /// Write a line to the kernel log (`/dev/kmsg`) at syslog `level`
+    /// (3 error, 6 info, 7 debug), once `/dev` is mounted; nothing before.
+    fn kmsg(&mut self, level: u8, line: &str);
     /// The running kernel's release (`uname -r`).
     fn kernel_release(&mut self) -> io::Result<String>;
 

@@ -213,7 +213,7 @@ fn banner_comes_first_on_console_and_kmsg() {
         "{:?}",
         f.console[0]
     );
-    assert!(f.kmsg[0].starts_with("genboot-init "), "{:?}", f.kmsg[0]);
+    assert!(f.kmsg[0].starts_with("<6>genboot-init "), "{:?}", f.kmsg[0]);
 }
 
 #[test]

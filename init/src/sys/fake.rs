@@ -170,8 +170,8 @@ impl Sys for FakeSys {
     fn console(&mut self, line: &str) {
         self.console.push(line.to_string());
     }
-    fn kmsg(&mut self, line: &str) {
-        self.kmsg.push(line.to_string());
+    fn kmsg(&mut self, level: u8, line: &str) {
+        self.kmsg.push(format!("<{level}>{line}"));
     }
     fn kernel_release(&mut self) -> io::Result<String> {
         Ok(self.release.clone())

@@ -135,13 +135,13 @@ impl Sys for RealSys {
         let _ = e.write_all(b"\n");
     }
 
-    fn kmsg(&mut self, line: &str) {
+    fn kmsg(&mut self, level: u8, line: &str) {
         if self.kmsg.is_none() {
             self.kmsg = fs::OpenOptions::new().write(true).open("/dev/kmsg").ok();
         }
         if let Some(k) = &mut self.kmsg {
-            // One write is one record; <6> is KERN_INFO.
-            let _ = k.write_all(format!("<6>{line}\n").as_bytes());
+            // One write is one record.
+            let _ = k.write_all(format!("<{level}>{line}\n").as_bytes());
         }
     }
 
