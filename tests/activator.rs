@@ -735,3 +735,47 @@ fn tampered_generation_is_refused_with_verify() {
     vm.expect_exit();
     assert!(!vm.text().contains("STAGE2-MARKER"));
 }
+
+#[test]
+fn debug_prints_the_mount_table_and_gives_the_roots_shell() {
+    let s = system(CLOUD);
+    let disk = disk_copy(s, "debug");
+    let append = format!(
+        "root=LABEL={LABEL} rw init={}/init genboot.debug",
+        s.generation
+    );
+    let mut vm = Vm::boot("debug", s, &disk, &append);
+    vm.expect("genboot.debug: stopped before switching root. Mount table:");
+    vm.expect(" /sysroot rw,");
+    vm.expect("starting the root's /bin/sh");
+    std::thread::sleep(Duration::from_millis(500));
+    vm.send("echo DEBUG-$((40+2))\n");
+    vm.expect("DEBUG-42");
+    vm.send("exit\n");
+    vm.expect("rebooting in 5 s");
+    vm.expect_exit();
+    assert!(!vm.text().contains("STAGE2-MARKER"));
+}
+
+#[test]
+fn shell_on_fail_gives_the_roots_shell_then_reboots() {
+    let s = system(CLOUD);
+    let disk = disk_copy(s, "shell-on-fail");
+    let missing = format!(
+        "/var/lib/genboot/store/{}-genboot-system-{}",
+        "0".repeat(32),
+        s.kernel.release
+    );
+    let append = format!("root=LABEL={LABEL} init={missing}/init genboot.shell_on_fail");
+    let mut vm = Vm::boot("shell-on-fail", s, &disk, &append);
+    vm.expect(&format!(
+        "FAILED at step generation: generation {missing} is not on the root file system"
+    ));
+    vm.expect("genboot.shell_on_fail: starting /bin/sh (root /sysroot)");
+    std::thread::sleep(Duration::from_millis(500));
+    vm.send("ls /var/lib/genboot/store | grep -c genboot-system; echo SHELL-$((3*3))\n");
+    vm.expect("SHELL-9");
+    vm.send("exit\n");
+    vm.expect("rebooting in 5 s");
+    vm.expect_exit();
+}

@@ -308,8 +308,7 @@ impl<S: Sys> Boot<'_, S> {
 
     /// Load one module; `Ok(true)` if it is in the kernel now.
     fn load(&mut self, path: &str) -> Result<(), io::Error> {
-        let compressed = [".xz", ".zst", ".gz"].iter().any(|s| path.ends_with(s));
-        match self.sys.load_module(path, compressed) {
+        match self.sys.load_module(path, is_compressed(path)) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
             Err(e) => Err(e),
@@ -322,8 +321,9 @@ impl<S: Sys> Boot<'_, S> {
                 Ok(()) => loaded.push(norm(name)),
                 Err(e) => {
                     let msg = format!(
-                        "warning: module {name} ({path}) did not load: {}",
-                        errno_text(&e)
+                        "warning: module {name} ({path}) did not load: {}{}",
+                        errno_text(&e),
+                        load_hint(path, &e)
                     );
                     self.say(&msg);
                     failed.push(name.clone());
@@ -936,6 +936,23 @@ impl<S: Sys> Boot<'_, S> {
             }
         }
         self.reboot(f.step)
+    }
+}
+
+fn is_compressed(path: &str) -> bool {
+    [".xz", ".zst", ".gz"].iter().any(|s| path.ends_with(s))
+}
+
+/// What a failed module load most likely means.
+fn load_hint(path: &str, e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOEXEC) if is_compressed(path) => {
+            " (this kernel cannot load compressed modules, CONFIG_MODULE_DECOMPRESS is off: the initrd must hold them uncompressed)"
+        }
+        Some(libc::ENOEXEC) => " (not a module for this kernel: vermagic or format mismatch)",
+        Some(libc::ENODEV) => " (no such hardware or CPU feature here; harmless if it is optional)",
+        Some(libc::EKEYREJECTED) | Some(libc::EBADMSG) => " (signature rejected: module signing enforcement)",
+        _ => "",
     }
 }
 

@@ -635,3 +635,29 @@ fn failing_reboot_is_reported_not_silent() {
     assert_eq!(run(&mut f), Outcome::RebootFailed);
     assert!(console_has(&f, "reboot failed"));
 }
+
+#[test]
+fn compressed_modules_use_the_kernels_decompression_and_say_when_it_is_missing() {
+    let mut f = world(&cmdline(""));
+    let mut m =
+        Manifest::parse(&String::from_utf8(f.read_file(manifest::PATH).unwrap()).unwrap()).unwrap();
+    m.modules.push(("dummy".into(), "/lib/dummy.ko.zst".into()));
+    f.file("/lib/dummy.ko.zst", b"zstd", INITRAMFS);
+    f.fail
+        .push(("load_module /lib/dummy.ko.zst".into(), libc::EINVAL));
+    let mut boot = Boot {
+        sys: &mut f,
+        steps: vec![],
+        args: None,
+        shell_on_fail: false,
+        root_at: None,
+    };
+    let (mut loaded, mut failed) = (vec![], vec![]);
+    boot.modules(&m, &mut loaded, &mut failed);
+    assert_eq!(failed, vec!["dummy"]);
+    assert!(f
+        .calls
+        .contains(&"load_module /lib/dummy.ko.zst compressed".to_string()));
+    assert!(console_has(&f, "CONFIG_MODULE_DECOMPRESS is off"));
+    assert!(console_has(&f, "modules: 3 of 4 loaded"));
+}
