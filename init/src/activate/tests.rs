@@ -661,3 +661,35 @@ fn compressed_modules_use_the_kernels_decompression_and_say_when_it_is_missing()
     assert!(console_has(&f, "CONFIG_MODULE_DECOMPRESS is off"));
     assert!(console_has(&f, "modules: 3 of 4 loaded"));
 }
+
+#[test]
+fn modalias_skips_the_sysfs_walk_when_every_aliased_module_is_loaded() {
+    let mut f = world(&cmdline(""));
+    let m =
+        Manifest::parse(&String::from_utf8(f.read_file(manifest::PATH).unwrap()).unwrap()).unwrap();
+    // A device whose alias would match: the walk would find it.
+    f.tree
+        .remove("/sys/devices/pci0000:00/0000:00:04.0/modalias");
+    let mut boot = Boot {
+        sys: &mut f,
+        steps: vec![],
+        args: None,
+        shell_on_fail: false,
+        root_at: None,
+    };
+    let mut loaded = vec!["virtio_pci".to_string(), "virtio_blk".to_string()];
+    assert!(boot.modalias_pass(&m, &mut loaded).is_empty());
+    assert!(f.calls.is_empty());
+    assert!(f.listed.is_empty(), "sysfs was walked: {:?}", f.listed);
+    // With virtio_blk missing, the walk runs and loads it.
+    let mut boot = Boot {
+        sys: &mut f,
+        steps: vec![],
+        args: None,
+        shell_on_fail: false,
+        root_at: None,
+    };
+    let mut loaded = vec!["virtio_pci".to_string()];
+    assert_eq!(boot.modalias_pass(&m, &mut loaded), vec!["virtio_blk"]);
+    assert!(f.listed.contains(&"/sys/devices".to_string()));
+}

@@ -28,6 +28,8 @@ pub(crate) struct FakeSys {
     pub(crate) hashes: BTreeMap<String, String>,
     pub(crate) release: String,
     pub(crate) clock_us: u64,
+    /// Directories listed, in order (reads are not effects, but their cost is).
+    pub(crate) listed: Vec<String>,
     /// Modules whose `load_module` says EEXIST.
     pub(crate) builtin_paths: Vec<String>,
 }
@@ -227,6 +229,7 @@ impl Sys for FakeSys {
         Ok(d[s..(s + len).min(d.len())].to_vec())
     }
     fn read_dir(&mut self, path: &str) -> io::Result<Vec<(String, Kind)>> {
+        self.listed.push(path.to_string());
         let (p, n) = self.get(path, true)?;
         if n.0 != Node::Dir {
             return Err(err(libc::ENOTDIR));
