@@ -527,6 +527,14 @@ impl Vm {
         std::fs::write(&p, self.text()).unwrap();
     }
 
+    /// The time of genboot-init's first step (mount-api), in seconds.
+    fn first_step_seconds(&self) -> f64 {
+        let t = self.text();
+        let key = "genboot-init: [";
+        let at = t.find(key).expect("genboot-init logs its steps") + key.len();
+        t[at..].split(']').next().unwrap().trim().parse().unwrap()
+    }
+
     /// genboot-init's "kernel start to stage 2" figure, in seconds.
     fn stage2_seconds(&self) -> String {
         let t = self.text();
@@ -559,18 +567,28 @@ fn disk_copy(s: &System, name: &str) -> PathBuf {
     p
 }
 
-/// Record a figure in target/test-logs/activator-timings.txt and print it.
+/// Record the boot's figures, one tab-separated line in
+/// target/test-logs/activator-timings.tsv (read by `qemu/bench-activator`),
+/// and print them.
 fn report(name: &str, s: &System, vm: &Vm) {
     let initrd = std::fs::metadata(&s.initrd).unwrap().len();
     let init = std::fs::metadata(activator()).unwrap().len();
-    let line = format!(
-        "{name:<28} kernel {:<22} kernel start → stage-2 exec {:>9} s   initrd {initrd} bytes ({})   genboot-init {init} bytes\n",
-        s.kernel.release,
-        vm.stage2_seconds(),
-        if s.from_build { "genboot build" } else { "test harness" }
+    let stage2 = vm.stage2_seconds();
+    let in_init = vm.stage2_seconds().parse::<f64>().unwrap() - vm.first_step_seconds();
+    let source = if s.from_build {
+        "genboot build"
+    } else {
+        "test harness"
+    };
+    println!(
+        "{name}: kernel {}: kernel start to stage-2 exec {stage2} s, of which genboot-init {in_init:.3} s; initrd {initrd} bytes ({source}); genboot-init {init} bytes",
+        s.kernel.release
     );
-    print!("{line}");
-    let p = repo().join("target/test-logs/activator-timings.txt");
+    let line = format!(
+        "{name}\t{}\t{stage2}\t{in_init:.6}\t{initrd}\t{init}\t{source}\n",
+        s.kernel.release
+    );
+    let p = repo().join("target/test-logs/activator-timings.tsv");
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     let mut f = std::fs::OpenOptions::new()
         .create(true)
