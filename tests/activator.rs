@@ -10,11 +10,6 @@
 mod common;
 
 use common::*;
-use genboot::build;
-use genboot::config::SystemConfig;
-use genboot::state::State;
-use genboot::store::{BuildOptions, Store, StorePath};
-use genboot_init::manifest::Manifest;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -70,9 +65,6 @@ struct System {
     initrd: PathBuf,
     /// The generation as the booted system sees it.
     generation: String,
-    /// Whether the generation came whole from `genboot build` (initrd and
-    /// kernel-modules objects), or the harness added them.
-    from_build: bool,
     work: PathBuf,
 }
 
@@ -83,108 +75,6 @@ fn initrd_modules(k: &Kernel) -> Vec<&'static str> {
     } else {
         vec!["virtio_pci", "virtio_blk"]
     }
-}
-
-/// A scratch copy of the kernel's module tree (hard links) with depmod run,
-/// so `modprobe --show-depends` gives load orders.
-fn depmod_scratch(k: &Kernel, work: &Path) -> PathBuf {
-    let base = work.join("depmod");
-    let tree = base.join("lib/modules").join(&k.release);
-    std::fs::create_dir_all(tree.parent().unwrap()).unwrap();
-    let cp = Command::new("cp")
-        .arg("-al")
-        .arg(&k.modules)
-        .arg(&tree)
-        .status()
-        .unwrap();
-    if !cp.success() {
-        sh(Command::new("cp").arg("-a").arg(&k.modules).arg(&tree));
-    }
-    sh(Command::new("depmod").arg("-b").arg(&base).arg(&k.release));
-    base
-}
-
-/// Module files (relative to the module tree) in load order for `names`,
-/// deps first, each once; builtins are skipped.
-fn load_order(k: &Kernel, scratch: &Path, names: &[&str]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let tree = scratch.join("lib/modules").join(&k.release);
-    for n in names {
-        let text = sh(Command::new("modprobe")
-            .arg("--show-depends")
-            .arg("-d")
-            .arg(scratch)
-            .arg("-S")
-            .arg(&k.release)
-            .arg(n));
-        for line in text.lines() {
-            if let Some(p) = line.strip_prefix("insmod ") {
-                let p = p.trim();
-                let rel = Path::new(p)
-                    .strip_prefix(&tree)
-                    .unwrap_or_else(|_| panic!("{p} is outside {}", tree.display()))
-                    .to_string_lossy()
-                    .into_owned();
-                if !out.contains(&rel) {
-                    out.push(rel);
-                }
-            }
-        }
-    }
-    out
-}
-
-fn module_name(rel: &str) -> String {
-    let f = rel.rsplit('/').next().unwrap();
-    f.split(".ko").next().unwrap().replace('-', "_")
-}
-
-/// The initrd as the harness writes it (until `genboot build` writes one):
-/// newc cpio, zstd, with /init, /dev/console, the manifest and the modules.
-fn write_initrd(k: &Kernel, scratch: &Path, work: &Path) -> PathBuf {
-    let dir = work.join("initrd-tree");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("dev")).unwrap();
-    std::fs::create_dir_all(dir.join("etc/genboot")).unwrap();
-    std::fs::copy(activator(), dir.join("init")).unwrap();
-    sh(Command::new("mknod")
-        .arg(dir.join("dev/console"))
-        .args(["c", "5", "1"]));
-    let order = load_order(k, scratch, &initrd_modules(k));
-    let tree = scratch.join("lib/modules").join(&k.release);
-    let mut m = Manifest {
-        kernel_release: k.release.clone(),
-        ..Manifest::default()
-    };
-    for rel in &order {
-        let inside = format!("/lib/modules/{}/{rel}", k.release);
-        let dst = dir.join(&inside[1..]);
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::copy(tree.join(rel), &dst).unwrap();
-        m.modules.push((module_name(rel), inside));
-    }
-    let names: Vec<String> = m.modules.iter().map(|(n, _)| n.clone()).collect();
-    let aliases = std::fs::read_to_string(tree.join("modules.alias")).unwrap();
-    for line in aliases.lines() {
-        let mut f = line.split(' ');
-        if let (Some("alias"), Some(pat), Some(module)) = (f.next(), f.next(), f.next()) {
-            if names.contains(&module.replace('-', "_")) {
-                m.aliases.push((pat.to_string(), module.to_string()));
-            }
-        }
-    }
-    std::fs::write(dir.join("etc/genboot/initrd.manifest"), m.to_text()).unwrap();
-    let cpio = work.join("initrd.cpio");
-    sh(Command::new("sh").current_dir(&dir).arg("-c").arg(format!(
-        "find . -mindepth 1 -print0 | LC_ALL=C sort -z | cpio --null --quiet -o -H newc -R 0:0 --reproducible > {}",
-        cpio.display()
-    )));
-    let out = work.join("initrd.img");
-    sh(Command::new("zstd")
-        .args(["-q", "-f", "-19", "-o"])
-        .arg(&out)
-        .arg(&cpio));
-    out
 }
 
 /// The stage-2 tree: busybox, an init script that prints markers and loads
@@ -237,77 +127,8 @@ reboot -f
     .unwrap();
 }
 
-/// Harness shim while `genboot build` on main does not write the
-/// kernel-modules object: build it (the initrd closure plus the stage-2
-/// module's, with kmod's index files) through the store, and assemble the
-/// generation around it with the builder's own `assemble`.
-fn add_kernel_modules(
-    k: &Kernel,
-    scratch: &Path,
-    staging: &Path,
-    cfg: &Path,
-    gen: &Path,
-) -> String {
-    let store = Store::open(&State::new(staging)).unwrap();
-    let mut wanted = initrd_modules(k);
-    wanted.push(STAGE2_MODULE);
-    let files = load_order(k, scratch, &wanted);
-    let src = scratch.join("lib/modules").join(&k.release);
-    let release = k.release.clone();
-    let km = store
-        .build(
-            &format!("linux-modules-{release}"),
-            BuildOptions::default(),
-            |dir| -> std::io::Result<()> {
-                let tree = dir.join("lib/modules").join(&release);
-                for rel in files.iter().map(String::as_str).chain([
-                    "modules.order",
-                    "modules.builtin",
-                    "modules.builtin.modinfo",
-                ]) {
-                    let dst = tree.join(rel);
-                    std::fs::create_dir_all(dst.parent().unwrap())?;
-                    std::fs::copy(src.join(rel), &dst)?;
-                }
-                std::fs::create_dir_all(dir.join("lib/firmware"))?;
-                let ok = Command::new("depmod")
-                    .arg("-b")
-                    .arg(dir)
-                    .arg(&release)
-                    .status()?
-                    .success();
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::other("depmod failed"))
-                }
-            },
-        )
-        .unwrap();
-    let kernel_link = std::fs::read_link(gen.join("kernel")).unwrap();
-    let kernel_base = kernel_link
-        .parent()
-        .and_then(|p| p.file_name())
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let kernel = StorePath::parse(&kernel_base).unwrap();
-    let cfg = SystemConfig::load(cfg).unwrap();
-    let built = build::assemble(&store, &cfg, &k.release, kernel, None, Some(km)).unwrap();
-    built.generation.boot_path()
-}
-
 fn make_system(k: &Kernel) -> System {
-    for t in [
-        "qemu-system-x86_64",
-        "sgdisk",
-        "mke2fs",
-        "debugfs",
-        "cpio",
-        "zstd",
-        "depmod",
-        "modprobe",
-    ] {
+    for t in ["qemu-system-x86_64", "sgdisk", "mke2fs", "debugfs"] {
         need(t);
     }
     let work = repo().join("target/activator-work").join(&k.release);
@@ -316,23 +137,37 @@ fn make_system(k: &Kernel) -> System {
     let staging = work.join("root");
     write_stage2(&staging);
     let cfg = write_config(&work.join("cfg"), k, &initrd_modules(k), "");
-    let gen_host =
-        PathBuf::from(ok(run(&staging, &["build", "--config", cfg.to_str().unwrap()])).trim());
-    let scratch = depmod_scratch(k, &work);
-    let (generation, initrd, from_build) =
-        if gen_host.join("kernel-modules").exists() && gen_host.join("initrd").exists() {
-            // `genboot build` writes the whole generation: use it as it is.
-            let base = gen_host.file_name().unwrap().to_string_lossy().into_owned();
-            (
-                format!("/var/lib/genboot/store/{base}"),
-                gen_host.join("initrd"),
-                true,
-            )
-        } else {
-            let g = add_kernel_modules(k, &scratch, &staging, &cfg, &gen_host);
-            (g, write_initrd(k, &scratch, &work), false)
-        };
+    let built = genboot()
+        .env("GENBOOT_ACTIVATOR", activator())
+        .arg("--root")
+        .arg(&staging)
+        .args(["build", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("genboot runs");
+    let gen_host = PathBuf::from(ok(built).trim());
+    // `genboot build` writes the whole generation: initrd (with this
+    // activator as /init) and kernel-modules objects included.
+    for part in ["initrd", "kernel-modules", "kernel", "init", "boot.json"] {
+        assert!(
+            gen_host.join(part).symlink_metadata().is_ok(),
+            "genboot build made no {part} in {}",
+            gen_host.display()
+        );
+    }
+    let base = gen_host.file_name().unwrap().to_string_lossy().into_owned();
+    let generation = format!("/var/lib/genboot/store/{base}");
+    let initrd = gen_host.join("initrd");
     // The root file system and the GPT disk around it.
+    // Sized to what the tree needs: the kernel-modules object may be a whole
+    // distribution module tree (hundreds of MiB).
+    let used_kib: u64 = sh(Command::new("du").arg("-sk").arg(&staging))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let fs_mib = used_kib * 5 / 4 / 1024 + 48;
     let root_fs = work.join("root.ext4");
     sh(Command::new("mke2fs")
         .args([
@@ -350,13 +185,15 @@ fn make_system(k: &Kernel) -> System {
         ])
         .arg(&staging)
         .arg(&root_fs)
-        .arg("96M"));
+        .arg(format!("{fs_mib}M")));
     let disk = work.join("disk.img");
     let f = std::fs::File::create(&disk).unwrap();
-    f.set_len(98 * 1024 * 1024).unwrap();
+    f.set_len((fs_mib + 2) * 1024 * 1024).unwrap();
     drop(f);
     sh(Command::new("sgdisk")
-        .args(["-n", "1:2048:+96M", "-t", "1:8304", "-u"])
+        .arg("-n")
+        .arg(format!("1:2048:+{fs_mib}M"))
+        .args(["-t", "1:8304", "-u"])
         .arg(format!("1:{PARTUUID}"))
         .args(["-c", "1:root"])
         .arg(&disk));
@@ -368,7 +205,6 @@ fn make_system(k: &Kernel) -> System {
         root_fs,
         initrd,
         generation,
-        from_build,
         work,
     }
 }
@@ -575,11 +411,7 @@ fn report(name: &str, s: &System, vm: &Vm) {
     let init = std::fs::metadata(activator()).unwrap().len();
     let stage2 = vm.stage2_seconds();
     let in_init = vm.stage2_seconds().parse::<f64>().unwrap() - vm.first_step_seconds();
-    let source = if s.from_build {
-        "genboot build"
-    } else {
-        "test harness"
-    };
+    let source = "genboot build";
     println!(
         "{name}: kernel {}: kernel start to stage-2 exec {stage2} s, of which genboot-init {in_init:.3} s; initrd {initrd} bytes ({source}); genboot-init {init} bytes",
         s.kernel.release
