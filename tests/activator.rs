@@ -471,13 +471,8 @@ fn generic_kernel_finds_root_by_uuid() {
 }
 
 #[test]
-fn generic_kernel_finds_root_by_label_and_verifies() {
-    boots_to_stage2(
-        "generic-label-verify",
-        GENERIC,
-        &format!("LABEL={LABEL}"),
-        "genboot.verify",
-    );
+fn generic_kernel_finds_root_by_label() {
+    boots_to_stage2("generic-label", GENERIC, &format!("LABEL={LABEL}"), "");
 }
 
 #[test]
@@ -491,8 +486,16 @@ fn cloud_kernel_finds_root_by_uuid() {
 }
 
 #[test]
-fn cloud_kernel_finds_root_by_label() {
-    boots_to_stage2("cloud-label", CLOUD, &format!("LABEL={LABEL}"), "");
+/// Also re-hashes the generation and its kernel-modules object (the whole
+/// module tree: about 11 s for the cloud kernel's 91 MiB,
+/// 80 s for the generic kernel's 390 MiB under TCG).
+fn cloud_kernel_finds_root_by_label_and_verifies() {
+    boots_to_stage2(
+        "cloud-label-verify",
+        CLOUD,
+        &format!("LABEL={LABEL}"),
+        "genboot.verify",
+    );
 }
 
 #[test]
