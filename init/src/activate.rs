@@ -20,6 +20,8 @@ use std::time::Duration;
 pub const SYSROOT: &str = "/sysroot";
 /// The store as the booted system sees it.
 pub const STORE_DIR: &str = "/var/lib/genboot/store";
+/// The generation format (`org.genboot.v1.format`) this activator reads.
+pub const GENERATION_FORMAT: u64 = 1;
 /// The booted generation's store path, one line.
 pub const BOOTED: &str = "/run/genboot/booted";
 /// The steps' times, JSON.
@@ -573,6 +575,27 @@ impl<S: Sys> Boot<'_, S> {
                 "the generation was not made by genboot or is damaged",
             );
         };
+        let format = match g.and_then(|g| g.get("format")) {
+            Some(json::Value::Number(n)) => n.parse::<u64>().ok(),
+            _ => None,
+        };
+        match format {
+            Some(GENERATION_FORMAT) => {}
+            Some(n) if n > GENERATION_FORMAT => {
+                return fail(
+                    Step::Generation,
+                    format!("{gen} has generation format {n}; this genboot-init reads format {GENERATION_FORMAT}"),
+                    "the generation was built by a newer genboot: boot an entry whose initrd comes from that genboot, or rebuild the initrd",
+                )
+            }
+            _ => {
+                return fail(
+                    Step::Generation,
+                    format!("{gen}/boot.json has no valid org.genboot.v1.format"),
+                    "the generation was not made by genboot or is damaged",
+                )
+            }
+        }
         let running = self.sys.kernel_release().unwrap_or_default();
         if release != running {
             return fail(
@@ -613,7 +636,17 @@ impl<S: Sys> Boot<'_, S> {
             Ok(t) => {
                 let base = t.trim_end_matches('/').rsplit('/').next().unwrap_or("");
                 match storehash::split_store_name(base) {
-                    Some((h, n)) => Some((h.to_string(), n.to_string())),
+                    Some((h, n)) => {
+                        let dir = format!("{SYSROOT}{STORE_DIR}/{base}");
+                        if !matches!(self.sys.stat(&dir), Ok(m) if m.kind == Kind::Dir) {
+                            return fail(
+                                Step::Generation,
+                                format!("the generation's kernel-modules object {STORE_DIR}/{base} is not on the root"),
+                                "the store is damaged (an object was deleted by hand?); boot another generation and run `genboot verify`",
+                            );
+                        }
+                        Some((h.to_string(), n.to_string()))
+                    }
                     None => {
                         return fail(
                             Step::Generation,

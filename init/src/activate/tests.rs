@@ -693,3 +693,24 @@ fn modalias_skips_the_sysfs_walk_when_every_aliased_module_is_loaded() {
     assert_eq!(boot.modalias_pass(&m, &mut loaded), vec!["virtio_blk"]);
     assert!(f.listed.contains(&"/sys/devices".to_string()));
 }
+
+#[test]
+fn generation_of_a_newer_format_or_with_a_missing_kernel_modules_object_is_refused() {
+    let mut f = world(&cmdline(""));
+    let bj = format!("{SYSROOT}{}/boot.json", gen());
+    let newer = boot_json(KVER).replace("\"format\": 1", "\"format\": 2");
+    f.file(&bj, newer.as_bytes(), ROOT);
+    fails_at(
+        f,
+        Step::Generation,
+        "has generation format 2; this genboot-init reads format 1",
+    );
+    let mut f = world(&cmdline(""));
+    let km = format!("{SYSROOT}{}", kmods());
+    f.tree.retain(|k, _| !k.starts_with(&km));
+    fails_at(
+        f,
+        Step::Generation,
+        &format!("kernel-modules object {} is not on the root", kmods()),
+    );
+}
