@@ -4,7 +4,8 @@
 //! Splitting rules: parameters are separated by whitespace; a double quote
 //! toggles quoting, so `a="b c"` is one parameter; a value's enclosing quotes
 //! are dropped (`a="b c"` gives `b c`), as are a whole quoted parameter's;
-//! `--` ends the kernel's parameters and everything after it goes to init.
+//! `--` ends the kernel's parameters and what follows goes to init, up to
+//! a second `--`.
 //! A key given more than once: the last value wins ([`Cmdline::value`]),
 //! all are kept ([`Cmdline::values`]).
 
@@ -34,6 +35,11 @@ impl Cmdline {
             let (key, val, next) = next_arg(b, i);
             i = next;
             if after_dashes {
+                // The kernel parses init's part with the same loop, which
+                // stops at a second `--`: the rest reaches no one.
+                if key == "--" && val.is_none() {
+                    break;
+                }
                 // The kernel hands these to init as they are split, `=` and all.
                 let mut arg = key;
                 if let Some(v) = val {
@@ -301,9 +307,9 @@ mod tests {
 
     #[test]
     fn double_dash_hands_the_rest_to_init() {
-        let c = Cmdline::parse(r#"root=LABEL=r -- single "two words" x=y --"#);
+        let c = Cmdline::parse(r#"root=LABEL=r -- single "two words" x="y z" -- lost"#);
         assert_eq!(c.params, vec![kv("root", Some("LABEL=r"))]);
-        assert_eq!(c.init_args, vec!["single", "two words", "x=y", "--"]);
+        assert_eq!(c.init_args, vec!["single", "two words", "x=y z"]);
     }
 
     #[test]
