@@ -96,7 +96,7 @@ fn write_stage2(root: &Path) {
     std::fs::copy("/bin/busybox", root.join("bin/busybox"))
         .expect("/bin/busybox (apt: busybox-static)");
     for applet in [
-        "sh", "cat", "echo", "grep", "ls", "mount", "uname", "sleep", "sync", "head",
+        "sh", "cat", "echo", "grep", "ls", "mount", "uname", "sleep", "sync", "head", "cut",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
@@ -112,6 +112,8 @@ if modprobe {m} && grep -q '^{m} ' /proc/modules && grep -q '^fat ' /proc/module
 else
   echo "STAGE2-MODPROBE-FAILED {m}"; ls -l /lib/modules /lib/modules/*
 fi
+echo "STAGE2-MODULES-MOUNT $(grep ' /lib/modules ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
+cat /run/genboot/timings.json
 echo STAGE2-DONE
 sync
 reboot -f
@@ -445,6 +447,9 @@ fn boots_to_stage2(name: &str, package: &str, root: &str, extra: &str) {
         s.generation
     ));
     vm.expect(&format!("STAGE2-MODPROBE-OK {STAGE2_MODULE}"));
+    // The generation's modules are bound read-only; the timings are recorded.
+    vm.expect("STAGE2-MODULES-MOUNT ro");
+    vm.expect("{\"step\": \"exec\", \"us\": ");
     vm.expect("STAGE2-DONE");
     vm.expect_exit();
     report(name, s, &vm);
