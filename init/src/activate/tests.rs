@@ -714,3 +714,18 @@ fn generation_of_a_newer_format_or_with_a_missing_kernel_modules_object_is_refus
         &format!("kernel-modules object {} is not on the root", kmods()),
     );
 }
+
+#[test]
+fn waiting_for_the_root_says_so_every_five_seconds() {
+    let f = world(&format!(
+        "root=LABEL=elsewhere genboot.timeout=12 init={}/init",
+        gen()
+    ));
+    let f = fails_at(f, Step::WaitRoot, "did not appear within 12 s");
+    let notes = f
+        .console
+        .iter()
+        .filter(|l| l.contains("waiting for root device LABEL=elsewhere"))
+        .count();
+    assert_eq!(notes, 2, "at 5 s and 10 s");
+}
