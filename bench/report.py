@@ -133,7 +133,9 @@ def markdown(res):
         f"load average before the run {' / '.join(res['host']['load_before'])} "
         f"(1/5/15 min), after {' / '.join(res.get('load_after', ['?'] * 3))}; kernel "
         f"{res['kernel']['package']}; medians of {res['runs']} builds and "
-        f"{res.get('boot_runs', res['runs'])} boots after a warm-up of each.",
+        f"{res.get('boot_runs', res['runs'])} boots after a warm-up of each; genboot "
+        f"{res.get('genboot_commit', '?')}, "
+        + ", ".join(f"{k} {v}" for k, v in res.get("peer_versions", {}).items()) + ".",
         "",
         "| initrd | build | peak RSS | size | modules | /init at | real init at | initrd phase "
         "| QEMU wall |",
