@@ -9,7 +9,7 @@
 //! [`genboot_init::manifest::PATH`].
 
 use crate::config::Compression;
-use crate::modules::closure::{normalize_alias, Firmware};
+use crate::modules::closure::Firmware;
 use crate::modules::{Closure, ModuleIndex};
 use genboot_init::manifest::{self, Manifest};
 use std::collections::BTreeMap;
@@ -143,8 +143,10 @@ pub fn members(c: &Contents<'_>) -> Result<BTreeMap<String, Member>, InitrdError
             },
         );
         manifest.modules.push((name.clone(), format!("/{inside}")));
+        // Patterns as the module declares them; the activator matches
+        // the kernel's modalias strings against them.
         for a in &info.aliases {
-            manifest.aliases.push((normalize_alias(a), name.clone()));
+            manifest.aliases.push((a.clone(), name.clone()));
         }
     }
     manifest.aliases.sort();

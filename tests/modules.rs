@@ -560,3 +560,17 @@ fn warm_build_reuses_objects_and_notices_a_changed_module() {
     assert!(third.status.success());
     assert_ne!(common::stdout(&first), common::stdout(&third));
 }
+
+#[test]
+fn cached_build_rebuilds_an_object_that_was_deleted_from_the_store() {
+    let t = Tree::new(&basic());
+    let first = t.build(&["virtio_blk"], "");
+    assert!(first.status.success(), "{}", common::stderr(&first));
+    let store = t.root().join("var/lib/genboot/store");
+    let initrd = only_object(&store, "initrd-");
+    genboot::store::remove_tree(&initrd).unwrap();
+    let second = t.build(&["virtio_blk"], "");
+    assert!(second.status.success(), "{}", common::stderr(&second));
+    assert_eq!(common::stdout(&first), common::stdout(&second));
+    assert!(initrd.join("initrd").is_file(), "the initrd object is back");
+}

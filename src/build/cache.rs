@@ -1,8 +1,8 @@
 //! The build input cache: a fingerprint of everything the kernel,
 //! kernel-modules and initrd objects are made from — paths, sizes, mtimes
-//! and inode numbers of the kernel image, every file of the module tree and
-//! the activator, the configuration values that matter, genboot's version —
-//! mapped to the objects a build made from them. A warm build stats the
+//! and inode numbers of the kernel image, every file of the module tree, the
+//! activator and the genboot executable, the configuration values that
+//! matter, genboot's version — mapped to the objects a build made from them. A warm build stats the
 //! tree instead of reading 390 MB. A hit counts only while its objects are
 //! in the store; the cache is advisory, so a torn or unreadable entry is a
 //! miss, and entries are written without fsync.
@@ -69,6 +69,10 @@ pub fn fingerprint(cfg: &SystemConfig, files: &[TreeFile], activator: &Path) -> 
     let mut file = |label: &str, p: &Path| {
         let _ = writeln!(s, "{label} {} {:?}", p.display(), stamp(p));
     };
+    // The program itself: a rebuilt genboot may write objects differently.
+    if let Ok(exe) = std::env::current_exe() {
+        file("genboot", &exe);
+    }
     file("kernel", &cfg.kernel.image);
     file("activator", activator);
     let _ = writeln!(s, "modules-dir {}", cfg.kernel.modules.display());

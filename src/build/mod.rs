@@ -190,7 +190,7 @@ pub fn firmware_dir(modules: &Path) -> PathBuf {
 
 /// The kernel-modules object: `lib/modules/<release>/` with every file of
 /// the tree byte for byte, and the kmod index files.
-fn fill_kernel_modules(
+pub fn fill_kernel_modules(
     dir: &Path,
     index: &ModuleIndex,
     files: &[modules::index::TreeFile],
