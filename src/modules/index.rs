@@ -36,9 +36,10 @@ pub struct TreeFile {
 
 /// Every regular file below `dir` (sorted by path), skipping symlinks (such
 /// as Debian's `build` and `source`, which leave the tree) and the index
-/// files genboot generates.
+/// files genboot generates. Directories are listed by their entries' types;
+/// the files are then stat'ed in parallel.
 pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
-    fn go(base: &Path, rel: &str, out: &mut Vec<TreeFile>) -> Result<(), ModulesError> {
+    fn go(base: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), ModulesError> {
         let here = if rel.is_empty() {
             base.to_path_buf()
         } else {
@@ -58,31 +59,35 @@ pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
             } else {
                 format!("{rel}/{name}")
             };
-            let meta = item.metadata().map_err(|source| ModulesError::Tree {
+            let ft = item.file_type().map_err(|source| ModulesError::Tree {
                 path: item.path(),
                 source,
             })?;
-            if meta.is_dir() {
+            if ft.is_dir() {
                 go(base, &child, out)?;
-            } else if meta.is_file() {
-                if rel.is_empty() && GENERATED.contains(&name.as_str()) {
-                    continue;
-                }
-                out.push(TreeFile {
-                    rel: child,
-                    size: meta.len(),
-                    mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
-                        + i128::from(meta.mtime_nsec()),
-                    ino: meta.ino(),
-                });
+            } else if ft.is_file() && !(rel.is_empty() && GENERATED.contains(&name.as_str())) {
+                out.push(child);
             }
         }
         Ok(())
     }
-    let mut out = Vec::new();
-    go(dir, "", &mut out)?;
-    out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
+    let mut names = Vec::new();
+    go(dir, "", &mut names)?;
+    names.sort();
+    names
+        .into_par_iter()
+        .map(|rel| {
+            let path = dir.join(&rel);
+            let meta = fs::symlink_metadata(&path)
+                .map_err(|source| ModulesError::Tree { path, source })?;
+            Ok(TreeFile {
+                rel,
+                size: meta.len(),
+                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+                ino: meta.ino(),
+            })
+        })
+        .collect()
 }
 
 /// One loadable module.
