@@ -1,7 +1,7 @@
 //! `cargo bench --bench build`: `genboot build` on the generic 6.1 test
 //! kernel — cold (empty store), warm (unchanged inputs), warm with one
-//! kernel parameter changed — then where a cold build's time goes, and the
-//! initrd per compression. Prints tables (medians of the runs).
+//! kernel parameter changed, another initrd module set — then where a cold
+//! build's time goes, and the initrd per compression. Prints tables (medians of the runs).
 //!
 //! Needs the test kernels (`qemu/fetch-kernels`, or GENBOOT_KERNEL_CACHE)
 //! and the activator (`qemu/build-activator`, or GENBOOT_ACTIVATOR).
@@ -74,6 +74,19 @@ fn main() {
             genboot_build(&root, &c, &activator).0
         })
         .collect();
+    let sets: [&[&str]; 3] = [
+        &["virtio_blk"],
+        &["virtio_blk", "ext4"],
+        &["virtio_blk", "vfat"],
+    ];
+    let other_set: Vec<Duration> = sets
+        .iter()
+        .enumerate()
+        .map(|(i, set)| {
+            let c = common::write_config(&work.path().join(format!("cfg-m{i}")), &k, set, "");
+            genboot_build(&root, &c, &activator).0
+        })
+        .collect();
     let gen = Path::new(&generation);
     let initrd_size = std::fs::metadata(gen.join("initrd")).unwrap().len();
     let files = index::walk(&k.modules).unwrap();
@@ -97,6 +110,7 @@ fn main() {
         ("cold (empty store)", median(cold)),
         ("warm (unchanged)", median(warm)),
         ("warm, one kernel parameter changed", median(param)),
+        ("another initrd module set (same kernel)", median(other_set)),
     ] {
         println!(
             "| {what} | {} | {} KB | {} |",

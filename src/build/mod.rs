@@ -88,6 +88,8 @@ pub fn build(store: &Store, cfg: &SystemConfig) -> Result<Built, BuildError> {
         }
     };
     let kver = release.as_str();
+    // A release that cannot name store objects is refused before the tree is read.
+    crate::store::check_name(&format!("kernel-modules-{kver}"))?;
     let module_count = files
         .iter()
         .filter(|f| {
