@@ -34,9 +34,9 @@ pub struct TreeFile {
     pub ino: u64,
 }
 
-/// Every regular file below `dir` (sorted by path), skipping symlinks (such
-/// as Debian's `build` and `source`, which leave the tree) and the index
-/// files genboot generates. Directories are listed by their entries' types;
+/// Every regular file below `dir` (sorted by path), skipping symlinks, the
+/// top-level `build` and `source` (Debian's links to the headers) and the
+/// index files genboot generates. Directories are listed by their entries' types;
 /// the files are then stat'ed in parallel.
 pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
     fn go(base: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), ModulesError> {
@@ -54,6 +54,11 @@ pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
             let Some(name) = item.file_name().to_str().map(str::to_string) else {
                 continue;
             };
+            // Debian's `build` and `source` point at headers outside the
+            // tree; depmod skips them too, whatever their type.
+            if rel.is_empty() && (name == "build" || name == "source") {
+                continue;
+            }
             let child = if rel.is_empty() {
                 name.clone()
             } else {
