@@ -129,7 +129,26 @@ fn closure_matches_kmod(k: &Kernel) {
         "pci:v00001AF4d00001000sv00001AF4sd00000002bc01sc00i00",
         "virtio:d00000002v00001AF4",
         "crc32c",
+        "symbol:virtqueue_add_sgs",
     ]);
+    // Exported symbols: the same set as depmod's.
+    let lines = |dir: &Path| -> BTreeSet<String> {
+        std::fs::read_to_string(
+            dir.join("lib/modules")
+                .join(&k.release)
+                .join("modules.symbols"),
+        )
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+    };
+    assert_eq!(
+        lines(&object),
+        lines(scratch.path()),
+        "modules.symbols ({})",
+        k.package
+    );
     for name in probes {
         assert_eq!(
             show_depends(&object, &k.release, name),

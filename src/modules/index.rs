@@ -109,6 +109,8 @@ pub struct ModuleInfo {
     pub softdep_raw: Vec<String>,
     pub aliases: Vec<String>,
     pub firmware: Vec<String>,
+    /// Exported symbols.
+    pub exports: Vec<String>,
     /// Position in `modules.order` (modules not listed come after, by path).
     pub order: u32,
 }
@@ -161,6 +163,7 @@ impl ModuleIndex {
                     softdep_raw: info.softdep_raw,
                     aliases: info.aliases,
                     firmware: info.firmware,
+                    exports: info.exports,
                     order: order.get(key).copied().unwrap_or(u32::MAX),
                 })
             })

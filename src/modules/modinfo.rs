@@ -46,6 +46,8 @@ pub struct ModInfo {
     pub aliases: Vec<String>,
     pub firmware: Vec<String>,
     pub vermagic: Option<String>,
+    /// Exported symbols (`__ksymtab_strings`), for `modules.symbols`.
+    pub exports: Vec<String>,
 }
 
 /// Read `path` and parse its `.modinfo`. A plain `.ko` is read in pieces
@@ -59,14 +61,14 @@ pub fn read(path: &Path, compression: ModuleCompression) -> Result<ModInfo, Modu
     if compression == ModuleCompression::None {
         let file = std::fs::File::open(path).map_err(read_err)?;
         let len = file.metadata().map_err(read_err)?.len();
-        let section = modinfo_of_file(&file, len).map_err(|e| match e {
+        let (section, strings) = sections_of_file(&file, len).map_err(|e| match e {
             Piece::Io(source) => read_err(source),
             Piece::Bad(why) => ModulesError::BadElf {
                 path: path.to_path_buf(),
                 why,
             },
         })?;
-        return Ok(parse(&section));
+        return Ok(with_exports(parse(&section), strings.as_deref()));
     }
     let raw = std::fs::read(path).map_err(read_err)?;
     let decompress_err = |format: &'static str| {
@@ -94,11 +96,33 @@ pub fn read(path: &Path, compression: ModuleCompression) -> Result<ModInfo, Modu
             out
         }
     };
-    let section = modinfo_section(&elf).map_err(|why| ModulesError::BadElf {
+    let (section, strings) = sections(&elf).map_err(|why| ModulesError::BadElf {
         path: path.to_path_buf(),
         why,
     })?;
-    Ok(parse(section))
+    Ok(with_exports(parse(section), strings))
+}
+
+/// `__ksymtab_strings` holds the exported names and the symbol namespaces
+/// (`EXPORT_SYMBOL_NS`). Namespaces are upper-case by kernel convention and
+/// exported C functions and variables are not, so upper-case-only strings
+/// are taken for namespaces (on both test kernels this gives exactly
+/// depmod's `modules.symbols`; depmod tells them apart through `.symtab`,
+/// which would mean reading far more of every file).
+fn with_exports(mut m: ModInfo, strings: Option<&[u8]>) -> ModInfo {
+    if let Some(s) = strings {
+        m.exports = s
+            .split(|&b| b == 0)
+            .filter(|w| !w.is_empty())
+            .filter(|w| {
+                !w.iter()
+                    .all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .filter_map(|w| std::str::from_utf8(w).ok())
+            .map(str::to_string)
+            .collect();
+    }
+    m
 }
 
 enum Piece {
@@ -106,9 +130,10 @@ enum Piece {
     Bad(String),
 }
 
-/// The `.modinfo` bytes of an uncompressed module file of `len` bytes,
-/// read with positioned reads.
-fn modinfo_of_file(file: &std::fs::File, len: u64) -> Result<Vec<u8>, Piece> {
+/// The `.modinfo` and `__ksymtab_strings` bytes of an uncompressed module
+/// file of `len` bytes, read with positioned reads.
+#[allow(clippy::type_complexity)]
+fn sections_of_file(file: &std::fs::File, len: u64) -> Result<(Vec<u8>, Option<Vec<u8>>), Piece> {
     use std::os::unix::fs::FileExt;
     let read_at = |off: u64, n: usize| -> Result<Vec<u8>, Piece> {
         if off.saturating_add(n as u64) > len {
@@ -135,16 +160,20 @@ fn modinfo_of_file(file: &std::fs::File, len: u64) -> Result<Vec<u8>, Piece> {
     let (names_sh, modinfo_sh) =
         section_ranges(&patched, |sh| (sh.sh_offset, sh.sh_size)).map_err(Piece::Bad)?;
     let names = read_at(names_sh.0, names_sh.1 as usize)?;
+    let (mut modinfo, mut strings) = (None, None);
     for (name_at, off, size) in modinfo_sh {
         let name = names
             .get(name_at..)
             .and_then(|n| n.split(|&b| b == 0).next())
             .unwrap_or(b"");
         if name == b".modinfo" {
-            return read_at(off, size as usize);
+            modinfo = Some(read_at(off, size as usize)?);
+        } else if name == b"__ksymtab_strings" {
+            strings = Some(read_at(off, size as usize)?);
         }
     }
-    Err(Piece::Bad("no .modinfo section".into()))
+    let modinfo = modinfo.ok_or_else(|| Piece::Bad("no .modinfo section".into()))?;
+    Ok((modinfo, strings))
 }
 
 /// Point `e_shoff` of a header copy at `to`.
@@ -210,9 +239,10 @@ fn section_ranges(
     ))
 }
 
-/// The bytes of the `.modinfo` section of an ELF relocatable file. Only the
-/// header and section headers are parsed (not symbols or relocations).
-pub fn modinfo_section(elf: &[u8]) -> Result<&[u8], String> {
+/// The `.modinfo` and (when present) `__ksymtab_strings` sections of an ELF
+/// relocatable file. Only the header and section headers are parsed (not
+/// symbols or relocations).
+pub fn sections(elf: &[u8]) -> Result<(&[u8], Option<&[u8]>), String> {
     use goblin::container::Ctx;
     use goblin::elf::{Elf, SectionHeader};
     let header = Elf::parse_header(elf).map_err(|e| format!("bad ELF header ({e})"))?;
@@ -244,6 +274,7 @@ pub fn modinfo_section(elf: &[u8]) -> Result<&[u8], String> {
         .get(usize::from(header.e_shstrndx))
         .ok_or("section name table index out of range")?;
     let names = section_bytes(elf, strtab)?;
+    let (mut modinfo, mut strings) = (None, None);
     for sh in &shdrs {
         let name_at = sh.sh_name;
         let name = names
@@ -251,10 +282,12 @@ pub fn modinfo_section(elf: &[u8]) -> Result<&[u8], String> {
             .and_then(|n| n.split(|&b| b == 0).next())
             .unwrap_or(b"");
         if name == b".modinfo" {
-            return section_bytes(elf, sh);
+            modinfo = Some(section_bytes(elf, sh)?);
+        } else if name == b"__ksymtab_strings" {
+            strings = Some(section_bytes(elf, sh)?);
         }
     }
-    Err("no .modinfo section".into())
+    Ok((modinfo.ok_or("no .modinfo section")?, strings))
 }
 
 fn section_bytes<'a>(elf: &'a [u8], sh: &goblin::elf::SectionHeader) -> Result<&'a [u8], String> {
@@ -365,6 +398,6 @@ mod tests {
 
     #[test]
     fn non_elf_is_refused() {
-        assert!(modinfo_section(b"not an elf file at all, no").is_err());
+        assert!(sections(b"not an elf file at all, no").is_err());
     }
 }
