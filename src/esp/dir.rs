@@ -77,6 +77,27 @@ pub fn is_fat(fstype: &str) -> bool {
     matches!(fstype, "vfat" | "msdos" | "fat")
 }
 
+/// An ESP directory must be the mount point of a FAT file system.
+pub fn check_mount(mounts: &[Mount], path: &Path, canon: &Path) -> Result<(), EspError> {
+    let m = mount_of(mounts, canon).cloned().unwrap_or(Mount {
+        point: PathBuf::from("/"),
+        fstype: "unknown".into(),
+    });
+    if !is_fat(&m.fstype) {
+        return Err(EspError::NotFat {
+            path: path.to_path_buf(),
+            fstype: m.fstype,
+        });
+    }
+    if m.point != canon {
+        return Err(EspError::NotMountPoint {
+            path: path.to_path_buf(),
+            mount: m.point.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
 impl DirEsp {
     /// Open the ESP mounted at `path`: it must be the mount point of a FAT
     /// file system (or any directory with `GENBOOT_ESP_ANY_DIR=1`).
@@ -91,23 +112,7 @@ impl DirEsp {
             source,
         })?;
         if std::env::var(ANY_DIR_ENV).as_deref() != Ok("1") {
-            let all = mounts();
-            let m = mount_of(&all, &canon).cloned().unwrap_or(Mount {
-                point: PathBuf::from("/"),
-                fstype: "unknown".into(),
-            });
-            if !is_fat(&m.fstype) {
-                return Err(EspError::NotFat {
-                    path: path.to_path_buf(),
-                    fstype: m.fstype,
-                });
-            }
-            if m.point != canon {
-                return Err(EspError::NotMountPoint {
-                    path: path.to_path_buf(),
-                    mount: m.point.display().to_string(),
-                });
-            }
+            check_mount(&mounts(), path, &canon)?;
         }
         Ok(DirEsp {
             root: canon,
@@ -301,5 +306,23 @@ mod tests {
             mount_of(&m, Path::new("/boot")).unwrap().point,
             Path::new("/")
         );
+    }
+
+    #[test]
+    fn esp_must_be_a_fat_mount_point() {
+        let m = parse_mountinfo(
+            "36 35 98:0 / /boot/efi rw - vfat /dev/sda1 rw\n1 0 8:1 / / rw - ext4 /dev/vda rw\n",
+        );
+        let p = Path::new("/boot/efi");
+        assert!(check_mount(&m, p, p).is_ok());
+        let sub = Path::new("/boot/efi/EFI");
+        let e = check_mount(&m, sub, sub).unwrap_err().to_string();
+        assert!(
+            e.contains("not a mount point") && e.contains("--esp /boot/efi"),
+            "{e}"
+        );
+        let boot = Path::new("/boot");
+        let e = check_mount(&m, boot, boot).unwrap_err().to_string();
+        assert!(e.contains("ext4 file system, not FAT"), "{e}");
     }
 }

@@ -6,8 +6,8 @@
 //! 2. count the clusters the writes need and refuse before writing anything
 //!    if they cannot fit (even after removing what nothing needs any more);
 //! 3. write kernels, initrds and the loader (temporary name, flush, rename);
-//! 4. write entries (same way; a changed entry is first replaced under its
-//!    old name, then renamed, so `x.conf` never sits beside `x+3.conf`);
+//! 4. write entries (same way; a changed entry first gets its fresh name,
+//!    then its new content, so `x.conf` never sits beside `x+3.conf`);
 //! 5. write `loader.conf`;
 //! 6. remove entries and files nothing references.
 //!
@@ -526,22 +526,25 @@ pub fn install(
                 report.written.push(path);
             }
             EntryAction::Replace { old, new } => {
-                // Replace the content under the old name, then rename: one
-                // file for the entry at every moment (the directory backend
-                // renames atomically).
+                // First give the old file its fresh name (new counter, old
+                // content), then replace the content under that name: one
+                // file for the entry at every moment, and a crash in
+                // between leaves a file whose content differs, so the next
+                // run replaces it again (the other order would keep the old
+                // counter on the new content).
                 let old_path = format!("{ENTRIES_DIR}/{old}");
-                write_then_rename(
-                    esp,
-                    &old_path,
-                    &mut content.as_bytes(),
-                    "esp::entry-written",
-                    "esp::entry-renamed",
-                )?;
                 let new_path = format!("{ENTRIES_DIR}/{new}");
                 if new != old {
                     esp.rename(&old_path, &new_path)?;
                     failpoint::hit("esp::entry-counter-reset").map_err(fp_err(esp, &new_path))?;
                 }
+                write_then_rename(
+                    esp,
+                    &new_path,
+                    &mut content.as_bytes(),
+                    "esp::entry-written",
+                    "esp::entry-renamed",
+                )?;
                 report.written.push(new_path);
             }
         }
