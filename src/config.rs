@@ -337,7 +337,7 @@ fn syntax_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
     let what = e.message().trim().to_string();
     let hint = if what.contains("unknown field") {
         "remove the key or fix its spelling; the README lists every key"
-    } else if what.contains("invalid type") || what.contains("expected") {
+    } else if what.contains("invalid type") || what.contains("invalid value") {
         "give the value the type the README shows for this key"
     } else if what.contains("missing field") {
         "add the key; the README's example shows every required one"

@@ -47,9 +47,16 @@ pub fn kernel(package: &str) -> Kernel {
     }
 }
 
-/// The `genboot` binary built for this test run.
+/// The `genboot` binary built for this test run, told where the activator
+/// is when it has been built.
 pub fn genboot() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_genboot"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_genboot"));
+    if std::env::var_os("GENBOOT_ACTIVATOR").is_none() {
+        if let Some(p) = built_activator() {
+            c.env("GENBOOT_ACTIVATOR", p);
+        }
+    }
+    c
 }
 
 /// Run genboot with `args` below `root`.
@@ -115,11 +122,12 @@ pub fn activator() -> PathBuf {
     if let Some(p) = std::env::var_os("GENBOOT_ACTIVATOR") {
         return PathBuf::from(p);
     }
-    for target in ["x86_64-unknown-linux-musl", "x86_64-unknown-linux-gnu"] {
-        let p = repo().join(format!("target/{target}/release-init/genboot-init"));
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("genboot-init is not built; run `qemu/build-activator` (it prints the path; or set GENBOOT_ACTIVATOR)")
+    built_activator().unwrap_or_else(|| panic!("genboot-init is not built; run `qemu/build-activator` (it prints the path; or set GENBOOT_ACTIVATOR)"))
+}
+
+fn built_activator() -> Option<PathBuf> {
+    ["x86_64-unknown-linux-musl", "x86_64-unknown-linux-gnu"]
+        .iter()
+        .map(|t| repo().join(format!("target/{t}/release-init/genboot-init")))
+        .find(|p| p.exists())
 }
