@@ -195,11 +195,18 @@ pub(super) fn image(
     configs: &[PathBuf],
     output: &Path,
     size: &str,
-    esp_size: &str,
+    esp_size_text: &str,
 ) -> anyhow::Result<ExitCode> {
     let size = crate::disk::parse_size(size).context("--size")?;
-    let esp_size = crate::disk::parse_size(esp_size).context("--esp-size")?;
+    let esp_size = crate::disk::parse_size(esp_size_text).context("--esp-size")?;
     crate::disk::layout(size, esp_size)?;
+    if esp_size < esp::image::MIN_ESP_BYTES {
+        anyhow::bail!(
+            "--esp-size {}: an ESP of {} is too small for FAT32\nHint: give --esp-size 40M or more",
+            esp_size_text,
+            esp::human(esp_size)
+        );
+    }
     if let (Ok(o), Ok(r)) = (
         std::fs::canonicalize(output.parent().unwrap_or(Path::new("."))),
         std::fs::canonicalize(&ctx.state.root),
