@@ -259,3 +259,105 @@ fn image_refuses_bad_sizes_and_output_inside_root() {
     );
     assert!(!inside.exists());
 }
+
+/// Boot `img` under QEMU (TCG) + OVMF until `until` shows on the serial
+/// console (or `secs` pass); returns the console output.
+fn boot_until(img: &Path, work: &Path, until: &str, secs: u64) -> String {
+    use std::io::Read;
+    let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
+    let vars_src = Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd");
+    assert!(
+        code.exists() && vars_src.exists(),
+        "OVMF is missing: apt-get install ovmf (or run qemu/install-deps)"
+    );
+    let vars = work.join("vars.fd");
+    std::fs::copy(vars_src, &vars).unwrap();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-machine",
+            "q35",
+            "-m",
+            "1024",
+            "-nographic",
+            "-no-reboot",
+            "-accel",
+            "tcg",
+        ])
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,readonly=on,file={}",
+            code.display()
+        ))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", img.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("qemu-system-x86_64 runs (apt-get install qemu-system-x86)");
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut console = Vec::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok(chunk) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            console.extend(chunk);
+            if String::from_utf8_lossy(&console).contains(until) {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    String::from_utf8_lossy(&console).into_owned()
+}
+
+/// Regression: fatfs's NullTimeProvider wrote date 0 (month 0, day 0) into
+/// every directory entry; OVMF's FAT driver then refused systemd-boot's
+/// boot-counting rename ("Failed to rename … Invalid Parameter"), so tries
+/// were never counted on images genboot wrote.
+#[test]
+fn systemd_boot_counts_tries_on_genboot_fat_regression_invalid_dates() {
+    let mut sys = Sys::new();
+    let c = sys.config(&common::kernel(GENERIC), "[boot]\ntries = 3\ntimeout = 1\n");
+    let img = sys.path("disk.img");
+    ok(image(
+        &sys,
+        &[&c],
+        &img,
+        &["--size", "128M", "--esp-size", "48M"],
+    ));
+    let console = boot_until(&img, sys.tmp.path(), "Linux version", 120);
+    assert!(
+        console.contains("Test system (generation 1)"),
+        "no menu:\n{console}"
+    );
+    assert!(
+        !console.contains("Failed to rename"),
+        "systemd-boot could not count:\n{console}"
+    );
+    assert!(
+        console.contains("Linux version"),
+        "the kernel did not start:\n{console}"
+    );
+    let names = entries(&image_tree(&img));
+    assert!(
+        names.contains(&"genboot-1+2-1.conf".to_string()),
+        "{names:?}"
+    );
+    fsck_image(&img);
+    // genboot keeps the counter systemd-boot wrote.
+    let o = sys.run(&["--image", img.to_str().unwrap(), "install"]);
+    ok(o.clone());
+    assert_eq!(written(&o), (0, 0), "{}", stderr(&o));
+}

@@ -9,7 +9,7 @@
 //! this file changes.
 
 use super::{Esp, EspError, Space, WriteStats};
-use fatfs::{FileSystem, FormatVolumeOptions, FsOptions, LossyOemCpConverter, NullTimeProvider};
+use fatfs::{FileSystem, FormatVolumeOptions, FsOptions, LossyOemCpConverter, TimeProvider};
 use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -96,7 +96,24 @@ impl Seek for PartView {
     }
 }
 
-type Fs = FileSystem<fatfs::StdIoWrapper<PartView>, NullTimeProvider, LossyOemCpConverter>;
+/// Every timestamp genboot writes on FAT: 1980-01-01 00:00:00, the first
+/// valid DOS date, so images are reproducible. (fatfs's `NullTimeProvider`
+/// writes the raw value 0 = month 0, day 0, an invalid date: the UEFI FAT
+/// driver then refuses systemd-boot's boot-counting rename with "Invalid
+/// Parameter".)
+#[derive(Debug, Clone, Copy)]
+struct FixedTime;
+
+impl TimeProvider for FixedTime {
+    fn get_current_date(&self) -> fatfs::Date {
+        fatfs::Date::new(1980, 1, 1)
+    }
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        fatfs::DateTime::new(self.get_current_date(), fatfs::Time::new(0, 0, 0, 0))
+    }
+}
+
+type Fs = FileSystem<fatfs::StdIoWrapper<PartView>, FixedTime, LossyOemCpConverter>;
 
 pub struct ImageEsp {
     path: PathBuf,
@@ -146,7 +163,7 @@ impl ImageEsp {
         })?;
         let view = PartView::new(file.clone(), part.start, part.len, writable);
         let written = view.written.clone();
-        let fs = FileSystem::new(view, FsOptions::new().time_provider(NullTimeProvider::new()))
+        let fs = FileSystem::new(view, FsOptions::new().time_provider(FixedTime))
             .map_err(|e| EspError::Image {
                 path: path.to_path_buf(),
                 what: format!("partition {} is not a FAT file system: {e}", part.number),
