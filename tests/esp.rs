@@ -776,3 +776,71 @@ fn switch_with_esp_installs_right_away() {
     assert!(tr.contains_key("EFI/BOOT/BOOTX64.EFI"));
     assert!(tr.contains_key("EFI/systemd/systemd-bootx64.efi"));
 }
+
+#[test]
+fn rollback_and_gc_update_the_menu_right_away() {
+    let mut sys = Sys::new();
+    let generic = common::kernel(GENERIC);
+    sys.switch(&common::kernel(CLOUD), "");
+    sys.switch(&generic, "");
+    sys.switch(&third_kernel(sys.tmp.path()), "");
+    let t = dir_esp(&sys);
+    ok(install(&sys, &t, &[]));
+    // Rollback: generation 2 becomes the default and gets the recovery entry.
+    ok(with(&sys, &t, &["rollback"]));
+    let tr = t.tree();
+    let conf = String::from_utf8(tr["loader/loader.conf"].clone()).unwrap();
+    assert!(conf.contains("default genboot-2.conf\n"), "{conf}");
+    let names = entries(&tr);
+    assert!(
+        names.contains(&"genboot-2-recovery.conf".into()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"genboot-3-recovery.conf".into()),
+        "{names:?}"
+    );
+    // gc --keep 1 keeps the newest (3) and the current (2), deletes 1: its
+    // entry and the cloud kernel only it used go; the menu never shows a
+    // deleted generation.
+    let o = with(&sys, &t, &["gc", "--keep", "1"]);
+    ok(o);
+    let tr = t.tree();
+    let names = entries(&tr);
+    assert_eq!(
+        names,
+        [
+            "genboot-2-recovery.conf",
+            "genboot-2.conf",
+            "genboot-3.conf"
+        ],
+        "{names:?}"
+    );
+    let kernels: Vec<&String> = tr
+        .keys()
+        .filter(|k| k.starts_with("EFI/genboot/"))
+        .collect();
+    assert_eq!(kernels.len(), 2, "{kernels:?}");
+    assert!(!kernels.iter().any(|k| k.contains("cloud")), "{kernels:?}");
+    t.judge(&sys.path("mnt"));
+}
+
+#[test]
+fn configured_esp_is_used_and_no_esp_is_a_note() {
+    let mut sys = Sys::new();
+    let generic = common::kernel(GENERIC);
+    // No ESP anywhere: switch succeeds and says the menu was not updated.
+    let cfg = sys.config(&generic, "");
+    let o = sys.run(&["switch", "--config", cfg.to_str().unwrap()]);
+    ok(o.clone());
+    assert!(stderr(&o).contains("no ESP found"), "{}", stderr(&o));
+    // [boot] esp (below --root) is used by switch and remembered by install.
+    std::fs::create_dir_all(sys.root.join("boot/efi")).unwrap();
+    let cfg = sys.config(&common::kernel(CLOUD), "[boot]\nesp = \"/boot/efi\"\n");
+    ok(sys.run_env(&[ANY], &["switch", "--config", cfg.to_str().unwrap()]));
+    let esp = sys.root.join("boot/efi");
+    assert!(entries(&tree(&esp)).contains(&"genboot-2.conf".into()));
+    let o = sys.run_env(&[ANY], &["install"]);
+    ok(o.clone());
+    assert_eq!(written(&o), (0, 0), "{}", stderr(&o));
+}
