@@ -196,6 +196,39 @@ pub fn write_gpt(path: &Path, size: u64, esp_size: u64) -> Result<(Part, Part), 
     Ok((esp, root))
 }
 
+/// A root partition size that holds `tree` as ext4 (4 KiB blocks): the
+/// files' blocks, a block per inode-table slot and directory, the journal
+/// and the reserve, rounded up to MiB.
+pub fn root_size_for(tree: &Path) -> Result<u64, DiskError> {
+    fn walk(dir: &Path, sum: &mut u64) -> Result<(), DiskError> {
+        let rd = std::fs::read_dir(dir).map_err(|source| DiskError::Io {
+            op: "read",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            *sum += 4096 + 256; // a directory block or link target, an inode
+            if m.is_dir() {
+                walk(&p, sum)?;
+            } else if m.is_file() {
+                *sum += m.len().div_ceil(4096) * 4096;
+            }
+        }
+        Ok(())
+    }
+    let mut sum = 0;
+    walk(tree, &mut sum)?;
+    // ext4 metadata (inode tables at 1 inode per 16 KiB, group
+    // descriptors, bitmaps) ~ 2 %, 5 % reserve, the journal (up to 64 MiB),
+    // and room to grow.
+    let size = sum + sum / 8 + (96 << 20);
+    Ok(size.div_ceil(MIB) * MIB)
+}
+
 /// Make the root partition: ext4 with fixed UUID, label and hash seed,
 /// filled from `tree`, written into the image at the partition's offset.
 pub fn make_root(image: &Path, root: Part, tree: &Path) -> Result<(), DiskError> {

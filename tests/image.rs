@@ -58,12 +58,7 @@ fn image_passes_sgdisk_fsck_bootctl_and_e2fsck() {
     std::fs::create_dir_all(sys.root.join("etc")).unwrap();
     std::fs::write(sys.root.join("etc/hostname"), "genboot-test\n").unwrap();
     let img = sys.path("disk.img");
-    let o = image(
-        &sys,
-        &[&c1, &c2],
-        &img,
-        &["--size", "256M", "--esp-size", "80M"],
-    );
+    let o = image(&sys, &[&c1, &c2], &img, &["--esp-size", "80M"]);
     ok(o);
     sgdisk_verify(&img);
     fsck_image(&img);
@@ -154,18 +149,8 @@ fn image_esp_and_gpt_are_reproducible() {
     let c = sys.config(&common::kernel(GENERIC), "");
     let a = sys.path("a.img");
     let b = sys.path("b.img");
-    ok(image(
-        &sys,
-        &[&c],
-        &a,
-        &["--size", "128M", "--esp-size", "48M"],
-    ));
-    ok(image(
-        &sys,
-        &[&c],
-        &b,
-        &["--size", "128M", "--esp-size", "48M"],
-    ));
+    ok(image(&sys, &[&c], &a, &["--esp-size", "48M"]));
+    ok(image(&sys, &[&c], &b, &["--esp-size", "48M"]));
     let f = |p: &Path| std::fs::File::open(p).unwrap();
     let part = genboot::disk::find_esp(&f(&a)).unwrap();
     let read = |p: &Path, off: u64, len: u64| {
@@ -188,12 +173,7 @@ fn switch_into_an_image_updates_its_esp_only() {
     let mut sys = Sys::new();
     let c1 = sys.config(&common::kernel(GENERIC), "");
     let img = sys.path("disk.img");
-    ok(image(
-        &sys,
-        &[&c1],
-        &img,
-        &["--size", "128M", "--esp-size", "48M"],
-    ));
+    ok(image(&sys, &[&c1], &img, &["--esp-size", "48M"]));
     let f = std::fs::File::open(&img).unwrap();
     let part = genboot::disk::find_esp(&f).unwrap();
     let root_bytes = |img: &Path| {
@@ -230,6 +210,7 @@ fn image_refuses_bad_sizes_and_output_inside_root() {
     let c = sys.config(&common::kernel(GENERIC), "");
     let o = image(&sys, &[&c], &sys.path("x.img"), &["--size", "lots"]);
     assert!(stderr(&o).contains("is not a size"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not a size"), "{}", stderr(&o));
     let o = image(
         &sys,
         &[&c],
@@ -249,6 +230,19 @@ fn image_refuses_bad_sizes_and_output_inside_root() {
         .root
         .join("var/lib/genboot/profiles/system-1-link")
         .exists());
+    assert!(!sys.path("x.img").exists());
+    // The tree (the store holds the kernel modules) does not fit.
+    let o = image(
+        &sys,
+        &[&c],
+        &sys.path("x.img"),
+        &["--size", "100M", "--esp-size", "48M"],
+    );
+    let e = stderr(&o);
+    assert!(
+        e.contains("needs about") && e.contains("leave --size out"),
+        "{e}"
+    );
     assert!(!sys.path("x.img").exists());
     let inside = sys.root.join("disk.img");
     let o = image(&sys, &[&c], &inside, &[]);
@@ -331,12 +325,7 @@ fn systemd_boot_counts_tries_on_genboot_fat_regression_invalid_dates() {
     let mut sys = Sys::new();
     let c = sys.config(&common::kernel(GENERIC), "[boot]\ntries = 3\ntimeout = 1\n");
     let img = sys.path("disk.img");
-    ok(image(
-        &sys,
-        &[&c],
-        &img,
-        &["--size", "128M", "--esp-size", "48M"],
-    ));
+    ok(image(&sys, &[&c], &img, &["--esp-size", "48M"]));
     let console = boot_until(&img, sys.tmp.path(), "Linux version", 120);
     assert!(
         console.contains("Test system (generation 1)"),

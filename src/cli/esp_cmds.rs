@@ -197,9 +197,16 @@ pub(super) fn image(
     size: &str,
     esp_size_text: &str,
 ) -> anyhow::Result<ExitCode> {
-    let size = crate::disk::parse_size(size).context("--size")?;
+    let auto = size == "auto";
+    let fixed_size = if auto {
+        None
+    } else {
+        Some(crate::disk::parse_size(size).context("--size")?)
+    };
     let esp_size = crate::disk::parse_size(esp_size_text).context("--esp-size")?;
-    crate::disk::layout(size, esp_size)?;
+    if let Some(s) = fixed_size {
+        crate::disk::layout(s, esp_size)?;
+    }
     if esp_size < esp::image::MIN_ESP_BYTES {
         anyhow::bail!(
             "--esp-size {}: an ESP of {} is too small for FAT32\nHint: give --esp-size 40M or more",
@@ -247,6 +254,26 @@ pub(super) fn image(
             s
         }
         None => load_settings(ctx),
+    };
+    // The root file system must hold the whole tree (the store holds every
+    // generation's kernel modules): check, or size the image to fit.
+    let root_need = crate::disk::root_size_for(&ctx.state.root)?;
+    let size = match fixed_size {
+        Some(s) => {
+            let (_, root) = crate::disk::layout(s, esp_size)?;
+            if root.len < root_need {
+                anyhow::bail!(
+                    "--size {}: the root partition would have {}, but the tree below {} needs about {}\nHint: give --size {}M or more, or leave --size out (auto)",
+                    size,
+                    esp::human(root.len),
+                    ctx.state.root.display(),
+                    esp::human(root_need),
+                    (root_need + esp_size + (4 << 20)).div_ceil(1 << 20)
+                );
+            }
+            s
+        }
+        None => root_need + esp_size + (2 << 20),
     };
     let (esp_part, root_part) = crate::disk::write_gpt(output, size, esp_size)?;
     let file = std::rc::Rc::new(esp::image::open_image(output, true)?);

@@ -90,8 +90,8 @@ pub enum Command {
         config: Vec<PathBuf>,
         #[arg(long, short, value_name = "FILE")]
         output: PathBuf,
-        /// Image size, e.g. 512M or 2G.
-        #[arg(long, default_value = "1G")]
+        /// Image size, e.g. 512M or 2G; `auto` fits the ESP and the tree below --root.
+        #[arg(long, default_value = "auto")]
         size: String,
         /// Size of the ESP inside the image (FAT32: 40M or more).
         #[arg(long, default_value = "256M")]

@@ -16,11 +16,64 @@ pub struct Sys {
     configs: u32,
 }
 
+/// A store with the objects of the three test kernels (built once per test
+/// binary): building a generation copies and hashes a whole module tree
+/// (~400 MB), so every `Sys` starts from hard links to these objects and
+/// the build cache finds them.
+fn template() -> &'static Path {
+    static T: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        if let Ok(rd) = std::fs::read_dir(&base) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with("esp-template-") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = base.join(format!("esp-template-{}", std::process::id()));
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let mut variant = common::kernel(common::GENERIC);
+        let img = dir.join("vmlinuz-variant");
+        let mut data = std::fs::read(&variant.image).unwrap();
+        data.push(0);
+        std::fs::write(&img, data).unwrap();
+        variant.image = img;
+        for (i, k) in [
+            common::kernel(common::GENERIC),
+            common::kernel(common::CLOUD),
+            variant,
+        ]
+        .iter()
+        .enumerate()
+        {
+            let cfg = common::write_config(&dir.join(format!("cfg{i}")), k, &["virtio_blk"], "");
+            common::ok(common::run(
+                &root,
+                &["build", "--config", cfg.to_str().unwrap()],
+            ));
+        }
+        dir
+    })
+}
+
 impl Sys {
     pub fn new() -> Sys {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("root");
-        std::fs::create_dir_all(&root).unwrap();
+        let state = root.join("var/lib/genboot");
+        std::fs::create_dir_all(&state).unwrap();
+        let t = template().join("root/var/lib/genboot");
+        for (what, link) in [("store", true), ("cache", false)] {
+            let st = Command::new("cp")
+                .arg(if link { "-al" } else { "-a" })
+                .arg(t.join(what))
+                .arg(&state)
+                .status()
+                .unwrap();
+            assert!(st.success(), "cp {what} from the template");
+        }
         Sys {
             tmp,
             root,
@@ -81,16 +134,10 @@ impl Sys {
 }
 
 /// A third kernel object: the generic kernel with one byte appended
-/// (the boot header and EFI stub stay valid).
-pub fn third_kernel(dir: &Path) -> common::Kernel {
+/// (the boot header and EFI stub stay valid). Shared by every test.
+pub fn third_kernel(_dir: &Path) -> common::Kernel {
     let mut k = common::kernel(common::GENERIC);
-    let img = dir.join("vmlinuz-variant");
-    if !img.exists() {
-        let mut data = std::fs::read(&k.image).unwrap();
-        data.push(0);
-        std::fs::write(&img, data).unwrap();
-    }
-    k.image = img;
+    k.image = template().join("vmlinuz-variant");
     k
 }
 
@@ -266,6 +313,15 @@ pub fn image_tree(image: &Path) -> BTreeMap<String, Vec<u8>> {
         panic!("mcopy failed: {}", common::stderr(&o));
     }
     tree(&out)
+}
+
+/// A GPT image with an empty, genboot-formatted ESP of `esp_mib` MiB and
+/// an empty root partition (what `genboot image` writes, without the
+/// root file system, which the ESP tests do not need).
+pub fn esp_only_image(path: &Path, esp_mib: u64) {
+    let (esp, _) = genboot::disk::write_gpt(path, (esp_mib + 20) << 20, esp_mib << 20).unwrap();
+    let f = std::rc::Rc::new(genboot::esp::image::open_image(path, true).unwrap());
+    genboot::esp::image::format(f, esp.start, esp.len).unwrap();
 }
 
 /// A tmpfs mount, unmounted on drop.
