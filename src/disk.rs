@@ -84,7 +84,7 @@ pub fn find_esp(file: &File) -> Result<Part, DiskError> {
 }
 
 /// Parse `512M`, `1G`, `300MiB`, `4096` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, DiskError> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, DiskError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
@@ -104,7 +104,7 @@ pub fn parse_size(s: &str) -> Result<u64, DiskError> {
 }
 
 /// Where the partitions of an image of `size` bytes go.
-pub fn layout(size: u64, esp_size: u64) -> Result<(Part, Part), DiskError> {
+pub(crate) fn layout(size: u64, esp_size: u64) -> Result<(Part, Part), DiskError> {
     let size = size / MIB * MIB;
     let esp_size = esp_size.div_ceil(MIB) * MIB;
     if size < esp_size + 2 * MIB + 16 * MIB {
@@ -199,7 +199,7 @@ pub fn write_gpt(path: &Path, size: u64, esp_size: u64) -> Result<(Part, Part), 
 /// A root partition size that holds `tree` as ext4 (4 KiB blocks): the
 /// files' blocks, a block per inode-table slot and directory, the journal
 /// and the reserve, rounded up to MiB.
-pub fn root_size_for(tree: &Path) -> Result<u64, DiskError> {
+pub(crate) fn root_size_for(tree: &Path) -> Result<u64, DiskError> {
     fn walk(dir: &Path, sum: &mut u64) -> Result<(), DiskError> {
         let rd = std::fs::read_dir(dir).map_err(|source| DiskError::Io {
             op: "read",
@@ -231,7 +231,7 @@ pub fn root_size_for(tree: &Path) -> Result<u64, DiskError> {
 
 /// Make the root partition: ext4 with fixed UUID, label and hash seed,
 /// filled from `tree`, written into the image at the partition's offset.
-pub fn make_root(image: &Path, root: Part, tree: &Path) -> Result<(), DiskError> {
+pub(crate) fn make_root(image: &Path, root: Part, tree: &Path) -> Result<(), DiskError> {
     let blocks = root.len / 4096;
     let out = Command::new("mke2fs")
         .env("E2FSPROGS_FAKE_TIME", "1")

@@ -21,18 +21,18 @@ pub struct DirEsp {
 
 /// A line of /proc/self/mountinfo: mount point and file system type.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
+pub(crate) struct Mount {
     pub point: PathBuf,
     pub fstype: String,
 }
 
 /// Parse /proc/self/mountinfo.
-pub fn mounts() -> Vec<Mount> {
+pub(crate) fn mounts() -> Vec<Mount> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     parse_mountinfo(&text)
 }
 
-pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+pub(crate) fn parse_mountinfo(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|l| {
             let fields: Vec<&str> = l.split(' ').collect();
@@ -66,19 +66,19 @@ fn unescape(s: &str) -> String {
 }
 
 /// The mount holding `path` (the longest mount point that is a prefix).
-pub fn mount_of<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
+pub(crate) fn mount_of<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
     mounts
         .iter()
         .filter(|m| path.starts_with(&m.point))
         .max_by_key(|m| m.point.as_os_str().len())
 }
 
-pub fn is_fat(fstype: &str) -> bool {
+pub(crate) fn is_fat(fstype: &str) -> bool {
     matches!(fstype, "vfat" | "msdos" | "fat")
 }
 
 /// An ESP directory must be the mount point of a FAT file system.
-pub fn check_mount(mounts: &[Mount], path: &Path, canon: &Path) -> Result<(), EspError> {
+pub(crate) fn check_mount(mounts: &[Mount], path: &Path, canon: &Path) -> Result<(), EspError> {
     let m = mount_of(mounts, canon).cloned().unwrap_or(Mount {
         point: PathBuf::from("/"),
         fstype: "unknown".into(),

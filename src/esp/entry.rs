@@ -11,21 +11,21 @@
 use sha2::{Digest, Sha256};
 
 /// The prefix of genboot's entry file names.
-pub const PREFIX: &str = "genboot-";
+pub(crate) const PREFIX: &str = "genboot-";
 /// What an entry file name ends with.
-pub const SUFFIX: &str = ".conf";
+pub(crate) const SUFFIX: &str = ".conf";
 const MARK: &str = "# written by genboot ";
 
 /// A boot-counting suffix: `+<left>` or `+<left>-<done>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counter {
+pub(crate) struct Counter {
     pub left: u32,
     pub done: Option<u32>,
 }
 
 /// A parsed genboot entry file name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntryName {
+pub(crate) struct EntryName {
     pub generation: u32,
     pub recovery: bool,
     pub counter: Option<Counter>,
@@ -34,7 +34,7 @@ pub struct EntryName {
 impl EntryName {
     /// `genboot-<N>` or `genboot-<N>-recovery`: the name without counter
     /// and `.conf`. systemd-boot's entry id is this plus `.conf`.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         key(self.generation, self.recovery)
     }
 
@@ -98,7 +98,7 @@ fn parse_counter(s: &str) -> Option<Counter> {
     })
 }
 
-pub fn key(generation: u32, recovery: bool) -> String {
+pub(crate) fn key(generation: u32, recovery: bool) -> String {
     if recovery {
         format!("{PREFIX}{generation}-recovery")
     } else {
@@ -108,7 +108,7 @@ pub fn key(generation: u32, recovery: bool) -> String {
 
 /// Everything one entry says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntrySpec {
+pub(crate) struct EntrySpec {
     pub generation: u32,
     pub recovery: bool,
     pub label: String,
@@ -158,14 +158,14 @@ impl EntrySpec {
 }
 
 /// `loader.conf`: the default entry, the menu timeout, no editor.
-pub fn loader_conf(default_key: &str, timeout: u32) -> String {
+pub(crate) fn loader_conf(default_key: &str, timeout: u32) -> String {
     sign(&format!(
         "default {default_key}{SUFFIX}\ntimeout {timeout}\neditor no\n"
     ))
 }
 
 /// Prefix `body` with the ownership line.
-pub fn sign(body: &str) -> String {
+pub(crate) fn sign(body: &str) -> String {
     format!("{MARK}{}\n{body}", digest(body.as_bytes()))
 }
 
@@ -175,7 +175,7 @@ fn digest(data: &[u8]) -> String {
 }
 
 /// Did genboot write these bytes (unchanged since)?
-pub fn is_ours(data: &[u8]) -> bool {
+pub(crate) fn is_ours(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else {
         return false;
     };
@@ -188,7 +188,7 @@ pub fn is_ours(data: &[u8]) -> bool {
 }
 
 /// The value of `key` in an entry or loader.conf (`key value`).
-pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines().find_map(|l| {
         let (k, v) = l.trim().split_once(char::is_whitespace)?;
         (k == key).then(|| v.trim())
@@ -196,7 +196,7 @@ pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Every ESP path an entry (any entry, genboot's or foreign) names.
-pub fn referenced_files(text: &str) -> Vec<String> {
+pub(crate) fn referenced_files(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| {
             let (k, v) = l.trim().split_once(char::is_whitespace)?;
@@ -206,7 +206,7 @@ pub fn referenced_files(text: &str) -> Vec<String> {
 }
 
 /// `/EFI/x` or `\EFI\x` → `EFI/x` (ESP-relative, no leading slash).
-pub fn normalise(p: &str) -> String {
+pub(crate) fn normalise(p: &str) -> String {
     p.replace('\\', "/").trim_start_matches('/').to_string()
 }
 

@@ -22,13 +22,14 @@ use crate::failpoint;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-pub const ENTRIES_DIR: &str = "loader/entries";
-pub const FILES_DIR: &str = "EFI/genboot";
-pub const LOADER_CONF: &str = "loader/loader.conf";
-pub const ENTRIES_SREL: &str = "loader/entries.srel";
-pub const LOADER_PATHS: [&str; 2] = ["EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI"];
+pub(crate) const ENTRIES_DIR: &str = "loader/entries";
+pub(crate) const FILES_DIR: &str = "EFI/genboot";
+pub(crate) const LOADER_CONF: &str = "loader/loader.conf";
+pub(crate) const ENTRIES_SREL: &str = "loader/entries.srel";
+pub(crate) const LOADER_PATHS: [&str; 2] =
+    ["EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI"];
 /// Suffix of files being written; leftovers of a crash are removed.
-pub const TMP_SUFFIX: &str = ".genboot-tmp";
+pub(crate) const TMP_SUFFIX: &str = ".genboot-tmp";
 
 /// One profile generation, as the installer needs it.
 #[derive(Debug, Clone)]
@@ -566,13 +567,34 @@ pub fn install(
 }
 
 fn kernel_path(g: &GenInput) -> String {
-    format!("{FILES_DIR}/{}-linux-{}.efi", g.kernel.0, g.kernel_release)
+    format!(
+        "{FILES_DIR}/{}-linux-{}.efi",
+        g.kernel.0,
+        file_safe(&g.kernel_release)
+    )
 }
 
 fn initrd_path(g: &GenInput) -> Option<String> {
-    g.initrd
-        .as_ref()
-        .map(|(h, _)| format!("{FILES_DIR}/{h}-initrd-{}.img", g.kernel_release))
+    g.initrd.as_ref().map(|(h, _)| {
+        format!(
+            "{FILES_DIR}/{h}-initrd-{}.img",
+            file_safe(&g.kernel_release)
+        )
+    })
+}
+
+/// ESP file names stay in `[A-Za-z0-9+_.-]` whatever a kernel release
+/// string holds (FAT, firmware and the BLS all cope with these).
+fn file_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn parent(p: &str) -> &str {
@@ -708,4 +730,15 @@ pub fn bless(
         },
         esp.describe()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_stay_in_the_safe_set() {
+        assert_eq!(file_safe("6.1.0-50-amd64"), "6.1.0-50-amd64");
+        assert_eq!(file_safe("6.9.0+ (custom)/x"), "6.9.0+__custom__x");
+    }
 }

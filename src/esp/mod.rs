@@ -13,7 +13,7 @@
 //! ```
 
 pub mod dir;
-pub mod entry;
+pub(crate) mod entry;
 pub mod image;
 pub mod install;
 
