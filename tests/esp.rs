@@ -858,3 +858,42 @@ fn configured_esp_is_used_and_no_esp_is_a_note() {
     ok(o.clone());
     assert_eq!(written(&o), (0, 0), "{}", stderr(&o));
 }
+
+#[test]
+fn one_damaged_generation_does_not_block_installs() {
+    let mut sys = Sys::new();
+    sys.switch(&common::kernel(CLOUD), "");
+    sys.switch(&common::kernel(GENERIC), "");
+    let t = dir_esp(&sys);
+    ok(install(&sys, &t, &[]));
+    let before = t.tree();
+    // Generation 1's boot.json is damaged.
+    let link = std::fs::read_link(sys.root.join("var/lib/genboot/profiles/system-1-link")).unwrap();
+    let obj = sys.store().join(link.file_name().unwrap());
+    let bj = obj.join("boot.json");
+    let mut perm = std::fs::metadata(&obj).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&obj, perm).unwrap();
+    let _ = std::fs::remove_file(&bj);
+    std::fs::write(&bj, "{ not json").unwrap();
+    sys.switch(&third_kernel(sys.tmp.path()), "");
+    let o = install(&sys, &t, &[]);
+    ok(o.clone());
+    let e = stderr(&o);
+    assert!(
+        e.contains("generation 1 is left out of the boot menu"),
+        "{e}"
+    );
+    let tr = t.tree();
+    // Its entry and files stay; the new generation is installed.
+    assert_eq!(
+        tr["loader/entries/genboot-1.conf"],
+        before["loader/entries/genboot-1.conf"]
+    );
+    assert!(
+        tr.contains_key("loader/entries/genboot-3.conf"),
+        "{:?}",
+        names(&tr)
+    );
+    t.judge(&sys.path("mnt"));
+}

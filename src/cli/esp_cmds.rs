@@ -114,7 +114,13 @@ fn install_into(
     let profile = Profile::new(&ctx.state);
     let gens = profile.generations()?;
     let (inputs, warnings) = esp::plan_generations(&store, &gens, gen_date)?;
+    let unreadable = gens
+        .iter()
+        .map(|g| g.number)
+        .filter(|n| !inputs.iter().any(|i| i.number == *n))
+        .collect();
     let opts = InstallOptions {
+        unreadable,
         limit: settings.limit,
         timeout: settings.timeout.unwrap_or(0),
         loader: loader.map(Path::to_path_buf),

@@ -58,6 +58,9 @@ pub struct InstallOptions {
     pub machine_id: Option<String>,
     /// The generation this machine booted.
     pub booted: Option<u32>,
+    /// Profile generations left out because they cannot be read: their
+    /// entries already on the ESP are kept, not removed.
+    pub unreadable: Vec<u32>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -390,6 +393,7 @@ pub fn install(
     let protected: BTreeSet<String> = [opts.booted, Some(default), last_blessed]
         .into_iter()
         .flatten()
+        .chain(opts.unreadable.iter().copied())
         .map(|n| entry::key(n, false))
         .collect();
     let mut entry_removals: Vec<String> = duplicates
