@@ -897,3 +897,73 @@ fn one_damaged_generation_does_not_block_installs() {
     );
     t.judge(&sys.path("mnt"));
 }
+
+/// Replace every 32-hex-digit store hash with `<hash>`, and the ownership
+/// digest line (it covers the hashes) with `<digest>`.
+fn normalise_hashes(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with("# written by genboot ") {
+            out.push_str("# written by genboot <digest>\n");
+            continue;
+        }
+        let b = line.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            let run = b[i..]
+                .iter()
+                .take_while(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+                .count();
+            if run == 32 && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) {
+                out.push_str("<hash>");
+                i += 32;
+            } else {
+                out.push(b[i] as char);
+                i += 1;
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn installed_entries_and_loader_conf_match_the_golden_files() {
+    let mut sys = Sys::new();
+    sys.switch(&common::kernel(CLOUD), "");
+    sys.switch(&common::kernel(GENERIC), "");
+    let cfg = sys.config(&common::kernel(GENERIC), "[boot]\ntries = 3\ntimeout = 5\n");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("Test system", "Debian 12");
+    std::fs::write(&cfg, text).unwrap();
+    ok(sys.run(&["switch", "--config", cfg.to_str().unwrap()]));
+    std::fs::create_dir_all(sys.root.join("etc")).unwrap();
+    std::fs::write(
+        sys.root.join("etc/machine-id"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    sys.fix_dates();
+    let t = dir_esp(&sys);
+    ok(install(&sys, &t, &[]));
+    let tr = t.tree();
+    let golden = |name: &str| {
+        std::fs::read_to_string(common::repo().join("boot-entries").join(name)).unwrap()
+    };
+    assert_eq!(
+        String::from_utf8(tr["loader/loader.conf"].clone()).unwrap(),
+        golden("loader.conf")
+    );
+    for (file, g) in [
+        ("genboot-3+3.conf", "genboot-3+3.conf"),
+        ("genboot-3-recovery.conf", "genboot-3-recovery.conf"),
+    ] {
+        let got = String::from_utf8(tr[&format!("loader/entries/{file}")].clone()).unwrap();
+        assert_eq!(
+            normalise_hashes(&got),
+            normalise_hashes(&golden(g)),
+            "{file}"
+        );
+    }
+}
