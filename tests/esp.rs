@@ -332,8 +332,17 @@ fn crash_points(sys: &mut Sys, base: Target) -> usize {
         let crashed = t.tree();
         assert_one_file_per_entry(&crashed);
         assert_bootable_default(sys, &crashed, &format!("after a crash at {fp}"));
-        // The re-run keeps the dirty bit the crash left (checked below).
-        ok(with_unchecked(sys, &t, &["install"]));
+        // The re-run keeps the dirty bit the crash left (checked below),
+        // and says so.
+        let o = with_unchecked(sys, &t, &["install"]);
+        ok(o.clone());
+        if let Target::Image(_) = &t {
+            assert!(
+                stderr(&o).contains("not cleanly unmounted"),
+                "{}",
+                stderr(&o)
+            );
+        }
         let got = t.tree();
         assert_eq!(
             names(&got),

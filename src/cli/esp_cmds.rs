@@ -158,6 +158,9 @@ fn run_install(
     loader: Option<&Path>,
 ) -> anyhow::Result<esp::InstallReport> {
     let desc = esp.describe();
+    for n in esp.notes() {
+        eprintln!("genboot: note: {n}");
+    }
     let mut report = install_into(ctx, esp.as_mut(), settings, loader)
         .with_context(|| format!("installing the boot menu to {desc}"))?;
     report.stats = esp.close()?;

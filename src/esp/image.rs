@@ -122,6 +122,7 @@ pub struct ImageEsp {
     written: Rc<Cell<u64>>,
     touched: u64,
     partition: u32,
+    dirty: bool,
 }
 
 /// Open `path` for writing, or say clearly that it is read-only.
@@ -169,7 +170,9 @@ impl ImageEsp {
                 what: format!("partition {} is not a FAT file system: {e}", part.number),
                 hint: "format the ESP with FAT32 (mkfs.fat -F 32), or make a new image with `genboot image`".into(),
             })?;
+        let dirty = fs.read_status_flags().map(|f| f.dirty()).unwrap_or(false);
         Ok(ImageEsp {
+            dirty,
             path: path.to_path_buf(),
             file,
             fs: Some(fs),
@@ -370,6 +373,17 @@ impl Esp for ImageEsp {
             cluster_size: u64::from(st.cluster_size()),
             free_clusters: u64::from(st.free_clusters()),
         })
+    }
+
+    fn notes(&self) -> Vec<String> {
+        if self.dirty {
+            vec![format!(
+                "the FAT volume in {} was not cleanly unmounted (a crash or power loss?); genboot's files are consistent, but run `fsck.fat -a` on the partition to clear the dirty bit and check the rest",
+                self.describe()
+            )]
+        } else {
+            Vec::new()
+        }
     }
 
     fn stats(&self) -> WriteStats {

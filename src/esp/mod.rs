@@ -143,6 +143,11 @@ pub trait Esp {
     fn remove(&mut self, path: &str) -> Result<(), EspError>;
     fn space(&mut self) -> Result<Space, EspError>;
     fn stats(&self) -> WriteStats;
+    /// Things the user should know about this ESP (e.g. a FAT volume that
+    /// was not cleanly unmounted).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Finish: flush what is cached (FAT: the FS information sector) and
     /// mark the volume clean.
     fn close(self: Box<Self>) -> Result<WriteStats, EspError>;
