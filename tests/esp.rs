@@ -976,3 +976,43 @@ fn installed_entries_and_loader_conf_match_the_golden_files() {
         );
     }
 }
+
+#[test]
+fn full_esp_delete_makes_room_image() {
+    let mut sys = Sys::new();
+    sys.switch(&common::kernel(CLOUD), ""); // 14 MB kernel
+    let t = image_esp(&sys, "40M");
+    let Target::Image(img) = &t else {
+        unreachable!()
+    };
+    // Someone else's 10 MB file leaves about 13 MB free.
+    let junk = sys.path("vendor.bin");
+    std::fs::write(&junk, vec![0x5a; 10 << 20]).unwrap();
+    let part = genboot::disk::find_esp(&std::fs::File::open(img).unwrap()).unwrap();
+    let st = std::process::Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{}", img.display(), part.start))
+        .arg(&junk)
+        .arg("::/vendor.bin")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    sys.switch(&common::kernel(GENERIC), ""); // 8 MB
+    sys.switch(&third_kernel(sys.tmp.path()), ""); // 8 MB
+    let before = sha(img);
+    let o = install(&sys, &t, &[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("genboot delete 1"), "{e}");
+    assert_eq!(sha(img), before);
+    // Deleting generation 1 makes room: its files go first, then the rest
+    // is written.
+    let o = with(&sys, &t, &["delete", "1"]);
+    ok(o.clone());
+    assert!(stderr(&o).contains("short of space"), "{}", stderr(&o));
+    let b = t.judge(&sys.path("mnt"));
+    assert_eq!(b.default.as_deref(), Some("genboot-3.conf"), "{}", b.output);
+    assert!(!b.ids.contains(&"genboot-1.conf".to_string()));
+    assert!(t.tree().contains_key("vendor.bin"));
+}
