@@ -12,7 +12,7 @@
 use genboot::config::SystemConfig;
 use genboot::modules::{self, index, ModuleIndex};
 use genboot::{build, initrd, kernel};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: &PathBuf, out: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+fn run(config: &Path, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let mut t = Instant::now();
     let mut lap = |name: &str| {
         println!("phase {name} {:.6}", t.elapsed().as_secs_f64());
@@ -46,11 +46,8 @@ fn run(config: &PathBuf, out: &PathBuf) -> Result<(), Box<dyn std::error::Error>
     let idx = ModuleIndex::read(&cfg.kernel.modules, &release, &files)?;
     lap("parse-modinfo");
     let closure = modules::closure(&idx, &cfg.initrd.modules)?;
-    let (firmware, _missing) = modules::closure::firmware(
-        &idx,
-        &closure,
-        &build::firmware_dir(&cfg.kernel.modules),
-    );
+    let (firmware, _missing) =
+        modules::closure::firmware(&idx, &closure, &build::firmware_dir(&cfg.kernel.modules));
     lap("closure+firmware");
     let members = initrd::members(&initrd::Contents {
         index: &idx,
