@@ -43,9 +43,21 @@ fn failing_generation_falls_back_to_the_previous_after_its_tries() {
     let mut broken = 0;
     let booted = loop {
         let (i, seen) = vm.wait_for_any(
-            &[&format!("{MARK}broken"), &format!("{MARK}booted=")],
+            &[
+                &format!("{MARK}broken"),
+                &format!("{MARK}booted="),
+                "genboot.recovery",
+            ],
             vm::BOOT,
         );
+        if i == 2 {
+            vm.fail(&format!(
+                "after {broken} failed boots of generation 2, systemd-boot started a recovery entry \
+                 (genboot.recovery on the kernel command line) instead of generation 1: an \
+                 unattended machine would sit in a shell; recovery entries must sort below the \
+                 normal entries so the fallback is the previous generation"
+            ));
+        }
         if i == 1 {
             let line = seen.lines().rev().find(|l| l.contains(MARK)).unwrap();
             break vm::base_name(
