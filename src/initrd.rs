@@ -1,1 +1,357 @@
-//! The initrd writer: reproducible newc cpio, compressed.
+//! The initrd writer: a reproducible newc cpio archive, compressed.
+//!
+//! Reproducible means the bytes depend only on the contents: entries sorted
+//! by path (so parents come before children), mtime 0, uid/gid 0, inode
+//! numbers by sorted position, device numbers 0, no host-dependent bytes in
+//! the compressed stream either. Contents: `/init` (the activator),
+//! `/dev/console`, the module closure at `/lib/modules/<release>/<path>`,
+//! firmware at `/lib/firmware/<path>`, and the manifest at
+//! [`genboot_init::manifest::PATH`].
+
+use crate::config::Compression;
+use crate::modules::closure::{normalize_alias, Firmware};
+use crate::modules::{Closure, ModuleIndex};
+use genboot_init::manifest::{self, Manifest};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitrdError {
+    #[error("no activator (genboot-init) found; tried {}\nHint: run `qemu/build-activator` and set [initrd] activator = \"<path it prints>\" in system.toml (or GENBOOT_ACTIVATOR=<path>), or install genboot-init next to genboot", .tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NoActivator { tried: Vec<PathBuf> },
+    #[error("the activator {path} ({from}) does not exist\nHint: run `qemu/build-activator` and point {from} at the path it prints")]
+    ActivatorMissing { path: PathBuf, from: &'static str },
+    #[error("the activator {path} is not an ELF executable\nHint: /init must be the static genboot-init binary built by `qemu/build-activator`")]
+    ActivatorNotElf { path: PathBuf },
+    #[error("cannot read {path} for the initrd: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{format} compression failed: {source}")]
+    Compress {
+        format: Compression,
+        source: std::io::Error,
+    },
+}
+
+/// Default compression level per format. zstd 9: on the 6.1 generic
+/// kernel's `virtio_blk virtio_pci ext4 vfat` initrd it compresses in
+/// 0.08 s to within 11 % of level 19, which takes 1.05 s.
+pub fn default_level(c: Compression) -> i32 {
+    match c {
+        Compression::Zstd => 9,
+        Compression::Gzip => 6,
+        Compression::Xz => 6,
+        Compression::None => 0,
+    }
+}
+
+/// Find the activator: `[initrd] activator`, else `$GENBOOT_ACTIVATOR`, else
+/// `genboot-init` next to the running `genboot`, else
+/// `/usr/lib/genboot/genboot-init`.
+pub fn find_activator(configured: Option<&Path>) -> Result<PathBuf, InitrdError> {
+    let checked = |path: PathBuf, from: &'static str| -> Result<PathBuf, InitrdError> {
+        if !path.is_file() {
+            return Err(InitrdError::ActivatorMissing { path, from });
+        }
+        let mut magic = [0u8; 4];
+        let ok = std::fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok();
+        if !ok || &magic != b"\x7fELF" {
+            return Err(InitrdError::ActivatorNotElf { path });
+        }
+        Ok(path)
+    };
+    if let Some(p) = configured {
+        return checked(p.to_path_buf(), "[initrd] activator");
+    }
+    if let Some(p) = std::env::var_os("GENBOOT_ACTIVATOR").filter(|p| !p.is_empty()) {
+        return checked(PathBuf::from(p), "GENBOOT_ACTIVATOR");
+    }
+    let mut tried = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        tried.push(dir.join("genboot-init"));
+    }
+    tried.push(PathBuf::from("/usr/lib/genboot/genboot-init"));
+    for p in &tried {
+        if p.is_file() {
+            return checked(p.clone(), "the default location");
+        }
+    }
+    Err(InitrdError::NoActivator { tried })
+}
+
+/// What goes into one initrd.
+pub struct Contents<'a> {
+    pub index: &'a ModuleIndex,
+    pub closure: &'a Closure,
+    pub firmware: &'a [Firmware],
+    pub activator: &'a Path,
+}
+
+/// One archive member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Member {
+    Dir,
+    File { data: Vec<u8>, executable: bool },
+    CharDev { major: u32, minor: u32, mode: u32 },
+}
+
+/// The members of the initrd, by path without the leading `/`.
+pub fn members(c: &Contents<'_>) -> Result<BTreeMap<String, Member>, InitrdError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| InitrdError::Read {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let release = &c.index.release;
+    let mut m = BTreeMap::new();
+    m.insert(
+        "dev/console".to_string(),
+        Member::CharDev {
+            major: 5,
+            minor: 1,
+            mode: 0o600,
+        },
+    );
+    m.insert(
+        "init".to_string(),
+        Member::File {
+            data: read(c.activator)?,
+            executable: true,
+        },
+    );
+    let mut manifest = Manifest {
+        kernel_release: release.clone(),
+        ..Manifest::default()
+    };
+    for name in &c.closure.modules {
+        let info = &c.index.modules[name];
+        let inside = format!("lib/modules/{release}/{}", info.path);
+        m.insert(
+            inside.clone(),
+            Member::File {
+                data: read(&c.index.dir.join(&info.path))?,
+                executable: false,
+            },
+        );
+        manifest.modules.push((name.clone(), format!("/{inside}")));
+        for a in &info.aliases {
+            manifest.aliases.push((normalize_alias(a), name.clone()));
+        }
+    }
+    manifest.aliases.sort();
+    manifest.aliases.dedup();
+    for f in c.firmware {
+        let inside = format!("lib/firmware/{}", f.rel);
+        m.insert(
+            inside.clone(),
+            Member::File {
+                data: read(&f.source)?,
+                executable: false,
+            },
+        );
+        manifest.firmware.push(format!("/{inside}"));
+    }
+    m.insert(
+        manifest::PATH.trim_start_matches('/').to_string(),
+        Member::File {
+            data: manifest.to_text().into_bytes(),
+            executable: false,
+        },
+    );
+    // Every parent directory.
+    let dirs: Vec<String> = m
+        .keys()
+        .flat_map(|p| {
+            p.match_indices('/')
+                .map(|(i, _)| p[..i].to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for d in dirs {
+        m.insert(d, Member::Dir);
+    }
+    Ok(m)
+}
+
+/// The newc archive of `members` (sorted by path, so parents come first).
+pub fn cpio(members: &BTreeMap<String, Member>) -> Vec<u8> {
+    let total: usize = members
+        .values()
+        .map(|m| match m {
+            Member::File { data, .. } => data.len() + 256,
+            _ => 256,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(total + 512);
+    // A directory's link count: 2 plus one per subdirectory.
+    let mut subdirs: BTreeMap<&str, u32> = BTreeMap::new();
+    for (p, m) in members {
+        if *m == Member::Dir {
+            if let Some((parent, _)) = p.rsplit_once('/') {
+                *subdirs.entry(parent).or_default() += 1;
+            }
+        }
+    }
+    for (i, (path, m)) in members.iter().enumerate() {
+        let ino = i as u32 + 1;
+        let (mode, nlink, data, rdev): (u32, u32, &[u8], (u32, u32)) = match m {
+            Member::Dir => (
+                0o040_755,
+                2 + subdirs.get(path.as_str()).copied().unwrap_or(0),
+                &[],
+                (0, 0),
+            ),
+            Member::File { data, executable } => (
+                if *executable { 0o100_755 } else { 0o100_644 },
+                1,
+                data,
+                (0, 0),
+            ),
+            Member::CharDev { major, minor, mode } => (0o020_000 | mode, 1, &[], (*major, *minor)),
+        };
+        entry(&mut out, path, ino, mode, nlink, data, rdev);
+    }
+    entry(&mut out, "TRAILER!!!", 0, 0, 1, &[], (0, 0));
+    out
+}
+
+fn entry(
+    out: &mut Vec<u8>,
+    name: &str,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    data: &[u8],
+    rdev: (u32, u32),
+) {
+    let fields = [
+        ino,
+        mode,
+        0, // uid
+        0, // gid
+        nlink,
+        0, // mtime
+        u32::try_from(data.len()).expect("initrd members are below 4 GiB"),
+        0, // devmajor
+        0, // devminor
+        rdev.0,
+        rdev.1,
+        name.len() as u32 + 1,
+        0, // check
+    ];
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        out.extend_from_slice(format!("{f:08X}").as_bytes());
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    pad4(out);
+    out.extend_from_slice(data);
+    pad4(out);
+}
+
+fn pad4(out: &mut Vec<u8>) {
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+/// Compress `data`; `level` None means [`default_level`].
+pub fn compress(data: &[u8], c: Compression, level: Option<i32>) -> Result<Vec<u8>, InitrdError> {
+    let level = level.unwrap_or_else(|| default_level(c));
+    let err = |source| InitrdError::Compress { format: c, source };
+    match c {
+        Compression::None => Ok(data.to_vec()),
+        Compression::Zstd => zstd::bulk::compress(data, level).map_err(err),
+        Compression::Gzip => {
+            // flate2 writes mtime 0 and no file name: no host bytes.
+            let mut e = flate2::write::GzEncoder::new(
+                Vec::with_capacity(data.len() / 2),
+                flate2::Compression::new(level as u32),
+            );
+            e.write_all(data).map_err(err)?;
+            e.finish().map_err(err)
+        }
+        Compression::Xz => {
+            // The kernel's xz decoder knows CRC32 but rejects CRC64 (xz's default).
+            let stream = liblzma::stream::Stream::new_easy_encoder(
+                level as u32,
+                liblzma::stream::Check::Crc32,
+            )
+            .map_err(|e| err(e.into()))?;
+            let mut e =
+                liblzma::write::XzEncoder::new_stream(Vec::with_capacity(data.len() / 2), stream);
+            e.write_all(data).map_err(err)?;
+            e.finish().map_err(err)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> BTreeMap<String, Member> {
+        let mut m = BTreeMap::new();
+        m.insert("dev".into(), Member::Dir);
+        m.insert(
+            "dev/console".into(),
+            Member::CharDev {
+                major: 5,
+                minor: 1,
+                mode: 0o600,
+            },
+        );
+        m.insert(
+            "init".into(),
+            Member::File {
+                data: b"hello".to_vec(),
+                executable: true,
+            },
+        );
+        m
+    }
+
+    #[test]
+    fn cpio_is_padded_newc_with_trailer() {
+        let a = cpio(&sample());
+        assert_eq!(a.len() % 4, 0);
+        assert!(a.starts_with(b"070701"));
+        let trailer = memchr::memmem::rfind(&a, b"TRAILER!!!").unwrap();
+        assert!(trailer > 0);
+        // dev/console: mode 020600, rdev 5:1.
+        let at = memchr::memmem::find(&a, b"dev/console").unwrap() - 110;
+        let hdr = std::str::from_utf8(&a[at..at + 110]).unwrap();
+        assert_eq!(&hdr[14..22], "00002180");
+        assert_eq!(&hdr[78..86], "00000005");
+        assert_eq!(&hdr[86..94], "00000001");
+    }
+
+    #[test]
+    fn same_members_same_bytes() {
+        assert_eq!(cpio(&sample()), cpio(&sample()));
+        for c in [Compression::Zstd, Compression::Gzip, Compression::Xz] {
+            let data = cpio(&sample());
+            assert_eq!(
+                compress(&data, c, None).unwrap(),
+                compress(&data, c, None).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn xz_uses_the_crc32_check() {
+        let out = compress(b"abc", Compression::Xz, Some(1)).unwrap();
+        // Stream flags: byte 7 is the check type; 0x01 = CRC32.
+        assert_eq!(out[7], 0x01);
+    }
+}

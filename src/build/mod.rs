@@ -1,0 +1,329 @@
+//! Building a generation from a configuration: the kernel object, the
+//! kernel-modules and initrd objects, and the generation object holding
+//! `boot.json` and links to them.
+
+mod cache;
+
+use crate::bootspec::{BootJson, BootspecV1, GenbootV1, RootSpec};
+use crate::config::SystemConfig;
+use crate::initrd::{self, InitrdError};
+use crate::kernel;
+use crate::modules::{self, modinfo::ModuleCompression, ModuleIndex, ModulesError};
+use crate::state::STORE_DIR;
+use crate::store::{BuildOptions, Store, StoreError, StorePath};
+use genboot_init::storehash::SELF_MASK;
+use rayon::prelude::*;
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Kernel(#[from] kernel::KernelError),
+    #[error(transparent)]
+    Modules(#[from] ModulesError),
+    #[error(transparent)]
+    Initrd(#[from] InitrdError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {what}\nHint: {hint}")]
+    Input {
+        path: PathBuf,
+        what: String,
+        hint: String,
+    },
+}
+
+/// Format version of generation objects (`org.genboot.v1.format`).
+pub const GENERATION_FORMAT: u32 = 1;
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub generation: StorePath,
+    pub kernel: StorePath,
+    pub initrd: Option<StorePath>,
+    pub kernel_modules: Option<StorePath>,
+    pub boot: BootJson,
+}
+
+/// Build the generation for `cfg` into `store`.
+///
+/// Everything is checked before anything is written: a bad kernel image,
+/// module tree, module name or missing strict firmware leaves the store as
+/// it was. The kernel, kernel-modules and initrd objects of unchanged
+/// inputs are found through the input cache (`<state>/cache/`) without
+/// reading the module tree again.
+pub fn build(store: &Store, cfg: &SystemConfig) -> Result<Built, BuildError> {
+    let progress = Progress::new();
+    let activator = initrd::find_activator(cfg.initrd.activator.as_deref())?;
+    let files = modules::index::walk(&cfg.kernel.modules)?;
+    let key = cache::fingerprint(cfg, &files, &activator);
+    let cache = cache::Cache::new(store);
+    if let Some(hit) = cache.lookup(&key, store) {
+        progress.step("inputs unchanged; reusing the kernel, modules and initrd objects");
+        for w in &hit.warnings {
+            eprintln!("genboot: warning: {w}");
+        }
+        return assemble(
+            store,
+            cfg,
+            &hit.release,
+            hit.kernel,
+            Some(hit.initrd),
+            Some(hit.kernel_modules),
+        );
+    }
+
+    progress.step("reading the kernel image");
+    let info = kernel::inspect(&cfg.kernel.image)?;
+    let kver = info.release.as_str();
+    let module_count = files
+        .iter()
+        .filter(|f| {
+            ModuleCompression::of_file_name(f.rel.rsplit('/').next().unwrap_or("")).is_some()
+        })
+        .count();
+    progress.step(&format!("parsing {module_count} modules"));
+    let index = ModuleIndex::read(&cfg.kernel.modules, kver, &files)?;
+    let closure = modules::closure(&index, &cfg.initrd.modules)?;
+    let fw_dir = firmware_dir(&cfg.kernel.modules);
+    let (firmware, missing) = modules::closure::firmware(&index, &closure, &fw_dir);
+    let mut warnings = Vec::new();
+    let missing_names = missing.clone();
+    for (module, file) in missing {
+        if cfg.initrd.strict_firmware {
+            return Err(ModulesError::MissingFirmware {
+                module,
+                file,
+                dir: fw_dir,
+            }
+            .into());
+        }
+        warnings.push(format!(
+            "firmware {file} named by module {module} is not in {}; the initrd is built without it",
+            fw_dir.display()
+        ));
+    }
+    for w in &warnings {
+        eprintln!("genboot: warning: {w}");
+    }
+    let mut watch: Vec<(PathBuf, Option<cache::Stamp>)> = firmware
+        .iter()
+        .map(|f| (f.source.clone(), cache::stamp(&f.source)))
+        .collect();
+    for (_, file) in &missing_names {
+        for p in modules::closure::firmware_candidates(&fw_dir, kver, file) {
+            watch.push((p, None));
+        }
+    }
+
+    progress.step("copying the kernel");
+    let kernel = store.build(&format!("linux-{kver}"), BuildOptions::default(), |dir| {
+        std::fs::copy(&cfg.kernel.image, dir.join("bzImage")).map(|_| ())
+    })?;
+    progress.step(&format!(
+        "copying and hashing {} module files, writing kmod indexes",
+        index.modules.len()
+    ));
+    let kernel_modules = store.build(
+        &format!("kernel-modules-{kver}"),
+        BuildOptions::default(),
+        |dir| fill_kernel_modules(dir, &index, &files),
+    )?;
+    progress.step(&format!(
+        "writing the initrd ({} modules, {} firmware files)",
+        closure.modules.len(),
+        firmware.len()
+    ));
+    let members = initrd::members(&initrd::Contents {
+        index: &index,
+        closure: &closure,
+        firmware: &firmware,
+        activator: &activator,
+    })?;
+    let archive = initrd::cpio(&members);
+    progress.step(&format!(
+        "compressing the initrd ({}, {} bytes)",
+        cfg.initrd.compression,
+        archive.len()
+    ));
+    let compressed = initrd::compress(&archive, cfg.initrd.compression, cfg.initrd.level)?;
+    let initrd_obj = store.build(&format!("initrd-{kver}"), BuildOptions::default(), |dir| {
+        std::fs::write(dir.join("initrd"), &compressed)
+    })?;
+    progress.step(&format!("initrd: {} bytes", compressed.len()));
+    cache.store(
+        &key,
+        &cache::Hit {
+            release: kver.to_string(),
+            kernel: kernel.clone(),
+            kernel_modules: kernel_modules.clone(),
+            initrd: initrd_obj.clone(),
+            warnings,
+            watch,
+        },
+    );
+    let built = assemble(
+        store,
+        cfg,
+        kver,
+        kernel,
+        Some(initrd_obj),
+        Some(kernel_modules),
+    );
+    progress.step("done");
+    built
+}
+
+/// Where firmware for a module tree lives: `<root>/lib/firmware` for
+/// `<root>/lib/modules/<release>`.
+pub fn firmware_dir(modules: &Path) -> PathBuf {
+    modules
+        .parent()
+        .and_then(Path::parent)
+        .map(|lib| lib.join("firmware"))
+        .unwrap_or_else(|| PathBuf::from("/lib/firmware"))
+}
+
+/// The kernel-modules object: `lib/modules/<release>/` with every file of
+/// the tree byte for byte, and the kmod index files.
+fn fill_kernel_modules(
+    dir: &Path,
+    index: &ModuleIndex,
+    files: &[modules::index::TreeFile],
+) -> std::io::Result<()> {
+    let root = dir.join("lib/modules").join(&index.release);
+    std::fs::create_dir_all(&root)?;
+    let mut dirs: BTreeSet<&str> = BTreeSet::new();
+    for f in files {
+        if let Some((parent, _)) = f.rel.rsplit_once('/') {
+            dirs.insert(parent);
+        }
+    }
+    for d in &dirs {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    files
+        .par_iter()
+        .try_for_each(|f| std::fs::copy(index.dir.join(&f.rel), root.join(&f.rel)).map(|_| ()))?;
+    modules::kmod::write_index_files(index, &root)
+}
+
+/// Progress lines on stderr when it is a terminal; silent in a pipe.
+struct Progress {
+    on: bool,
+    start: Instant,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            on: std::io::stderr().is_terminal(),
+            start: Instant::now(),
+        }
+    }
+    fn step(&self, what: &str) {
+        if self.on {
+            eprintln!(
+                "genboot: [{:5.2}s] {what}",
+                self.start.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// The kernel command line a generation boots with, except `init=`.
+pub fn kernel_params(cfg: &SystemConfig) -> Vec<String> {
+    let mut p = vec![
+        format!("root={}", cfg.root.device),
+        format!("rootfstype={}", cfg.root.fstype),
+    ];
+    let mut flags: Vec<&str> = Vec::new();
+    let mut rw = "rw";
+    for o in cfg.root.options.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" | "rw" => rw = o,
+            other => flags.push(other),
+        }
+    }
+    p.push(rw.to_string());
+    if !flags.is_empty() {
+        p.push(format!("rootflags={}", flags.join(",")));
+    }
+    p.extend(cfg.kernel.params.iter().cloned());
+    p
+}
+
+/// Write the generation object from its parts.
+pub fn assemble(
+    store: &Store,
+    cfg: &SystemConfig,
+    kver: &str,
+    kernel: StorePath,
+    initrd: Option<StorePath>,
+    kernel_modules: Option<StorePath>,
+) -> Result<Built, BuildError> {
+    let name = format!("genboot-system-{kver}");
+    let mask = std::str::from_utf8(SELF_MASK).expect("mask is ASCII");
+    let toplevel = format!("{STORE_DIR}/{mask}-{name}");
+    let boot = BootJson {
+        bootspec: BootspecV1 {
+            system: "x86_64-linux".into(),
+            init: format!("{toplevel}/init"),
+            initrd: initrd.as_ref().map(|i| format!("{}/initrd", i.boot_path())),
+            kernel: format!("{}/bzImage", kernel.boot_path()),
+            kernel_params: kernel_params(cfg),
+            label: cfg.system.label.clone(),
+            toplevel: toplevel.clone(),
+        },
+        genboot: GenbootV1 {
+            format: GENERATION_FORMAT,
+            kernel_release: kver.to_string(),
+            initrd_modules: cfg.initrd.modules.clone(),
+            kernel_modules: kernel_modules.as_ref().map(StorePath::boot_path),
+            root: RootSpec {
+                device: cfg.root.device.clone(),
+                fstype: cfg.root.fstype.clone(),
+                options: cfg.root.options.clone(),
+            },
+            stage2_init: cfg.system.init.clone(),
+            tries: cfg.boot.tries,
+        },
+    };
+    let bytes = boot.to_bytes();
+    let opts = BuildOptions {
+        self_refs: true,
+        external_links: &["init"],
+    };
+    let generation = store.build(&name, opts, |dir| -> std::io::Result<()> {
+        use std::os::unix::fs::symlink;
+        std::fs::write(dir.join("boot.json"), &bytes)?;
+        symlink(&cfg.system.init, dir.join("init"))?;
+        symlink(
+            format!("../{}/bzImage", kernel.base_name()),
+            dir.join("kernel"),
+        )?;
+        if let Some(i) = &initrd {
+            symlink(format!("../{}/initrd", i.base_name()), dir.join("initrd"))?;
+        }
+        if let Some(m) = &kernel_modules {
+            symlink(format!("../{}", m.base_name()), dir.join("kernel-modules"))?;
+        }
+        Ok(())
+    })?;
+    // What landed names itself by its real hash.
+    let real = |s: String| s.replace(mask, &generation.hash);
+    let mut boot = boot;
+    boot.bootspec.init = real(boot.bootspec.init);
+    boot.bootspec.toplevel = real(boot.bootspec.toplevel);
+    Ok(Built {
+        generation,
+        kernel,
+        initrd,
+        kernel_modules,
+        boot,
+    })
+}

@@ -1,0 +1,275 @@
+//! The module index of a tree, from the files alone: every module file's
+//! `.modinfo` (read in parallel), plus the builtins from `modules.builtin`
+//! and `modules.builtin.modinfo`.
+
+use super::modinfo::{self, ModuleCompression};
+use super::{normalize_name, ModulesError};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Index files genboot writes itself; a tree's own copies are not taken over.
+pub const GENERATED: &[&str] = &[
+    "modules.dep",
+    "modules.dep.bin",
+    "modules.alias",
+    "modules.alias.bin",
+    "modules.softdep",
+    "modules.symbols",
+    "modules.symbols.bin",
+    "modules.builtin.bin",
+    "modules.builtin.alias.bin",
+    "modules.devname",
+];
+
+/// A regular file of the module tree, with what the input cache compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeFile {
+    /// Relative to the tree, e.g. `kernel/fs/ext4/ext4.ko`.
+    pub rel: String,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ino: u64,
+}
+
+/// Every regular file below `dir` (sorted by path), skipping symlinks (such
+/// as Debian's `build` and `source`, which leave the tree) and the index
+/// files genboot generates.
+pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
+    fn go(base: &Path, rel: &str, out: &mut Vec<TreeFile>) -> Result<(), ModulesError> {
+        let here = if rel.is_empty() {
+            base.to_path_buf()
+        } else {
+            base.join(rel)
+        };
+        let err = |source| ModulesError::Tree {
+            path: here.clone(),
+            source,
+        };
+        for item in fs::read_dir(&here).map_err(err)? {
+            let item = item.map_err(err)?;
+            let Some(name) = item.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let child = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let meta = item.metadata().map_err(|source| ModulesError::Tree {
+                path: item.path(),
+                source,
+            })?;
+            if meta.is_dir() {
+                go(base, &child, out)?;
+            } else if meta.is_file() {
+                if rel.is_empty() && GENERATED.contains(&name.as_str()) {
+                    continue;
+                }
+                out.push(TreeFile {
+                    rel: child,
+                    size: meta.len(),
+                    mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
+                        + i128::from(meta.mtime_nsec()),
+                    ino: meta.ino(),
+                });
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    go(dir, "", &mut out)?;
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(out)
+}
+
+/// One loadable module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// Canonical name (`_`, not `-`).
+    pub name: String,
+    /// Path relative to the tree, e.g. `kernel/fs/ext4/ext4.ko`.
+    pub path: String,
+    pub depends: Vec<String>,
+    pub softdep_pre: Vec<String>,
+    pub softdep_post: Vec<String>,
+    /// Each `softdep=` value as written (kmod applies one line per value).
+    pub softdep_raw: Vec<String>,
+    pub aliases: Vec<String>,
+    pub firmware: Vec<String>,
+    /// Position in `modules.order` (modules not listed come after, by path).
+    pub order: u32,
+}
+
+/// All modules of one kernel's tree.
+#[derive(Debug, Clone)]
+pub struct ModuleIndex {
+    pub dir: PathBuf,
+    pub release: String,
+    pub modules: BTreeMap<String, ModuleInfo>,
+    /// Names of modules built into the kernel.
+    pub builtin: BTreeSet<String>,
+    /// `modules.builtin` as shipped (paths), for kmod's index.
+    pub builtin_paths: Vec<String>,
+    /// (alias pattern, module) of builtin modules.
+    pub builtin_aliases: Vec<(String, String)>,
+}
+
+impl ModuleIndex {
+    /// Read the tree `dir` of kernel `release`; `files` is [`walk`]`(dir)`.
+    pub fn read(dir: &Path, release: &str, files: &[TreeFile]) -> Result<Self, ModulesError> {
+        let order = read_order(dir);
+        let candidates: Vec<(&TreeFile, &str, ModuleCompression)> = files
+            .iter()
+            .filter_map(|f| {
+                let file_name = f.rel.rsplit('/').next().unwrap_or(&f.rel);
+                ModuleCompression::of_file_name(file_name).map(|(stem, c)| (f, stem, c))
+            })
+            .collect();
+        let parsed: Vec<Result<ModuleInfo, ModulesError>> = candidates
+            .par_iter()
+            .map(|(f, stem, c)| {
+                let path = dir.join(&f.rel);
+                let info = modinfo::read(&path, *c)?;
+                let vermagic = info.vermagic.clone().unwrap_or_default();
+                if vermagic.split_whitespace().next() != Some(release) {
+                    return Err(ModulesError::Vermagic {
+                        path,
+                        found: vermagic,
+                        release: release.to_string(),
+                    });
+                }
+                let key = ko_path(&f.rel);
+                Ok(ModuleInfo {
+                    name: info.name.unwrap_or_else(|| normalize_name(stem)),
+                    path: f.rel.clone(),
+                    depends: info.depends,
+                    softdep_pre: info.softdep_pre,
+                    softdep_post: info.softdep_post,
+                    softdep_raw: info.softdep_raw,
+                    aliases: info.aliases,
+                    firmware: info.firmware,
+                    order: order.get(key).copied().unwrap_or(u32::MAX),
+                })
+            })
+            .collect();
+        let mut modules: BTreeMap<String, ModuleInfo> = BTreeMap::new();
+        for m in parsed {
+            let m = m?;
+            // Two files with one name: the one outside kernel/ (updates/,
+            // extra/) wins, as with depmod's default search order.
+            let replace = match modules.get(&m.name) {
+                None => true,
+                Some(old) => old.path.starts_with("kernel/") && !m.path.starts_with("kernel/"),
+            };
+            if !replace {
+                continue;
+            }
+            modules.insert(m.name.clone(), m);
+        }
+        // Unlisted modules get order numbers after the listed ones, by path.
+        let mut unlisted: Vec<&mut ModuleInfo> = modules
+            .values_mut()
+            .filter(|m| m.order == u32::MAX)
+            .collect();
+        unlisted.sort_by(|a, b| a.path.cmp(&b.path));
+        for (next, m) in (order.len() as u32..).zip(unlisted) {
+            m.order = next;
+        }
+
+        let builtin_file = dir.join("modules.builtin");
+        let builtin_paths: Vec<String> = match fs::read_to_string(&builtin_file) {
+            Ok(t) => t
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(ModulesError::Builtin {
+                    path: builtin_file,
+                    source,
+                })
+            }
+        };
+        let builtin: BTreeSet<String> = builtin_paths.iter().map(|p| name_of_path(p)).collect();
+        let modinfo_file = dir.join("modules.builtin.modinfo");
+        let builtin_aliases = match fs::read(&modinfo_file) {
+            Ok(blob) => modinfo::pairs(&blob)
+                .filter_map(|(k, v)| {
+                    let (module, key) = k.split_once('.')?;
+                    (key == "alias").then(|| (v.to_string(), normalize_name(module)))
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(ModulesError::Builtin {
+                    path: modinfo_file,
+                    source,
+                })
+            }
+        };
+        Ok(ModuleIndex {
+            dir: dir.to_path_buf(),
+            release: release.to_string(),
+            modules,
+            builtin,
+            builtin_paths,
+            builtin_aliases,
+        })
+    }
+
+    /// Modules sorted by `modules.order` position.
+    pub fn in_order(&self) -> Vec<&ModuleInfo> {
+        let mut v: Vec<&ModuleInfo> = self.modules.values().collect();
+        v.sort_by_key(|m| (m.order, m.path.as_str()));
+        v
+    }
+}
+
+/// `kernel/a/b.ko.xz` → `kernel/a/b.ko` (how `modules.order` names it).
+fn ko_path(rel: &str) -> &str {
+    for s in [".xz", ".zst", ".gz"] {
+        if let Some(p) = rel.strip_suffix(s) {
+            return p;
+        }
+    }
+    rel
+}
+
+/// `kernel/fs/ext4/ext4.ko` → `ext4`.
+pub fn name_of_path(rel: &str) -> String {
+    let file = rel.rsplit('/').next().unwrap_or(rel);
+    let stem = ModuleCompression::of_file_name(file)
+        .map(|(s, _)| s)
+        .unwrap_or(file);
+    normalize_name(stem)
+}
+
+fn read_order(dir: &Path) -> HashMap<String, u32> {
+    fs::read_to_string(dir.join("modules.order"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| (ko_path(l).to_string(), i as u32))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_of_path_strips_dirs_suffix_and_dashes() {
+        assert_eq!(
+            name_of_path("kernel/drivers/hid/hid-generic.ko.xz"),
+            "hid_generic"
+        );
+        assert_eq!(ko_path("kernel/a.ko.zst"), "kernel/a.ko");
+    }
+}
