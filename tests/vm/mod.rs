@@ -103,6 +103,11 @@ impl Scenario {
         require_tools();
         let dir = common::repo().join("target/e2e").join(name);
         if dir.exists() {
+            // A killed run may have left its ESP copy mounted.
+            let _ = Command::new("umount")
+                .arg(dir.join("esp"))
+                .stderr(Stdio::null())
+                .status();
             std::fs::remove_dir_all(&dir).expect("remove the previous run's directory");
         }
         std::fs::create_dir_all(&dir).unwrap();
@@ -174,7 +179,7 @@ impl Scenario {
             c.arg("--config").arg(cfg);
         }
         c.arg("-o").arg(&self.image).args(["--size", "1G"]);
-        run_ok(&mut c);
+        run_until(&mut c, self.deadline);
     }
 
     /// `genboot --root <tree> --image disk.img ARGS`; returns stdout.
@@ -185,7 +190,7 @@ impl Scenario {
             .arg("--image")
             .arg(&self.image)
             .args(args);
-        run_ok(&mut c)
+        run_until(&mut c, self.deadline)
     }
 
     /// The store object name (`<hash>-<name>`) of generation `n` in the
@@ -356,17 +361,45 @@ pub fn base_name(path: &str) -> String {
 /// Run a command; panic with its output unless it succeeds. Returns stdout.
 #[track_caller]
 pub fn run_ok(c: &mut Command) -> String {
-    let out = c
-        .output()
+    run_until(c, Instant::now() + Duration::from_secs(600))
+}
+
+/// [`run_ok`], killing the command and failing when `until` passes.
+#[track_caller]
+pub fn run_until(c: &mut Command, until: Instant) -> String {
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{c:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let collect = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = collect(Box::new(child.stdout.take().unwrap()));
+    let err = collect(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for a child") {
+            break st;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{c:?} did not finish within the scenario's time; killed it\n{}{}",
+                out.join().unwrap_or_default(),
+                err.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(status.success(), "{c:?} failed ({status}):\n{out}{err}");
+    out
 }
 
 /// What the stage-2 init reported about the boot it is running in.
