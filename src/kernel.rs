@@ -12,6 +12,12 @@ pub enum KernelError {
     },
     #[error("{path} is not a bzImage kernel: {why}\nHint: [kernel] image must name a bzImage such as /boot/vmlinuz-<release> (not a vmlinux ELF, not a compressed archive)")]
     NotBzImage { path: PathBuf, why: String },
+    #[error("{path}: the kernel release {release:?} cannot name a store object: {source}")]
+    BadRelease {
+        path: PathBuf,
+        release: String,
+        source: crate::store::StoreError,
+    },
     #[error("{path} has no EFI stub: {why}\nHint: systemd-boot starts kernels as EFI programs; use a kernel built with CONFIG_EFI_STUB (every Debian kernel is)")]
     NoEfiStub { path: PathBuf, why: String },
 }
@@ -32,6 +38,15 @@ pub fn inspect(path: &Path) -> Result<KernelInfo, KernelError> {
     let release = release_from_header(&data).map_err(|why| KernelError::NotBzImage {
         path: path.to_path_buf(),
         why,
+    })?;
+    // The release names store objects and ESP files: refuse '/', '..' and
+    // the like here, before anything else reads the module tree.
+    crate::store::check_name(&format!("linux-{release}")).map_err(|source| {
+        KernelError::BadRelease {
+            path: path.to_path_buf(),
+            release: release.clone(),
+            source,
+        }
     })?;
     check_efi_stub(&data).map_err(|why| KernelError::NoEfiStub {
         path: path.to_path_buf(),
