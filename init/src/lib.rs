@@ -3,7 +3,15 @@
 //! without root; `main.rs` only wires the real syscalls in.
 //!
 //! `manifest` and `storehash` are also used by the builder (`genboot`), so
-//! the two sides cannot drift apart.
+//! the two sides cannot drift apart; `cmdline` is public so the builder and
+//! the installer can check `root=` and the `genboot.*` switches the way the
+//! activator reads them.
 
+pub mod activate;
+pub(crate) mod alias;
+pub mod cmdline;
+pub(crate) mod json;
 pub mod manifest;
+pub(crate) mod probe;
 pub mod storehash;
+pub mod sys;

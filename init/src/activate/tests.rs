@@ -1,0 +1,731 @@
+//! The boot sequence against the recording fake: exact mounts, flags and
+//! order; every failure step ending in the failure policy.
+
+use super::*;
+use crate::probe::tests::{ext4_image, gpt_disk, ROOT_PARTUUID_ON_DISK};
+use crate::sys::fake::FakeSys;
+
+const KVER: &str = "6.1.0-50-amd64";
+const H: &str = "0123456789abcdef0123456789abcdef";
+const K: &str = "fedcba9876543210fedcba9876543210";
+const ROOT_UUID: [u8; 16] = [0x11; 16];
+const PARTUUID: &str = "6e6f6f74-0000-4000-8000-000000000002";
+
+// Devices of the fake's file systems.
+const INITRAMFS: u64 = 1;
+const ROOT: u64 = 2;
+const SYSFS: u64 = 3;
+const DEVTMPFS: u64 = 4;
+const PROCFS: u64 = 5;
+const RUNFS: u64 = 6;
+
+fn gen() -> String {
+    format!("{STORE_DIR}/{H}-genboot-system-{KVER}")
+}
+fn kmods() -> String {
+    format!("{STORE_DIR}/{K}-linux-modules-{KVER}")
+}
+fn module_path(name: &str) -> String {
+    format!("/lib/modules/{KVER}/kernel/{name}.ko")
+}
+
+fn boot_json(release: &str) -> String {
+    format!(
+        r#"{{
+  "org.nixos.bootspec.v1": {{"init": "{g}/init", "toplevel": "{g}", "kernelParams": ["root=PARTUUID={PARTUUID}"]}},
+  "org.genboot.v1": {{"format": 1, "kernelRelease": "{release}", "kernelModules": "{k}", "tries": null}}
+}}
+"#,
+        g = gen(),
+        k = kmods()
+    )
+}
+
+/// A machine with a virtio disk `vda` holding a GPT and an ext4 root
+/// `vda1`, and a genboot initrd; the command line is `cmdline`.
+fn world(cmdline: &str) -> FakeSys {
+    let mut f = FakeSys::new();
+    // The initramfs.
+    f.file("/init", b"\x7fELF", INITRAMFS);
+    f.dir("/dev", DEVTMPFS);
+    f.dir("/proc", PROCFS);
+    f.dir("/sys", SYSFS);
+    f.dir("/run", RUNFS);
+    let manifest = Manifest {
+        kernel_release: KVER.into(),
+        modules: ["virtio_pci", "virtio_blk", "ext4"]
+            .iter()
+            .map(|m| (m.to_string(), module_path(m)))
+            .collect(),
+        aliases: vec![
+            ("pci:v00001AF4d*sv*sd*bc*sc*i*".into(), "virtio_pci".into()),
+            ("virtio:d00000002v*".into(), "virtio_blk".into()),
+        ],
+        firmware: vec![],
+    };
+    f.file(manifest::PATH, manifest.to_text().as_bytes(), INITRAMFS);
+    for m in &manifest.modules {
+        f.file(&m.1, b"module", INITRAMFS);
+    }
+    // /proc, /sys, /dev.
+    f.file("/proc/cmdline", format!("{cmdline}\n").as_bytes(), PROCFS);
+    f.file(
+        "/proc/self/mountinfo",
+        b"1 0 0:2 / / rw - rootfs rootfs rw\n",
+        PROCFS,
+    );
+    let pci = "/sys/devices/pci0000:00/0000:00:04.0";
+    f.file(
+        &format!("{pci}/modalias"),
+        b"pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n",
+        SYSFS,
+    );
+    f.file(
+        &format!("{pci}/virtio1/modalias"),
+        b"virtio:d00000002v00001AF4\n",
+        SYSFS,
+    );
+    f.link(
+        &format!("{pci}/virtio1/subsystem"),
+        "../../../../bus/virtio",
+        SYSFS,
+    );
+    let disk = format!("{pci}/virtio1/block/vda");
+    f.file(&format!("{disk}/queue/logical_block_size"), b"512\n", SYSFS);
+    f.file(&format!("{disk}/vda1/partition"), b"1\n", SYSFS);
+    f.link(
+        "/sys/class/block/vda",
+        "../../devices/pci0000:00/0000:00:04.0/virtio1/block/vda",
+        SYSFS,
+    );
+    f.link(
+        "/sys/class/block/vda1",
+        "../../devices/pci0000:00/0000:00:04.0/virtio1/block/vda/vda1",
+        SYSFS,
+    );
+    f.file("/dev/console", b"", DEVTMPFS);
+    f.file("/dev/vda", &gpt_disk(1, ROOT_PARTUUID_ON_DISK), DEVTMPFS);
+    f.file("/dev/vda1", &ext4_image(ROOT_UUID, "genroot"), DEVTMPFS);
+    // The root file system, as it will be seen at /sysroot once mounted.
+    let r = |p: &str| format!("{SYSROOT}{p}");
+    f.dir(SYSROOT, ROOT);
+    for d in ["/dev", "/proc", "/sys", "/run", "/lib/modules"] {
+        f.dir(&r(d), ROOT);
+    }
+    f.file(&r("/sbin/init"), b"#!/bin/sh", ROOT);
+    f.file(&r("/bin/sh"), b"\x7fELF", ROOT);
+    f.file(
+        &r(&format!("{}/boot.json", gen())),
+        boot_json(KVER).as_bytes(),
+        ROOT,
+    );
+    f.link(&r(&format!("{}/init", gen())), "/sbin/init", ROOT);
+    f.link(
+        &r(&format!("{}/kernel-modules", gen())),
+        &format!("../{K}-linux-modules-{KVER}"),
+        ROOT,
+    );
+    f.dir(&r(&format!("{}/lib/modules/{KVER}", kmods())), ROOT);
+    f.dir(&r(&format!("{}/lib/firmware", kmods())), ROOT);
+    f
+}
+
+fn cmdline(extra: &str) -> String {
+    format!(
+        "console=ttyS0 root=PARTUUID={PARTUUID} rootfstype=ext4 rw init={}/init {extra}",
+        gen()
+    )
+}
+
+fn console_has(f: &FakeSys, needle: &str) -> bool {
+    f.console.iter().any(|l| l.contains(needle))
+}
+
+#[test]
+fn whole_sequence_mounts_binds_moves_switches_and_execs() {
+    let mut f = world(&cmdline("-- single x=y"));
+    let outcome = run(&mut f);
+    let g = gen();
+    assert_eq!(outcome, Outcome::Exec(format!("{g}/init")));
+    let expected = vec![
+        "mkdir /proc 755".to_string(),
+        "mount proc /proc proc MS_NOSUID|MS_NODEV|MS_NOEXEC \"\"".into(),
+        "mkdir /sys 755".into(),
+        "mount sysfs /sys sysfs MS_NOSUID|MS_NODEV|MS_NOEXEC \"\"".into(),
+        "mkdir /dev 755".into(),
+        "mount devtmpfs /dev devtmpfs MS_NOSUID \"mode=0755\"".into(),
+        "mkdir /run 755".into(),
+        "mount tmpfs /run tmpfs MS_NOSUID|MS_NODEV \"mode=0755\"".into(),
+        format!("load_module {}", module_path("virtio_pci")),
+        format!("load_module {}", module_path("virtio_blk")),
+        format!("load_module {}", module_path("ext4")),
+        "mkdir /sysroot 755".into(),
+        "mount /dev/vda1 /sysroot ext4 0 \"\"".into(),
+        format!("mount /sysroot{g}/kernel-modules/lib/modules /sysroot/lib/modules - MS_BIND \"\""),
+        "mount - /sysroot/lib/modules - MS_RDONLY|MS_REMOUNT|MS_BIND \"\"".into(),
+        "mkdir /sysroot/lib/firmware 755".into(),
+        format!(
+            "mount /sysroot{g}/kernel-modules/lib/firmware /sysroot/lib/firmware - MS_BIND \"\""
+        ),
+        "mount - /sysroot/lib/firmware - MS_RDONLY|MS_REMOUNT|MS_BIND \"\"".into(),
+        "mkdir /run/genboot 755".into(),
+        "write /run/genboot/booted".into(),
+        "write /run/genboot/timings.json".into(),
+        "mount /dev /sysroot/dev - MS_MOVE \"\"".into(),
+        "mount /proc /sysroot/proc - MS_MOVE \"\"".into(),
+        "mount /sys /sysroot/sys - MS_MOVE \"\"".into(),
+        "mount /run /sysroot/run - MS_MOVE \"\"".into(),
+        // The initramfs, emptied in directory order, mounts left alone.
+        "unlink /etc/genboot/initrd.manifest".into(),
+        "rmdir /etc/genboot".into(),
+        "rmdir /etc".into(),
+        "unlink /init".into(),
+        format!("unlink /lib/modules/{KVER}/kernel/ext4.ko"),
+        format!("unlink /lib/modules/{KVER}/kernel/virtio_blk.ko"),
+        format!("unlink /lib/modules/{KVER}/kernel/virtio_pci.ko"),
+        format!("rmdir /lib/modules/{KVER}/kernel"),
+        format!("rmdir /lib/modules/{KVER}"),
+        "rmdir /lib/modules".into(),
+        "rmdir /lib".into(),
+        "chdir /sysroot".into(),
+        "mount /sysroot / - MS_MOVE \"\"".into(),
+        "chroot .".into(),
+        "chdir /".into(),
+        "write /run/genboot/timings.json".into(),
+        format!("exec {g}/init [\"{g}/init\", \"single\", \"x=y\"]"),
+    ];
+    assert_eq!(f.calls, expected);
+    assert_eq!(f.read_file(BOOTED).unwrap(), format!("{g}\n").into_bytes());
+    assert!(
+        f.tree.contains_key("/sysroot/sbin/init"),
+        "the root is not touched"
+    );
+    assert!(!f.tree.contains_key("/init"));
+    assert!(console_has(&f, "kernel start to stage 2: "));
+}
+
+#[test]
+fn banner_comes_first_on_console_and_kmsg() {
+    let mut f = world(&cmdline(""));
+    run(&mut f);
+    assert!(
+        f.console[0].starts_with("genboot-init "),
+        "{:?}",
+        f.console[0]
+    );
+    assert!(f.kmsg[0].starts_with("<6>genboot-init "), "{:?}", f.kmsg[0]);
+}
+
+#[test]
+fn every_step_is_timed_in_order_and_recorded_as_json() {
+    let mut f = world(&cmdline(""));
+    run(&mut f);
+    let text = String::from_utf8(f.read_file(TIMINGS).unwrap()).unwrap();
+    let v = json::parse(&text).unwrap();
+    let json::Value::Array(steps) = v.get("steps").unwrap() else {
+        panic!("{text}")
+    };
+    let names: Vec<&str> = steps
+        .iter()
+        .map(|s| s.get("step").unwrap().as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "mount-api",
+            "cmdline",
+            "manifest",
+            "modules",
+            "modalias",
+            "wait-root",
+            "mount-root",
+            "generation",
+            "bind-modules",
+            "record",
+            "move-api",
+            "free-initramfs",
+            "switch-root",
+            "exec"
+        ]
+    );
+    let us: Vec<u64> = steps
+        .iter()
+        .map(|s| match s.get("us") {
+            Some(json::Value::Number(n)) => n.parse().unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(us.windows(2).all(|w| w[0] < w[1]), "{us:?}");
+}
+
+#[test]
+fn root_by_uuid_label_and_path_is_the_same_partition() {
+    for spec in [
+        "UUID=11111111-1111-1111-1111-111111111111".to_string(),
+        "LABEL=genroot".into(),
+        "/dev/vda1".into(),
+        format!("PARTUUID={}", PARTUUID.to_uppercase()),
+    ] {
+        // No rootfstype=: the superblock says ext4.
+        let mut f = world(&format!("root={spec} rw init={}/init", gen()));
+        assert!(
+            matches!(run(&mut f), Outcome::Exec(_)),
+            "{spec}: {:?}",
+            f.console
+        );
+        assert!(
+            f.calls
+                .contains(&"mount /dev/vda1 /sysroot ext4 0 \"\"".to_string()),
+            "{spec}: {:#?}",
+            f.calls
+        );
+    }
+}
+
+#[test]
+fn rootflags_and_ro_reach_the_mount() {
+    let mut f = world(&format!(
+        "root=LABEL=genroot rootfstype=xfs,ext4 rootflags=noatime,errors=remount-ro ro init={}/init",
+        gen()
+    ));
+    f.fail
+        .push(("mount /dev/vda1 /sysroot xfs".into(), libc::EINVAL));
+    run(&mut f);
+    let mounts: Vec<&String> = f
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("mount /dev/vda1"))
+        .collect();
+    assert_eq!(
+        mounts,
+        vec![
+            "mount /dev/vda1 /sysroot xfs MS_RDONLY \"noatime,errors=remount-ro\"",
+            "mount /dev/vda1 /sysroot ext4 MS_RDONLY \"noatime,errors=remount-ro\"",
+        ]
+    );
+}
+
+#[test]
+fn read_only_root_without_firmware_dir_warns_and_goes_on() {
+    let mut f = world(&cmdline("ro"));
+    assert!(matches!(run(&mut f), Outcome::Exec(_)));
+    assert!(!f.calls.iter().any(|c| c.starts_with("mkdir /sysroot/lib")));
+    assert!(!f.calls.iter().any(|c| c.contains("/sysroot/lib/firmware")));
+    assert!(console_has(
+        &f,
+        "/lib/firmware is missing on the read-only root"
+    ));
+}
+
+#[test]
+fn recovery_mounts_read_only_activates_and_execs_a_shell_with_a_banner() {
+    let mut f = world(&cmdline("genboot.recovery"));
+    assert_eq!(run(&mut f), Outcome::Exec("/bin/sh".into()));
+    assert!(f
+        .calls
+        .contains(&"mount /dev/vda1 /sysroot ext4 MS_RDONLY \"\"".to_string()));
+    assert!(f
+        .calls
+        .contains(&"mount /sysroot / - MS_MOVE \"\"".to_string()));
+    assert_eq!(f.calls.last().unwrap(), "exec /bin/sh [\"sh\"]");
+    assert!(console_has(&f, "genboot recovery shell"));
+    assert!(console_has(&f, &format!("exec {}/init", gen())));
+    assert!(console_has(&f, "reboot -f"));
+}
+
+#[test]
+fn debug_prints_the_mount_table_and_stops_before_the_switch() {
+    let mut f = world(&cmdline("genboot.debug"));
+    assert_eq!(run(&mut f), Outcome::Rebooted(Step::Debug));
+    assert!(console_has(&f, "rootfs rootfs rw"));
+    assert!(!f.calls.iter().any(|c| c.contains("MS_MOVE")));
+    let tail: Vec<&str> = f
+        .calls
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        vec!["run_shell /sysroot /bin/sh", "sleep 5000ms", "reboot"]
+    );
+}
+
+#[test]
+fn modalias_loads_matching_modules_not_yet_loaded_once() {
+    let mut f = world(&cmdline(""));
+    let m =
+        Manifest::parse(&String::from_utf8(f.read_file(manifest::PATH).unwrap()).unwrap()).unwrap();
+    let mut boot = Boot {
+        sys: &mut f,
+        steps: vec![],
+        args: None,
+        shell_on_fail: false,
+        root_at: None,
+    };
+    let mut loaded = vec!["virtio_pci".to_string()];
+    boot.modalias(&m, &mut loaded);
+    assert_eq!(loaded, vec!["virtio_pci", "virtio_blk"]);
+    assert_eq!(
+        f.calls,
+        vec![format!("load_module {}", module_path("virtio_blk"))]
+    );
+    assert!(console_has(&f, "modalias: loaded virtio_blk"));
+}
+
+#[test]
+fn builtin_modules_saying_eexist_count_as_loaded() {
+    let mut f = world(&cmdline(""));
+    f.builtin_paths.push(module_path("ext4"));
+    assert!(matches!(run(&mut f), Outcome::Exec(_)));
+    assert!(console_has(&f, "modules: 3 of 3 loaded"));
+}
+
+#[test]
+fn verify_hashes_the_generation_and_its_kernel_modules() {
+    let mut f = world(&cmdline("genboot.verify"));
+    assert!(matches!(run(&mut f), Outcome::Exec(_)));
+    let hashes: Vec<&String> = f
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("hash_tree"))
+        .collect();
+    assert_eq!(
+        hashes,
+        vec![
+            &format!("hash_tree /sysroot{} genboot-system-{KVER} {H}", gen()),
+            &format!("hash_tree /sysroot{} linux-modules-{KVER} {K}", kmods()),
+        ]
+    );
+}
+
+// ---- each failure step ends in the policy ----
+
+/// Run, and check the failure was reported at `step` and the machine rebooted.
+fn fails_at(mut f: FakeSys, step: Step, says: &str) -> FakeSys {
+    let outcome = run(&mut f);
+    assert_eq!(
+        outcome,
+        Outcome::Rebooted(step),
+        "console: {:#?}",
+        f.console
+    );
+    let failed = format!("FAILED at step {}: ", step.name());
+    let at = f
+        .console
+        .iter()
+        .position(|l| l.contains(&failed))
+        .unwrap_or_else(|| panic!("{:#?}", f.console));
+    assert!(
+        f.console[at].contains(says),
+        "{:?} lacks {says:?}",
+        f.console[at]
+    );
+    assert!(
+        f.console[at + 1].starts_with("genboot-init: hint: "),
+        "{:?}",
+        f.console[at + 1]
+    );
+    assert!(
+        f.kmsg.iter().any(|l| l.contains(&failed)),
+        "the failure is in the kernel log too"
+    );
+    let tail: Vec<&str> = f
+        .calls
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(tail, vec!["sleep 5000ms", "reboot"]);
+    if step != Step::Exec {
+        assert!(
+            !f.calls.iter().any(|c| c.starts_with("exec")),
+            "no exec after a failure"
+        );
+    }
+    f
+}
+
+#[test]
+fn failing_api_mount_reboots() {
+    let mut f = world(&cmdline(""));
+    f.fail.push(("mount sysfs".into(), libc::EPERM));
+    fails_at(f, Step::MountApi, "cannot mount sysfs on /sys");
+}
+
+#[test]
+fn bad_cmdline_reboots() {
+    fails_at(world("console=ttyS0"), Step::Cmdline, "no root=");
+    fails_at(
+        world(&cmdline("genboot.timeout=soon")),
+        Step::Cmdline,
+        "genboot.timeout=soon",
+    );
+}
+
+#[test]
+fn missing_or_foreign_manifest_reboots() {
+    let mut f = world(&cmdline(""));
+    f.tree.remove(manifest::PATH);
+    fails_at(f, Step::Manifest, manifest::PATH);
+    let mut f = world(&cmdline(""));
+    f.release = "6.1.0-47-cloud-amd64".into();
+    fails_at(
+        f,
+        Step::Manifest,
+        "initrd is for kernel 6.1.0-50-amd64 but kernel 6.1.0-47-cloud-amd64",
+    );
+}
+
+#[test]
+fn missing_root_device_times_out_then_reboots() {
+    let f = world(&format!(
+        "root=PARTUUID=00000000-0000-4000-8000-00000000dead genboot.timeout=2 init={}/init",
+        gen()
+    ));
+    let f = fails_at(f, Step::WaitRoot, "did not appear within 2 s");
+    let polls = f.calls.iter().filter(|c| *c == "sleep 50ms").count();
+    assert!((39..=41).contains(&polls), "{polls} polls of 50 ms in 2 s");
+    assert!(console_has(&f, "block devices seen: vda vda1"));
+}
+
+#[test]
+fn failing_root_mount_reboots_or_gives_the_roots_shell() {
+    let mut f = world(&cmdline(""));
+    f.fail.push(("mount /dev/vda1".into(), libc::EINVAL));
+    fails_at(
+        f,
+        Step::MountRoot,
+        "cannot mount /dev/vda1 on /sysroot: ext4: Invalid argument",
+    );
+    // shell_on_fail before the root is mounted: no shell is reachable.
+    let mut f = world(&cmdline("genboot.shell_on_fail"));
+    f.fail.push(("mount /dev/vda1".into(), libc::EINVAL));
+    let f = fails_at(f, Step::MountRoot, "cannot mount");
+    assert!(console_has(&f, "no shell is reachable"));
+    assert!(!f.calls.iter().any(|c| c.starts_with("run_shell")));
+}
+
+#[test]
+fn wrong_init_says_so() {
+    fails_at(
+        world("root=/dev/vda1 rw"),
+        Step::Generation,
+        "no init= on the kernel command line",
+    );
+    fails_at(
+        world("root=/dev/vda1 init=/sbin/init"),
+        Step::Generation,
+        "init=/sbin/init is not a generation's init",
+    );
+    fails_at(
+        world(&format!(
+            "root=/dev/vda1 init={STORE_DIR}/nothash-genboot-system-x/init"
+        )),
+        Step::Generation,
+        "not named <32 hex digits>-<name>",
+    );
+    fails_at(
+        world(&format!(
+            "root=/dev/vda1 init={STORE_DIR}/{H}-linux-6.1/init"
+        )),
+        Step::Generation,
+        "not a genboot-system generation",
+    );
+    let other = format!("{STORE_DIR}/{K}-genboot-system-{KVER}");
+    fails_at(
+        world(&format!("root=/dev/vda1 init={other}/init")),
+        Step::Generation,
+        &format!("generation {other} is not on the root file system"),
+    );
+}
+
+#[test]
+fn generation_for_another_kernel_is_refused() {
+    let mut f = world(&cmdline(""));
+    let bj = format!("{SYSROOT}{}/boot.json", gen());
+    f.file(&bj, boot_json("6.1.0-47-cloud-amd64").as_bytes(), ROOT);
+    fails_at(
+        f,
+        Step::Generation,
+        "is for kernel 6.1.0-47-cloud-amd64, but kernel 6.1.0-50-amd64",
+    );
+    let mut f = world(&cmdline(""));
+    f.file(&bj, b"{ not json", ROOT);
+    fails_at(f, Step::Generation, "boot.json is not JSON");
+}
+
+#[test]
+fn generation_whose_init_is_missing_gives_the_shell_when_asked() {
+    let mut f = world(&cmdline("genboot.shell_on_fail"));
+    f.tree.remove("/sysroot/sbin/init");
+    let f = fails_at(
+        f,
+        Step::Generation,
+        "init points to /sbin/init, which is not a file on the root",
+    );
+    let tail: Vec<&str> = f
+        .calls
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        vec!["run_shell /sysroot /bin/sh", "sleep 5000ms", "reboot"]
+    );
+}
+
+#[test]
+fn tampered_generation_is_refused_with_verify() {
+    let mut f = world(&cmdline("genboot.verify"));
+    f.hashes.insert(
+        format!("{SYSROOT}{}", gen()),
+        "00000000000000000000000000000000".into(),
+    );
+    fails_at(
+        f,
+        Step::Verify,
+        "was changed: its contents hash to 00000000000000000000000000000000",
+    );
+    let mut f = world(&cmdline("genboot.verify"));
+    f.hashes.insert(
+        format!("{SYSROOT}{}", kmods()),
+        "11111111111111111111111111111111".into(),
+    );
+    fails_at(f, Step::Verify, &kmods());
+}
+
+#[test]
+fn failing_bind_record_move_switch_and_exec_reboot() {
+    let mut f = world(&cmdline(""));
+    f.fail
+        .push(("mount - /sysroot/lib/modules".into(), libc::EPERM));
+    fails_at(f, Step::BindModules, "cannot bind");
+    let mut f = world(&cmdline(""));
+    f.fail
+        .push(("write /run/genboot/booted".into(), libc::ENOSPC));
+    fails_at(f, Step::Record, "cannot write /run/genboot/booted");
+    let mut f = world(&cmdline(""));
+    f.fail
+        .push(("mount /sys /sysroot/sys".into(), libc::EINVAL));
+    fails_at(f, Step::MoveApi, "cannot move /sys to /sysroot/sys");
+    let mut f = world(&cmdline(""));
+    f.fail.push(("chroot".into(), libc::EPERM));
+    fails_at(f, Step::SwitchRoot, "chroot .");
+    let mut f = world(&cmdline("genboot.shell_on_fail"));
+    f.fail.push(("exec".into(), libc::ENOEXEC));
+    // The fake does not move mounts: put the root's shell where / will be.
+    f.file("/bin/sh", b"\x7fELF", ROOT);
+    let f = fails_at(f, Step::Exec, "cannot execute");
+    // After the switch the root's shell is at /.
+    assert!(f.calls.contains(&"run_shell / /bin/sh".to_string()));
+}
+
+#[test]
+fn failing_reboot_is_reported_not_silent() {
+    let mut f = world("console=ttyS0");
+    f.fail.push(("reboot".into(), libc::EPERM));
+    assert_eq!(run(&mut f), Outcome::RebootFailed);
+    assert!(console_has(&f, "reboot failed"));
+}
+
+#[test]
+fn compressed_modules_use_the_kernels_decompression_and_say_when_it_is_missing() {
+    let mut f = world(&cmdline(""));
+    let mut m =
+        Manifest::parse(&String::from_utf8(f.read_file(manifest::PATH).unwrap()).unwrap()).unwrap();
+    m.modules.push(("dummy".into(), "/lib/dummy.ko.zst".into()));
+    f.file("/lib/dummy.ko.zst", b"zstd", INITRAMFS);
+    f.fail
+        .push(("load_module /lib/dummy.ko.zst".into(), libc::EINVAL));
+    let mut boot = Boot {
+        sys: &mut f,
+        steps: vec![],
+        args: None,
+        shell_on_fail: false,
+        root_at: None,
+    };
+    let (mut loaded, mut failed) = (vec![], vec![]);
+    boot.modules(&m, &mut loaded, &mut failed);
+    assert_eq!(failed, vec!["dummy"]);
+    assert!(f
+        .calls
+        .contains(&"load_module /lib/dummy.ko.zst compressed".to_string()));
+    assert!(console_has(&f, "CONFIG_MODULE_DECOMPRESS is off"));
+    assert!(console_has(&f, "modules: 3 of 4 loaded"));
+}
+
+#[test]
+fn modalias_skips_the_sysfs_walk_when_every_aliased_module_is_loaded() {
+    let mut f = world(&cmdline(""));
+    let m =
+        Manifest::parse(&String::from_utf8(f.read_file(manifest::PATH).unwrap()).unwrap()).unwrap();
+    // A device whose alias would match: the walk would find it.
+    f.tree
+        .remove("/sys/devices/pci0000:00/0000:00:04.0/modalias");
+    let mut boot = Boot {
+        sys: &mut f,
+        steps: vec![],
+        args: None,
+        shell_on_fail: false,
+        root_at: None,
+    };
+    let mut loaded = vec!["virtio_pci".to_string(), "virtio_blk".to_string()];
+    assert!(boot.modalias_pass(&m, &mut loaded).is_empty());
+    assert!(f.calls.is_empty());
+    assert!(f.listed.is_empty(), "sysfs was walked: {:?}", f.listed);
+    // With virtio_blk missing, the walk runs and loads it.
+    let mut boot = Boot {
+        sys: &mut f,
+        steps: vec![],
+        args: None,
+        shell_on_fail: false,
+        root_at: None,
+    };
+    let mut loaded = vec!["virtio_pci".to_string()];
+    assert_eq!(boot.modalias_pass(&m, &mut loaded), vec!["virtio_blk"]);
+    assert!(f.listed.contains(&"/sys/devices".to_string()));
+}
+
+#[test]
+fn generation_of_a_newer_format_or_with_a_missing_kernel_modules_object_is_refused() {
+    let mut f = world(&cmdline(""));
+    let bj = format!("{SYSROOT}{}/boot.json", gen());
+    let newer = boot_json(KVER).replace("\"format\": 1", "\"format\": 2");
+    f.file(&bj, newer.as_bytes(), ROOT);
+    fails_at(
+        f,
+        Step::Generation,
+        "has generation format 2; this genboot-init reads format 1",
+    );
+    let mut f = world(&cmdline(""));
+    let km = format!("{SYSROOT}{}", kmods());
+    f.tree.retain(|k, _| !k.starts_with(&km));
+    fails_at(
+        f,
+        Step::Generation,
+        &format!("kernel-modules object {} is not on the root", kmods()),
+    );
+}
+
+#[test]
+fn waiting_for_the_root_says_so_every_five_seconds() {
+    let f = world(&format!(
+        "root=LABEL=elsewhere genboot.timeout=12 init={}/init",
+        gen()
+    ));
+    let f = fails_at(f, Step::WaitRoot, "did not appear within 12 s");
+    let notes = f
+        .console
+        .iter()
+        .filter(|l| l.contains("waiting for root device LABEL=elsewhere"))
+        .count();
+    assert_eq!(notes, 2, "at 5 s and 10 s");
+}

@@ -1,0 +1,131 @@
+//! The one seam between the activator and the machine. Every effect the
+//! boot sequence has — mounts, module loading, chroot, exec, reboot, sleeping,
+//! reading devices and writing files — is a method here. [`real::RealSys`]
+//! does it with syscalls; the recording fake in the unit tests (`fake.rs`)
+//! keeps an in-memory file tree and a log of calls, so the whole sequence is
+//! checked without root.
+//!
+//! Contract: methods do exactly one thing, with the arguments given (no
+//! retries, no fallbacks: those are the caller's policy), and report the
+//! operating system's error unchanged.
+
+use std::io;
+use std::time::Duration;
+
+pub mod real;
+
+#[cfg(test)]
+pub(crate) mod fake;
+
+/// Mount flags the activator uses (values of `<sys/mount.h>`).
+pub mod flags {
+    pub const MS_RDONLY: u64 = 1;
+    pub const MS_NOSUID: u64 = 2;
+    pub const MS_NODEV: u64 = 4;
+    pub const MS_NOEXEC: u64 = 8;
+    pub const MS_REMOUNT: u64 = 32;
+    pub const MS_BIND: u64 = 4096;
+    pub const MS_MOVE: u64 = 8192;
+
+    /// The flags as text, `|`-separated, for logs and tests.
+    pub fn names(f: u64) -> String {
+        let all = [
+            (MS_RDONLY, "MS_RDONLY"),
+            (MS_NOSUID, "MS_NOSUID"),
+            (MS_NODEV, "MS_NODEV"),
+            (MS_NOEXEC, "MS_NOEXEC"),
+            (MS_REMOUNT, "MS_REMOUNT"),
+            (MS_BIND, "MS_BIND"),
+            (MS_MOVE, "MS_MOVE"),
+        ];
+        let mut out: Vec<String> = all
+            .iter()
+            .filter(|(bit, _)| f & bit != 0)
+            .map(|(_, n)| n.to_string())
+            .collect();
+        let rest = all.iter().fold(f, |acc, (bit, _)| acc & !bit);
+        if rest != 0 {
+            out.push(format!("{rest:#x}"));
+        }
+        if out.is_empty() {
+            "0".into()
+        } else {
+            out.join("|")
+        }
+    }
+}
+
+/// What an entry is, without following symlinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+    /// Device nodes, fifos, sockets.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: Kind,
+    /// The device of the file system holding the entry (`st_dev`).
+    pub dev: u64,
+}
+
+/// The machine, as far as the activator touches it.
+pub trait Sys {
+    /// Microseconds since the kernel started (`CLOCK_BOOTTIME`).
+    fn now_us(&mut self) -> u64;
+    /// Write a line to the console (PID 1's stdout/stderr is `/dev/console`).
+    fn console(&mut self, line: &str);
+    /// Write a line to the kernel log (`/dev/kmsg`) at syslog `level`
+    /// (3 error, 6 info, 7 debug), once `/dev` is mounted; nothing before.
+    fn kmsg(&mut self, level: u8, line: &str);
+    /// The running kernel's release (`uname -r`).
+    fn kernel_release(&mut self) -> io::Result<String>;
+
+    fn mount(
+        &mut self,
+        source: &str,
+        target: &str,
+        fstype: &str,
+        flags: u64,
+        data: &str,
+    ) -> io::Result<()>;
+    fn mkdir(&mut self, path: &str, mode: u32) -> io::Result<()>;
+    /// Load a kernel module from a file (`finit_module`), passing the
+    /// kernel's decompression flag when `compressed`.
+    fn load_module(&mut self, path: &str, compressed: bool) -> io::Result<()>;
+
+    fn read_file(&mut self, path: &str) -> io::Result<Vec<u8>>;
+    /// Read up to `len` bytes at `offset` (block devices: short at the end).
+    fn read_at(&mut self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// Entries of a directory (names only, unsorted), without `.` and `..`.
+    fn read_dir(&mut self, path: &str) -> io::Result<Vec<(String, Kind)>>;
+    fn read_link(&mut self, path: &str) -> io::Result<String>;
+    /// `lstat`.
+    fn lstat(&mut self, path: &str) -> io::Result<Meta>;
+    /// `stat`: follows symlinks.
+    fn stat(&mut self, path: &str) -> io::Result<Meta>;
+    /// Create or replace a file with `data`.
+    fn write_file(&mut self, path: &str, data: &[u8]) -> io::Result<()>;
+    fn unlink(&mut self, path: &str) -> io::Result<()>;
+    fn rmdir(&mut self, path: &str) -> io::Result<()>;
+
+    /// The store hash of the object directory `dir` named `name`
+    /// ([`crate::storehash::hash_tree`]), its own hash masked.
+    fn hash_tree(&mut self, dir: &str, name: &str, own: &[u8; 32]) -> io::Result<String>;
+
+    fn chdir(&mut self, path: &str) -> io::Result<()>;
+    fn chroot(&mut self, path: &str) -> io::Result<()>;
+    /// Replace this process with `path`. Returns only on failure (the fake
+    /// returns `Ok` to say "the image was replaced here").
+    fn exec(&mut self, path: &str, argv: &[String]) -> io::Result<()>;
+    /// Run `shell` in a child process chrooted into `root`, on the console,
+    /// and wait for it to exit.
+    fn run_shell(&mut self, root: &str, shell: &str) -> io::Result<()>;
+    fn sleep(&mut self, d: Duration);
+    /// Flush file systems and restart the machine (`reboot(RB_AUTOBOOT)`).
+    /// Returns only on failure (the fake returns `Ok`).
+    fn reboot(&mut self) -> io::Result<()>;
+}

@@ -1,0 +1,318 @@
+//! The recording fake: an in-memory file tree, a clock, and a log of every
+//! effect as one line of text, so tests assert the exact sequence.
+//! Failures are injected by call prefix.
+
+use super::{flags, Kind, Meta, Sys};
+use std::collections::BTreeMap;
+use std::io;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Node {
+    Dir,
+    File(Vec<u8>),
+    Symlink(String),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct FakeSys {
+    /// Absolute path → (node, device id).
+    pub(crate) tree: BTreeMap<String, (Node, u64)>,
+    /// Effects, in order, e.g. `mount proc /proc proc MS_NOSUID|MS_NODEV|MS_NOEXEC ""`.
+    pub(crate) calls: Vec<String>,
+    pub(crate) console: Vec<String>,
+    pub(crate) kmsg: Vec<String>,
+    /// A call whose log line starts with the prefix fails with the errno.
+    pub(crate) fail: Vec<(String, i32)>,
+    /// `hash_tree` results by directory; unset: the hash in the name.
+    pub(crate) hashes: BTreeMap<String, String>,
+    pub(crate) release: String,
+    pub(crate) clock_us: u64,
+    /// Directories listed, in order (reads are not effects, but their cost is).
+    pub(crate) listed: Vec<String>,
+    /// Modules whose `load_module` says EEXIST.
+    pub(crate) builtin_paths: Vec<String>,
+}
+
+fn err(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+fn parent(p: &str) -> &str {
+    match p.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &p[..i],
+        None => ".",
+    }
+}
+
+fn join(base: &str, rel: &str) -> String {
+    if rel.starts_with('/') {
+        return rel.to_string();
+    }
+    let mut parts: Vec<&str> = base.split('/').filter(|s| !s.is_empty()).collect();
+    for c in rel.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+impl FakeSys {
+    pub(crate) fn new() -> FakeSys {
+        let mut f = FakeSys {
+            release: "6.1.0-50-amd64".into(),
+            clock_us: 1_000_000,
+            ..FakeSys::default()
+        };
+        f.tree.insert("/".into(), (Node::Dir, 1));
+        f
+    }
+
+    /// Add a directory (and its parents) on device `dev`.
+    pub(crate) fn dir(&mut self, path: &str, dev: u64) {
+        if path != "/" && !self.tree.contains_key(parent(path)) {
+            self.dir(parent(path), dev);
+        }
+        self.tree.entry(path.into()).or_insert((Node::Dir, dev));
+    }
+    pub(crate) fn file(&mut self, path: &str, data: &[u8], dev: u64) {
+        self.dir(parent(path), dev);
+        self.tree
+            .insert(path.into(), (Node::File(data.to_vec()), dev));
+    }
+    pub(crate) fn link(&mut self, path: &str, target: &str, dev: u64) {
+        self.dir(parent(path), dev);
+        self.tree
+            .insert(path.into(), (Node::Symlink(target.into()), dev));
+    }
+
+    fn record(&mut self, line: String) -> io::Result<()> {
+        let failing = self
+            .fail
+            .iter()
+            .find(|(p, _)| line.starts_with(p.as_str()))
+            .map(|(_, e)| *e);
+        self.calls.push(line);
+        match failing {
+            Some(e) => Err(err(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolve symlinks in every component (`follow_last`: also the last).
+    fn resolve(&self, path: &str, follow_last: bool) -> io::Result<String> {
+        let mut todo: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .rev()
+            .map(String::from)
+            .collect();
+        let mut cur = String::from("/");
+        let mut hops = 0;
+        while let Some(c) = todo.pop() {
+            let next = join(&cur, &c);
+            if c == ".." || c == "." {
+                cur = next;
+                continue;
+            }
+            match self.tree.get(&next) {
+                Some((Node::Symlink(t), _)) if follow_last || !todo.is_empty() => {
+                    hops += 1;
+                    if hops > 40 {
+                        return Err(err(libc::ELOOP));
+                    }
+                    if t.starts_with('/') {
+                        cur = "/".into();
+                    }
+                    for p in t.split('/').filter(|s| !s.is_empty()).rev() {
+                        todo.push(p.to_string());
+                    }
+                }
+                Some(_) => cur = next,
+                None if todo.is_empty() => return Ok(next),
+                None => return Err(err(libc::ENOENT)),
+            }
+        }
+        Ok(cur)
+    }
+
+    fn get(&self, path: &str, follow: bool) -> io::Result<(String, &(Node, u64))> {
+        let p = self.resolve(path, follow)?;
+        let n = self.tree.get(&p).ok_or_else(|| err(libc::ENOENT))?;
+        Ok((p, n))
+    }
+
+    fn meta(n: &(Node, u64)) -> Meta {
+        Meta {
+            kind: match n.0 {
+                Node::Dir => Kind::Dir,
+                Node::File(_) => Kind::File,
+                Node::Symlink(_) => Kind::Symlink,
+            },
+            dev: n.1,
+        }
+    }
+}
+
+fn q(s: &str) -> String {
+    format!("{s:?}")
+}
+
+impl Sys for FakeSys {
+    fn now_us(&mut self) -> u64 {
+        self.clock_us += 10;
+        self.clock_us
+    }
+    fn console(&mut self, line: &str) {
+        self.console.push(line.to_string());
+    }
+    fn kmsg(&mut self, level: u8, line: &str) {
+        self.kmsg.push(format!("<{level}>{line}"));
+    }
+    fn kernel_release(&mut self) -> io::Result<String> {
+        Ok(self.release.clone())
+    }
+    fn mount(
+        &mut self,
+        source: &str,
+        target: &str,
+        fstype: &str,
+        fl: u64,
+        data: &str,
+    ) -> io::Result<()> {
+        self.record(format!(
+            "mount {} {target} {} {} {}",
+            if source.is_empty() { "-" } else { source },
+            if fstype.is_empty() { "-" } else { fstype },
+            flags::names(fl),
+            q(data)
+        ))
+    }
+    fn mkdir(&mut self, path: &str, mode: u32) -> io::Result<()> {
+        self.record(format!("mkdir {path} {mode:o}"))?;
+        let p = self.resolve(path, false)?;
+        if self.tree.contains_key(&p) {
+            return Err(err(libc::EEXIST));
+        }
+        if !matches!(self.tree.get(parent(&p)), Some((Node::Dir, _))) {
+            return Err(err(libc::ENOENT));
+        }
+        let dev = self.tree[parent(&p)].1;
+        self.tree.insert(p, (Node::Dir, dev));
+        Ok(())
+    }
+    fn load_module(&mut self, path: &str, compressed: bool) -> io::Result<()> {
+        self.record(format!(
+            "load_module {path}{}",
+            if compressed { " compressed" } else { "" }
+        ))?;
+        if self.builtin_paths.iter().any(|p| p == path) {
+            return Err(err(libc::EEXIST));
+        }
+        self.get(path, true).map(|_| ())
+    }
+    fn read_file(&mut self, path: &str) -> io::Result<Vec<u8>> {
+        match self.get(path, true)?.1 {
+            (Node::File(d), _) => Ok(d.clone()),
+            _ => Err(err(libc::EISDIR)),
+        }
+    }
+    fn read_at(&mut self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let d = self.read_file(path)?;
+        let s = (offset as usize).min(d.len());
+        Ok(d[s..(s + len).min(d.len())].to_vec())
+    }
+    fn read_dir(&mut self, path: &str) -> io::Result<Vec<(String, Kind)>> {
+        self.listed.push(path.to_string());
+        let (p, n) = self.get(path, true)?;
+        if n.0 != Node::Dir {
+            return Err(err(libc::ENOTDIR));
+        }
+        let prefix = if p == "/" {
+            "/".to_string()
+        } else {
+            format!("{p}/")
+        };
+        Ok(self
+            .tree
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| k.len() > prefix.len() && !k[prefix.len()..].contains('/'))
+            .map(|(k, n)| (k[prefix.len()..].to_string(), FakeSys::meta(n).kind))
+            .collect())
+    }
+    fn read_link(&mut self, path: &str) -> io::Result<String> {
+        match self.get(path, false)?.1 {
+            (Node::Symlink(t), _) => Ok(t.clone()),
+            _ => Err(err(libc::EINVAL)),
+        }
+    }
+    fn lstat(&mut self, path: &str) -> io::Result<Meta> {
+        Ok(FakeSys::meta(self.get(path, false)?.1))
+    }
+    fn stat(&mut self, path: &str) -> io::Result<Meta> {
+        Ok(FakeSys::meta(self.get(path, true)?.1))
+    }
+    fn write_file(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
+        self.record(format!("write {path}"))?;
+        let p = self.resolve(path, true)?;
+        let dev = match self.tree.get(parent(&p)) {
+            Some((Node::Dir, dev)) => *dev,
+            _ => return Err(err(libc::ENOENT)),
+        };
+        self.tree.insert(p, (Node::File(data.to_vec()), dev));
+        Ok(())
+    }
+    fn unlink(&mut self, path: &str) -> io::Result<()> {
+        self.record(format!("unlink {path}"))?;
+        self.tree
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| err(libc::ENOENT))
+    }
+    fn rmdir(&mut self, path: &str) -> io::Result<()> {
+        self.record(format!("rmdir {path}"))?;
+        if self.read_dir(path)?.is_empty() {
+            self.tree.remove(path);
+            Ok(())
+        } else {
+            Err(err(libc::ENOTEMPTY))
+        }
+    }
+    fn hash_tree(&mut self, dir: &str, name: &str, own: &[u8; 32]) -> io::Result<String> {
+        self.record(format!(
+            "hash_tree {dir} {name} {}",
+            String::from_utf8_lossy(own)
+        ))?;
+        Ok(self
+            .hashes
+            .get(dir)
+            .cloned()
+            .unwrap_or_else(|| String::from_utf8_lossy(own).into_owned()))
+    }
+    fn chdir(&mut self, path: &str) -> io::Result<()> {
+        self.record(format!("chdir {path}"))
+    }
+    fn chroot(&mut self, path: &str) -> io::Result<()> {
+        self.record(format!("chroot {path}"))
+    }
+    fn exec(&mut self, path: &str, argv: &[String]) -> io::Result<()> {
+        self.record(format!("exec {path} {argv:?}"))
+    }
+    fn run_shell(&mut self, root: &str, shell: &str) -> io::Result<()> {
+        self.record(format!("run_shell {root} {shell}"))
+    }
+    fn sleep(&mut self, d: Duration) {
+        self.clock_us += d.as_micros() as u64;
+        let _ = self.record(format!("sleep {}ms", d.as_millis()));
+    }
+    fn reboot(&mut self) -> io::Result<()> {
+        self.record("reboot".into())
+    }
+}

@@ -1,0 +1,639 @@
+//! genboot-init booted for real: Debian kernels under QEMU (TCG, direct
+//! `-kernel/-initrd`), a GPT disk whose ext4 root holds a store made by the
+//! real `genboot build`, and a busybox stage 2. Each boot has a timeout; the
+//! console log of every boot is kept in `target/test-logs/activator-*.log`.
+//!
+//! Needs: `qemu/fetch-kernels` (or GENBOOT_KERNEL_CACHE), `qemu/build-activator`
+//! (or GENBOOT_ACTIVATOR), and qemu-system-x86, busybox-static, gdisk,
+//! e2fsprogs, kmod, cpio, zstd (`qemu/install-deps`).
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const PARTUUID: &str = "6e6f6f74-0000-4000-8000-000000000002";
+const FS_UUID: &str = "6e6f6f74-f5f5-4e4e-8a8a-000000000001";
+const LABEL: &str = "genboot-root";
+/// A module that is not in any initrd here: stage 2 loads it with `modprobe`.
+/// It depends on `fat`, so stage 2's modules.dep is used.
+const STAGE2_MODULE: &str = "vfat";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// One QEMU at a time: the machine has 2 cores shared by everyone.
+static QEMU_LOCK: Mutex<()> = Mutex::new(());
+
+fn need(tool: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{tool} is missing; run `qemu/install-deps` (apt: qemu-system-x86 busybox-static gdisk e2fsprogs kmod cpio zstd)"
+    );
+}
+
+#[track_caller]
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A bootable test system for one kernel.
+struct System {
+    kernel: Kernel,
+    /// GPT disk image with the ext4 root.
+    disk: PathBuf,
+    /// The ext4 root alone (for tampering).
+    root_fs: PathBuf,
+    initrd: PathBuf,
+    /// The generation as the booted system sees it.
+    generation: String,
+    work: PathBuf,
+}
+
+/// The modules the initrd must load for a virtio disk with ext4.
+fn initrd_modules(k: &Kernel) -> Vec<&'static str> {
+    if k.package == GENERIC {
+        vec!["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"]
+    } else {
+        vec!["virtio_pci", "virtio_blk"]
+    }
+}
+
+/// The stage-2 tree: busybox, an init script that prints markers and loads
+/// a module the initrd does not have.
+fn write_stage2(root: &Path) {
+    for d in [
+        "bin",
+        "sbin",
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+        "etc",
+        "lib/modules",
+    ] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("/bin/busybox (apt: busybox-static)");
+    for applet in [
+        "sh", "cat", "echo", "grep", "ls", "mount", "uname", "sleep", "sync", "head", "cut",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    for applet in ["modprobe", "lsmod", "reboot", "poweroff"] {
+        std::os::unix::fs::symlink("../bin/busybox", root.join("sbin").join(applet)).unwrap();
+    }
+    let init = format!(
+        r#"#!/bin/sh
+export PATH=/bin:/sbin
+echo "STAGE2-MARKER pid=$$ booted=$(cat /run/genboot/booted) args=$*"
+if modprobe {m} && grep -q '^{m} ' /proc/modules && grep -q '^fat ' /proc/modules; then
+  echo "STAGE2-MODPROBE-OK {m}"
+else
+  echo "STAGE2-MODPROBE-FAILED {m}"; ls -l /lib/modules /lib/modules/*
+fi
+echo "STAGE2-MODULES-MOUNT $(grep ' /lib/modules ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
+cat /run/genboot/timings.json
+echo STAGE2-DONE
+sync
+reboot -f
+"#,
+        m = STAGE2_MODULE
+    );
+    std::fs::write(root.join("sbin/init"), init).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        root.join("sbin/init"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+}
+
+fn make_system(k: &Kernel) -> System {
+    for t in ["qemu-system-x86_64", "sgdisk", "mke2fs", "debugfs"] {
+        need(t);
+    }
+    let work = repo().join("target/activator-work").join(&k.release);
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let staging = work.join("root");
+    write_stage2(&staging);
+    let cfg = write_config(&work.join("cfg"), k, &initrd_modules(k), "");
+    let built = genboot()
+        .env("GENBOOT_ACTIVATOR", activator())
+        .arg("--root")
+        .arg(&staging)
+        .args(["build", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("genboot runs");
+    let gen_host = PathBuf::from(ok(built).trim());
+    // `genboot build` writes the whole generation: initrd (with this
+    // activator as /init) and kernel-modules objects included.
+    for part in ["initrd", "kernel-modules", "kernel", "init", "boot.json"] {
+        assert!(
+            gen_host.join(part).symlink_metadata().is_ok(),
+            "genboot build made no {part} in {}",
+            gen_host.display()
+        );
+    }
+    let base = gen_host.file_name().unwrap().to_string_lossy().into_owned();
+    let generation = format!("/var/lib/genboot/store/{base}");
+    let initrd = gen_host.join("initrd");
+    // The root file system and the GPT disk around it.
+    // Sized to what the tree needs: the kernel-modules object may be a whole
+    // distribution module tree (hundreds of MiB).
+    let used_kib: u64 = sh(Command::new("du").arg("-sk").arg(&staging))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let fs_mib = used_kib * 5 / 4 / 1024 + 48;
+    let root_fs = work.join("root.ext4");
+    sh(Command::new("mke2fs")
+        .args([
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-U",
+            FS_UUID,
+            "-L",
+            LABEL,
+            "-E",
+            "root_owner=0:0",
+            "-d",
+        ])
+        .arg(&staging)
+        .arg(&root_fs)
+        .arg(format!("{fs_mib}M")));
+    let disk = work.join("disk.img");
+    let f = std::fs::File::create(&disk).unwrap();
+    f.set_len((fs_mib + 2) * 1024 * 1024).unwrap();
+    drop(f);
+    sh(Command::new("sgdisk")
+        .arg("-n")
+        .arg(format!("1:2048:+{fs_mib}M"))
+        .args(["-t", "1:8304", "-u"])
+        .arg(format!("1:{PARTUUID}"))
+        .args(["-c", "1:root"])
+        .arg(&disk));
+    splice(&root_fs, &disk);
+    sh(Command::new("sgdisk").arg("-v").arg(&disk));
+    System {
+        kernel: k.clone(),
+        disk,
+        root_fs,
+        initrd,
+        generation,
+        work,
+    }
+}
+
+/// Write an ext4 image into partition 1 (sector 2048).
+fn splice(fs: &Path, disk: &Path) {
+    sh(Command::new("dd")
+        .arg(format!("if={}", fs.display()))
+        .arg(format!("of={}", disk.display()))
+        .args(["bs=1M", "seek=1", "conv=notrunc", "status=none"]));
+}
+
+fn system(package: &str) -> &'static System {
+    static GENERIC_SYS: OnceLock<System> = OnceLock::new();
+    static CLOUD_SYS: OnceLock<System> = OnceLock::new();
+    let cell = if package == GENERIC {
+        &GENERIC_SYS
+    } else {
+        &CLOUD_SYS
+    };
+    cell.get_or_init(|| {
+        // Not while a VM runs: building competes with it for the CPU and
+        // would inflate the boot times it measures.
+        let _lock = QEMU_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        make_system(&kernel(package))
+    })
+}
+
+/// A QEMU run with its console.
+struct Vm {
+    name: String,
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: Arc<Mutex<Vec<u8>>>,
+    started: Instant,
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Vm {
+    fn boot(name: &str, s: &System, disk: &Path, append: &str) -> Vm {
+        let lock = QEMU_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let mut child = Command::new("qemu-system-x86_64")
+            .args([
+                "-accel",
+                "tcg",
+                "-m",
+                "512",
+                "-nographic",
+                "-no-reboot",
+                "-kernel",
+            ])
+            .arg(&s.kernel.image)
+            .arg("-initrd")
+            .arg(&s.initrd)
+            .arg("-append")
+            // Before the caller's part: it may end with `-- <init args>`.
+            .arg(format!("console=ttyS0 panic=-1 {append}"))
+            .arg("-drive")
+            .arg(format!("file={},if=virtio,format=raw", disk.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("qemu-system-x86_64 runs (apt: qemu-system-x86)");
+        let out = Arc::new(Mutex::new(Vec::new()));
+        for mut pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    out.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        Vm {
+            name: name.to_string(),
+            stdin: child.stdin.take(),
+            child,
+            out,
+            started: Instant::now(),
+            _lock: lock,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        repo().join(format!("target/test-logs/activator-{}.log", self.name))
+    }
+
+    /// Wait until the console shows `needle`; panic (with the log kept) after
+    /// the boot timeout or if QEMU exits first.
+    #[track_caller]
+    fn expect(&mut self, needle: &str) {
+        loop {
+            if self.text().contains(needle) {
+                return;
+            }
+            let exited = self.child.try_wait().ok().flatten().is_some();
+            if exited {
+                std::thread::sleep(Duration::from_millis(200));
+                if self.text().contains(needle) {
+                    return;
+                }
+            }
+            if exited || self.started.elapsed() > BOOT_TIMEOUT {
+                self.save();
+                panic!(
+                    "{}: {needle:?} did not appear ({}); console log: {}\n--- last lines ---\n{}",
+                    self.name,
+                    if exited { "QEMU exited" } else { "timeout" },
+                    self.log_path().display(),
+                    tail(&self.text(), 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Wait for QEMU to exit (the guest rebooted; -no-reboot turns that into an exit).
+    #[track_caller]
+    fn expect_exit(&mut self) {
+        loop {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            if self.started.elapsed() > BOOT_TIMEOUT {
+                self.save();
+                panic!(
+                    "{}: QEMU did not exit (no reboot); console log: {}",
+                    self.name,
+                    self.log_path().display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn save(&self) {
+        let p = self.log_path();
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, self.text()).unwrap();
+    }
+
+    /// The time of genboot-init's first step (mount-api), in seconds.
+    fn first_step_seconds(&self) -> f64 {
+        let t = self.text();
+        let key = "genboot-init: [";
+        let at = t.find(key).expect("genboot-init logs its steps") + key.len();
+        t[at..].split(']').next().unwrap().trim().parse().unwrap()
+    }
+
+    /// genboot-init's "kernel start to stage 2" figure, in seconds.
+    fn stage2_seconds(&self) -> String {
+        let t = self.text();
+        let key = "kernel start to stage 2: ";
+        let at = t
+            .find(key)
+            .expect("genboot-init prints its time to stage 2")
+            + key.len();
+        t[at..].split_whitespace().next().unwrap().to_string()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.save();
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A private copy of the system's disk for one boot.
+fn disk_copy(s: &System, name: &str) -> PathBuf {
+    let p = s.work.join(format!("disk-{name}.img"));
+    std::fs::copy(&s.disk, &p).unwrap();
+    p
+}
+
+/// Record the boot's figures, one tab-separated line in
+/// target/test-logs/activator-timings.tsv (read by `qemu/bench-activator`),
+/// and print them.
+fn report(name: &str, s: &System, vm: &Vm) {
+    let initrd = std::fs::metadata(&s.initrd).unwrap().len();
+    let init = std::fs::metadata(activator()).unwrap().len();
+    let stage2 = vm.stage2_seconds();
+    let in_init = vm.stage2_seconds().parse::<f64>().unwrap() - vm.first_step_seconds();
+    let source = "genboot build";
+    println!(
+        "{name}: kernel {}: kernel start to stage-2 exec {stage2} s, of which genboot-init {in_init:.3} s; initrd {initrd} bytes ({source}); genboot-init {init} bytes",
+        s.kernel.release
+    );
+    let line = format!(
+        "{name}\t{}\t{stage2}\t{in_init:.6}\t{initrd}\t{init}\t{source}\n",
+        s.kernel.release
+    );
+    let p = repo().join("target/test-logs/activator-timings.tsv");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .unwrap();
+    f.write_all(line.as_bytes()).unwrap();
+}
+
+/// Boot to stage 2 with `root`, check the marker and stage 2's modprobe.
+fn boots_to_stage2(name: &str, package: &str, root: &str, extra: &str) {
+    let s = system(package);
+    let disk = disk_copy(s, name);
+    let append = format!(
+        "root={root} rw init={}/init {extra} -- stage2-arg",
+        s.generation
+    );
+    let mut vm = Vm::boot(name, s, &disk, &append);
+    vm.expect("genboot-init");
+    vm.expect(&format!(
+        "STAGE2-MARKER pid=1 booted={} args=stage2-arg",
+        s.generation
+    ));
+    vm.expect(&format!("STAGE2-MODPROBE-OK {STAGE2_MODULE}"));
+    // The generation's modules are bound read-only; the timings are recorded.
+    vm.expect("STAGE2-MODULES-MOUNT ro");
+    vm.expect("{\"step\": \"exec\", \"us\": ");
+    vm.expect("STAGE2-DONE");
+    vm.expect_exit();
+    report(name, s, &vm);
+}
+
+#[test]
+fn generic_kernel_finds_root_by_partuuid() {
+    boots_to_stage2(
+        "generic-partuuid",
+        GENERIC,
+        &format!("PARTUUID={PARTUUID}"),
+        "",
+    );
+}
+
+#[test]
+fn generic_kernel_finds_root_by_uuid() {
+    boots_to_stage2(
+        "generic-uuid",
+        GENERIC,
+        &format!("UUID={FS_UUID}"),
+        "rootfstype=ext4",
+    );
+}
+
+#[test]
+fn generic_kernel_finds_root_by_label() {
+    boots_to_stage2("generic-label", GENERIC, &format!("LABEL={LABEL}"), "");
+}
+
+#[test]
+fn cloud_kernel_finds_root_by_partuuid() {
+    boots_to_stage2("cloud-partuuid", CLOUD, &format!("PARTUUID={PARTUUID}"), "");
+}
+
+#[test]
+fn cloud_kernel_finds_root_by_uuid() {
+    boots_to_stage2("cloud-uuid", CLOUD, &format!("UUID={FS_UUID}"), "");
+}
+
+#[test]
+/// Also re-hashes the generation and its kernel-modules object (the whole
+/// module tree: about 11 s for the cloud kernel's 91 MiB,
+/// 80 s for the generic kernel's 390 MiB under TCG).
+fn cloud_kernel_finds_root_by_label_and_verifies() {
+    boots_to_stage2(
+        "cloud-label-verify",
+        CLOUD,
+        &format!("LABEL={LABEL}"),
+        "genboot.verify",
+    );
+}
+
+#[test]
+fn recovery_gives_a_shell_that_answers_on_the_serial_console() {
+    let s = system(CLOUD);
+    let disk = disk_copy(s, "recovery");
+    let append = format!(
+        "root=PARTUUID={PARTUUID} rw init={}/init genboot.recovery",
+        s.generation
+    );
+    let mut vm = Vm::boot("recovery", s, &disk, &append);
+    vm.expect("genboot recovery shell");
+    vm.expect(&format!("exec {}/init", s.generation));
+    std::thread::sleep(Duration::from_millis(500));
+    vm.send("echo RECOVERY-$((6*7)) $(grep ' / ' /proc/mounts | grep -c ' ro,')\n");
+    // 42, and the root is mounted read-only.
+    vm.expect("RECOVERY-42 1");
+    vm.send(&format!("exec {}/init\n", s.generation));
+    vm.expect("STAGE2-MARKER pid=1");
+    vm.expect_exit();
+    report("recovery", s, &vm);
+}
+
+#[test]
+fn missing_root_device_times_out_says_so_and_reboots() {
+    let s = system(CLOUD);
+    let disk = disk_copy(s, "missing-root");
+    let append = format!(
+        "root=PARTUUID=00000000-0000-4000-8000-0000000dead0 genboot.timeout=3 init={}/init",
+        s.generation
+    );
+    let mut vm = Vm::boot("missing-root", s, &disk, &append);
+    vm.expect("FAILED at step wait-root: root device PARTUUID=00000000-0000-4000-8000-0000000dead0 did not appear within 3 s");
+    vm.expect("hint: block devices seen: vda vda1");
+    vm.expect("rebooting in 5 s");
+    vm.expect_exit();
+    assert!(!vm.text().contains("STAGE2-MARKER"));
+}
+
+#[test]
+fn wrong_init_says_so_and_reboots() {
+    let s = system(CLOUD);
+    let disk = disk_copy(s, "wrong-init");
+    let append = format!("root=LABEL={LABEL} init=/sbin/init");
+    let mut vm = Vm::boot("wrong-init", s, &disk, &append);
+    vm.expect("FAILED at step generation: init=/sbin/init is not a generation's init");
+    vm.expect("rebooting in 5 s");
+    vm.expect_exit();
+    assert!(!vm.text().contains("STAGE2-MARKER"));
+}
+
+#[test]
+fn tampered_generation_is_refused_with_verify() {
+    let s = system(CLOUD);
+    // Change one byte of the generation's boot.json (still valid JSON, same
+    // kernel): only re-hashing can notice.
+    let base = s.generation.rsplit('/').next().unwrap();
+    let rel = format!("var/lib/genboot/store/{base}/boot.json");
+    let staged = s.work.join("root").join(&rel);
+    let text = std::fs::read_to_string(&staged).unwrap();
+    let tampered = text.replacen("Test system", "Test systen", 1);
+    assert_ne!(text, tampered);
+    let file = s.work.join("tampered-boot.json");
+    std::fs::write(&file, tampered).unwrap();
+    let fs = s.work.join("tampered.ext4");
+    std::fs::copy(&s.root_fs, &fs).unwrap();
+    let cmds = s.work.join("tamper.debugfs");
+    std::fs::write(
+        &cmds,
+        format!("rm /{rel}\nwrite {} /{rel}\n", file.display()),
+    )
+    .unwrap();
+    sh(Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&cmds)
+        .arg(&fs));
+    let disk = disk_copy(s, "tampered");
+    splice(&fs, &disk);
+    let append = format!(
+        "root=LABEL={LABEL} init={}/init genboot.verify",
+        s.generation
+    );
+    let mut vm = Vm::boot("tampered", s, &disk, &append);
+    vm.expect(&format!(
+        "FAILED at step verify: {} was changed",
+        s.generation
+    ));
+    vm.expect("rebooting in 5 s");
+    vm.expect_exit();
+    assert!(!vm.text().contains("STAGE2-MARKER"));
+}
+
+#[test]
+fn debug_prints_the_mount_table_and_gives_the_roots_shell() {
+    let s = system(CLOUD);
+    let disk = disk_copy(s, "debug");
+    let append = format!(
+        "root=LABEL={LABEL} rw init={}/init genboot.debug",
+        s.generation
+    );
+    let mut vm = Vm::boot("debug", s, &disk, &append);
+    vm.expect("genboot.debug: stopped before switching root. Mount table:");
+    vm.expect(" /sysroot rw,");
+    vm.expect("starting the root's /bin/sh");
+    std::thread::sleep(Duration::from_millis(500));
+    vm.send("echo DEBUG-$((40+2))\n");
+    vm.expect("DEBUG-42");
+    vm.send("exit\n");
+    vm.expect("rebooting in 5 s");
+    vm.expect_exit();
+    assert!(!vm.text().contains("STAGE2-MARKER"));
+}
+
+#[test]
+fn shell_on_fail_gives_the_roots_shell_then_reboots() {
+    let s = system(CLOUD);
+    let disk = disk_copy(s, "shell-on-fail");
+    let missing = format!(
+        "/var/lib/genboot/store/{}-genboot-system-{}",
+        "0".repeat(32),
+        s.kernel.release
+    );
+    let append = format!("root=LABEL={LABEL} init={missing}/init genboot.shell_on_fail");
+    let mut vm = Vm::boot("shell-on-fail", s, &disk, &append);
+    vm.expect(&format!(
+        "FAILED at step generation: generation {missing} is not on the root file system"
+    ));
+    vm.expect("genboot.shell_on_fail: starting /bin/sh (root /sysroot)");
+    std::thread::sleep(Duration::from_millis(500));
+    vm.send("ls /var/lib/genboot/store | grep -c genboot-system; echo SHELL-$((3*3))\n");
+    vm.expect("SHELL-9");
+    vm.send("exit\n");
+    vm.expect("rebooting in 5 s");
+    vm.expect_exit();
+}
