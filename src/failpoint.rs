@@ -19,6 +19,16 @@ pub const ALL: &[&str] = &[
     "profile::link-renamed",
     "profile::current-written",
     "profile::current-renamed",
+    "esp::file-written",
+    "esp::file-renamed",
+    "esp::entry-written",
+    "esp::entry-renamed",
+    "esp::entry-counter-reset",
+    "esp::loader-conf-written",
+    "esp::loader-conf-renamed",
+    "esp::entry-removed",
+    "esp::file-removed",
+    "esp::bless-renamed",
 ];
 
 /// Fail here if the environment asks for it.

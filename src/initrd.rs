@@ -9,7 +9,7 @@
 //! [`genboot_init::manifest::PATH`].
 
 use crate::config::Compression;
-use crate::modules::closure::{normalize_alias, Firmware};
+use crate::modules::closure::Firmware;
 use crate::modules::{Closure, ModuleIndex};
 use genboot_init::manifest::{self, Manifest};
 use std::collections::BTreeMap;
@@ -143,8 +143,10 @@ pub fn members(c: &Contents<'_>) -> Result<BTreeMap<String, Member>, InitrdError
             },
         );
         manifest.modules.push((name.clone(), format!("/{inside}")));
+        // Patterns as the module declares them; the activator matches
+        // the kernel's modalias strings against them.
         for a in &info.aliases {
-            manifest.aliases.push((normalize_alias(a), name.clone()));
+            manifest.aliases.push((a.clone(), name.clone()));
         }
     }
     manifest.aliases.sort();
@@ -334,6 +336,61 @@ mod tests {
         assert_eq!(&hdr[14..22], "00002180");
         assert_eq!(&hdr[78..86], "00000005");
         assert_eq!(&hdr[86..94], "00000001");
+    }
+
+    /// (name, ino, mode, nlink) of every header, in archive order.
+    fn headers(a: &[u8]) -> Vec<(String, u32, u32, u32)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        let field = |h: &[u8], i: usize| {
+            u32::from_str_radix(std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                .unwrap()
+        };
+        while at < a.len() {
+            let h = &a[at..at + 110];
+            assert_eq!(&h[..6], b"070701");
+            let namesize = field(h, 11) as usize;
+            let filesize = field(h, 6) as usize;
+            let name = String::from_utf8(a[at + 110..at + 110 + namesize - 1].to_vec()).unwrap();
+            out.push((name.clone(), field(h, 0), field(h, 1), field(h, 4)));
+            at = (at + 110 + namesize).next_multiple_of(4);
+            at = (at + filesize).next_multiple_of(4);
+            if name == "TRAILER!!!" {
+                break;
+            }
+        }
+        assert_eq!(at, a.len());
+        out
+    }
+
+    #[test]
+    fn inodes_follow_sorted_position_and_dirs_count_their_links() {
+        let mut m = sample();
+        m.insert("lib".into(), Member::Dir);
+        m.insert("lib/modules".into(), Member::Dir);
+        m.insert("lib/firmware".into(), Member::Dir);
+        let h = headers(&cpio(&m));
+        let names: Vec<&str> = h.iter().map(|x| x.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "dev",
+                "dev/console",
+                "init",
+                "lib",
+                "lib/firmware",
+                "lib/modules",
+                "TRAILER!!!"
+            ]
+        );
+        for (i, (name, ino, _, _)) in h.iter().enumerate().take(6) {
+            assert_eq!(*ino, i as u32 + 1, "{name}");
+        }
+        let get = |n: &str| h.iter().find(|x| x.0 == n).unwrap().clone();
+        assert_eq!(get("lib").3, 4, "lib has two subdirectories");
+        assert_eq!(get("dev").3, 2);
+        assert_eq!(get("init").2, 0o100_755);
+        assert_eq!(get("dev").2, 0o040_755);
     }
 
     #[test]

@@ -299,7 +299,18 @@ fn verify_finds_a_flipped_byte_in_any_store_file() {
         }
     }
     assert!(files.len() >= 2, "{files:?}");
-    for (object, file) in files {
+    // Every object, and in each its first, middle and last file: re-running
+    // verify once per file of a module tree would take minutes.
+    files.sort();
+    let mut sample = Vec::new();
+    for obj in files.chunk_by(|a, b| a.0 == b.0) {
+        for i in [0, obj.len() / 2, obj.len() - 1] {
+            if !sample.contains(&obj[i]) {
+                sample.push(obj[i].clone());
+            }
+        }
+    }
+    for (object, file) in sample {
         let orig = fs::read(&file).unwrap();
         let mode = fs::metadata(&file).unwrap().permissions();
         fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();

@@ -129,7 +129,26 @@ fn closure_matches_kmod(k: &Kernel) {
         "pci:v00001AF4d00001000sv00001AF4sd00000002bc01sc00i00",
         "virtio:d00000002v00001AF4",
         "crc32c",
+        "symbol:virtqueue_add_sgs",
     ]);
+    // Exported symbols: the same set as depmod's.
+    let lines = |dir: &Path| -> BTreeSet<String> {
+        std::fs::read_to_string(
+            dir.join("lib/modules")
+                .join(&k.release)
+                .join("modules.symbols"),
+        )
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+    };
+    assert_eq!(
+        lines(&object),
+        lines(scratch.path()),
+        "modules.symbols ({})",
+        k.package
+    );
     for name in probes {
         assert_eq!(
             show_depends(&object, &k.release, name),
@@ -348,6 +367,9 @@ fn basic() -> Vec<(
 #[test]
 fn synthetic_tree_builds_with_closure_in_load_order() {
     let t = Tree::new(&basic());
+    // Debian's links to the headers leave the tree; they stay out of the store.
+    std::os::unix::fs::symlink("/usr/src/linux-headers-x", t.k.modules.join("build")).unwrap();
+    std::os::unix::fs::symlink("/usr/src/linux-headers-x", t.k.modules.join("source")).unwrap();
     let out = t.build(&["virtio-blk", "ext4"], "compression = \"none\"");
     assert!(out.status.success(), "{}", common::stderr(&out));
     let store = t.root().join("var/lib/genboot/store");
@@ -559,4 +581,18 @@ fn warm_build_reuses_objects_and_notices_a_changed_module() {
     let third = t.build(&["virtio_blk"], "");
     assert!(third.status.success());
     assert_ne!(common::stdout(&first), common::stdout(&third));
+}
+
+#[test]
+fn cached_build_rebuilds_an_object_that_was_deleted_from_the_store() {
+    let t = Tree::new(&basic());
+    let first = t.build(&["virtio_blk"], "");
+    assert!(first.status.success(), "{}", common::stderr(&first));
+    let store = t.root().join("var/lib/genboot/store");
+    let initrd = only_object(&store, "initrd-");
+    genboot::store::remove_tree(&initrd).unwrap();
+    let second = t.build(&["virtio_blk"], "");
+    assert!(second.status.success(), "{}", common::stderr(&second));
+    assert_eq!(common::stdout(&first), common::stdout(&second));
+    assert!(initrd.join("initrd").is_file(), "the initrd object is back");
 }

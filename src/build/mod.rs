@@ -60,7 +60,7 @@ pub fn build(store: &Store, cfg: &SystemConfig) -> Result<Built, BuildError> {
     let progress = Progress::new();
     let activator = initrd::find_activator(cfg.initrd.activator.as_deref())?;
     let files = modules::index::walk(&cfg.kernel.modules)?;
-    let key = cache::fingerprint(cfg, &files, &activator);
+    let (tree_key, key) = cache::fingerprints(cfg, &files, &activator);
     let cache = cache::Cache::new(store);
     if let Some(hit) = cache.lookup(&key, store) {
         progress.step("inputs unchanged; reusing the kernel, modules and initrd objects");
@@ -77,9 +77,19 @@ pub fn build(store: &Store, cfg: &SystemConfig) -> Result<Built, BuildError> {
         );
     }
 
-    progress.step("reading the kernel image");
-    let info = kernel::inspect(&cfg.kernel.image)?;
-    let kver = info.release.as_str();
+    // The same kernel and tree with other initrd settings: keep the kernel
+    // and kernel-modules objects, build only the initrd.
+    let tree_hit = cache.lookup_tree(&tree_key, store);
+    let release = match &tree_hit {
+        Some(hit) => hit.release.clone(),
+        None => {
+            progress.step("reading the kernel image");
+            kernel::inspect(&cfg.kernel.image)?.release
+        }
+    };
+    let kver = release.as_str();
+    // A release that cannot name store objects is refused before the tree is read.
+    crate::store::check_name(&format!("kernel-modules-{kver}"))?;
     let module_count = files
         .iter()
         .filter(|f| {
@@ -120,19 +130,36 @@ pub fn build(store: &Store, cfg: &SystemConfig) -> Result<Built, BuildError> {
         }
     }
 
-    progress.step("copying the kernel");
-    let kernel = store.build(&format!("linux-{kver}"), BuildOptions::default(), |dir| {
-        std::fs::copy(&cfg.kernel.image, dir.join("bzImage")).map(|_| ())
-    })?;
-    progress.step(&format!(
-        "copying and hashing {} module files, writing kmod indexes",
-        index.modules.len()
-    ));
-    let kernel_modules = store.build(
-        &format!("kernel-modules-{kver}"),
-        BuildOptions::default(),
-        |dir| fill_kernel_modules(dir, &index, &files),
-    )?;
+    let (kernel, kernel_modules) = match tree_hit {
+        Some(hit) => {
+            progress.step("module tree unchanged; reusing the kernel and kernel-modules objects");
+            (hit.kernel, hit.kernel_modules)
+        }
+        None => {
+            progress.step("copying the kernel");
+            let kernel = store.build(&format!("linux-{kver}"), BuildOptions::default(), |dir| {
+                std::fs::copy(&cfg.kernel.image, dir.join("bzImage")).map(|_| ())
+            })?;
+            progress.step(&format!(
+                "copying and hashing {} module files, writing kmod indexes",
+                index.modules.len()
+            ));
+            let kernel_modules = store.build(
+                &format!("kernel-modules-{kver}"),
+                BuildOptions::default(),
+                |dir| fill_kernel_modules(dir, &index, &files),
+            )?;
+            cache.store_tree(
+                &tree_key,
+                &cache::TreeHit {
+                    release: kver.to_string(),
+                    kernel: kernel.clone(),
+                    kernel_modules: kernel_modules.clone(),
+                },
+            );
+            (kernel, kernel_modules)
+        }
+    };
     progress.step(&format!(
         "writing the initrd ({} modules, {} firmware files)",
         closure.modules.len(),
@@ -190,7 +217,7 @@ pub fn firmware_dir(modules: &Path) -> PathBuf {
 
 /// The kernel-modules object: `lib/modules/<release>/` with every file of
 /// the tree byte for byte, and the kmod index files.
-fn fill_kernel_modules(
+pub fn fill_kernel_modules(
     dir: &Path,
     index: &ModuleIndex,
     files: &[modules::index::TreeFile],

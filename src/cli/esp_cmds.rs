@@ -1,45 +1,490 @@
 //! Verbs that touch the ESP or the firmware: install, image, bless,
 //! set-oneshot, status; and the install that follows every profile change.
+//!
+//! Which ESP: `--image FILE`, else `--esp PATH`, else `[boot] esp` of the
+//! configuration (below `--root`), else a FAT file system mounted at
+//! `/efi`, `/boot` or `/boot/efi` below `--root`.
+//!
+//! The `[boot]` settings the installer uses besides the ESP (`limit`,
+//! `timeout`) come from the configuration of the last `switch`/`image`;
+//! they are kept in `<state>/esp-settings.json` so `rollback`, `delete`,
+//! `gc` and `install` use them too.
 
+use super::profile_cmds::format_date;
 use super::Ctx;
+use crate::config::{BootSection, SystemConfig};
+use crate::esp::dir::DirEsp;
+use crate::esp::image::ImageEsp;
+use crate::esp::{self, Esp, InstallOptions};
+use crate::profile::{Generation, Profile};
+use crate::store::{Store, StorePath};
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::UNIX_EPOCH;
+
+/// The systemd-boot vendor GUID of `LoaderEntryOneShot` and friends.
+const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+const SETTINGS: &str = "esp-settings.json";
+
+/// The `[boot]` settings kept between runs.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Settings {
+    esp: Option<PathBuf>,
+    limit: Option<u32>,
+    timeout: Option<u32>,
+}
+
+fn settings_path(ctx: &Ctx) -> PathBuf {
+    ctx.state.dir.join(SETTINGS)
+}
+
+fn load_settings(ctx: &Ctx) -> Settings {
+    std::fs::read(settings_path(ctx))
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .unwrap_or_default()
+}
+
+fn save_settings(ctx: &Ctx, s: &Settings) -> anyhow::Result<()> {
+    let path = settings_path(ctx);
+    let mut data = serde_json::to_vec_pretty(s)?;
+    data.push(b'\n');
+    if std::fs::read(&path).ok().as_deref() == Some(&data[..]) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, &data)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn settings_from(boot: &BootSection) -> Settings {
+    Settings {
+        esp: boot.esp.clone(),
+        limit: boot.limit,
+        timeout: boot.timeout,
+    }
+}
+
+/// Open the ESP the global options, the configuration or the mounts name.
+/// `None` when there is none.
+fn open_esp(ctx: &Ctx, configured: Option<&Path>) -> anyhow::Result<Option<Box<dyn Esp>>> {
+    if let Some(img) = &ctx.image {
+        return Ok(Some(Box::new(ImageEsp::open(img, true)?)));
+    }
+    if let Some(p) = &ctx.esp {
+        return Ok(Some(Box::new(DirEsp::open(p)?)));
+    }
+    if let Some(p) = configured {
+        let below = ctx.state.root.join(p.strip_prefix("/").unwrap_or(p));
+        return Ok(Some(Box::new(DirEsp::open(&below).with_context(|| {
+            format!("[boot] esp = {:?} in the configuration", p.display())
+        })?)));
+    }
+    match DirEsp::probe(&ctx.state.root) {
+        Some(p) => Ok(Some(Box::new(DirEsp::open(&p)?))),
+        None => Ok(None),
+    }
+}
+
+fn machine_id(ctx: &Ctx) -> Option<String> {
+    let text = std::fs::read_to_string(ctx.state.root.join("etc/machine-id")).ok()?;
+    let id = text.trim();
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+}
+
+fn gen_date(g: &Generation) -> String {
+    let ts = g
+        .date
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format_date(ts)[..10].to_string()
+}
+
+/// Reconcile `esp` with the profile.
+fn install_into(
+    ctx: &Ctx,
+    esp: &mut dyn Esp,
+    settings: &Settings,
+    loader: Option<&Path>,
+) -> anyhow::Result<esp::InstallReport> {
+    let store = Store::open_read_only(&ctx.state);
+    let profile = Profile::new(&ctx.state);
+    let gens = profile.generations()?;
+    let (inputs, warnings) = esp::plan_generations(&store, &gens, gen_date)?;
+    let unreadable = gens
+        .iter()
+        .map(|g| g.number)
+        .filter(|n| !inputs.iter().any(|i| i.number == *n))
+        .collect();
+    let opts = InstallOptions {
+        unreadable,
+        limit: settings.limit,
+        timeout: settings.timeout.unwrap_or(0),
+        loader: loader.map(Path::to_path_buf),
+        machine_id: machine_id(ctx),
+        booted: booted_generation(ctx),
+    };
+    let mut report = esp::install(esp, &inputs, &opts)?;
+    report.warnings.splice(0..0, warnings);
+    Ok(report)
+}
+
+fn print_report(desc: &str, r: &esp::InstallReport) {
+    for w in &r.warnings {
+        eprintln!("genboot: warning: {w}");
+    }
+    if r.cleaned_first {
+        eprintln!(
+            "genboot: the ESP was short of space: removed unused entries and files before writing"
+        );
+    }
+    eprintln!(
+        "genboot: ESP {desc}: default generation {}; {} written, {} removed; {} bytes written, {} files touched",
+        r.default,
+        r.written.len(),
+        r.removed.len(),
+        r.stats.bytes_written,
+        r.stats.files_touched
+    );
+}
+
+fn run_install(
+    ctx: &Ctx,
+    mut esp: Box<dyn Esp>,
+    settings: &Settings,
+    loader: Option<&Path>,
+) -> anyhow::Result<esp::InstallReport> {
+    let desc = esp.describe();
+    for n in esp.notes() {
+        eprintln!("genboot: note: {n}");
+    }
+    let mut report = install_into(ctx, esp.as_mut(), settings, loader)
+        .with_context(|| format!("installing the boot menu to {desc}"))?;
+    report.stats = esp.close()?;
+    print_report(&desc, &report);
+    Ok(report)
+}
 
 /// Called after every profile change (switch, rollback, set-default,
 /// delete, gc): install right away when an ESP is configured or given.
-pub(super) fn after_profile_change(
-    _ctx: &Ctx,
-    _configured_esp: Option<&Path>,
-) -> anyhow::Result<()> {
+/// `boot` is the `[boot]` section of the configuration just switched to.
+pub(super) fn after_profile_change(ctx: &Ctx, boot: Option<&BootSection>) -> anyhow::Result<()> {
+    let mut settings = load_settings(ctx);
+    if let Some(b) = boot {
+        settings = settings_from(b);
+        save_settings(ctx, &settings)?;
+    }
+    match open_esp(ctx, settings.esp.as_deref())? {
+        Some(esp) => {
+            run_install(ctx, esp, &settings, None)?;
+        }
+        None => eprintln!(
+            "genboot: note: no ESP found (no --esp/--image, no [boot] esp, nothing mounted at /efi, /boot, /boot/efi); the boot menu was not updated"
+        ),
+    }
     Ok(())
 }
 
-pub(super) fn install(_ctx: &Ctx, _loader: Option<&Path>) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`genboot install` is not implemented yet")
+pub(super) fn install(ctx: &Ctx, loader: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let settings = load_settings(ctx);
+    let profile = Profile::new(&ctx.state);
+    let _lock = profile.lock(!ctx.no_wait)?;
+    let esp = open_esp(ctx, settings.esp.as_deref())?.ok_or_else(|| esp::EspError::NotFound {
+        root: ctx.state.root.clone(),
+    })?;
+    run_install(ctx, esp, &settings, loader)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn image(
-    _ctx: &Ctx,
-    _configs: &[PathBuf],
-    _output: &Path,
-    _size: &str,
+    ctx: &Ctx,
+    configs: &[PathBuf],
+    output: &Path,
+    size: &str,
+    esp_size_text: &str,
 ) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`genboot image` is not implemented yet")
+    let auto = size == "auto";
+    let fixed_size = if auto {
+        None
+    } else {
+        Some(crate::disk::parse_size(size).context("--size")?)
+    };
+    let esp_size = crate::disk::parse_size(esp_size_text).context("--esp-size")?;
+    if let Some(s) = fixed_size {
+        crate::disk::layout(s, esp_size)?;
+    }
+    if esp_size < esp::image::MIN_ESP_BYTES {
+        anyhow::bail!(
+            "--esp-size {}: an ESP of {} is too small for FAT32\nHint: give --esp-size 40M or more",
+            esp_size_text,
+            esp::human(esp_size)
+        );
+    }
+    if let (Ok(o), Ok(r)) = (
+        std::fs::canonicalize(output.parent().unwrap_or(Path::new("."))),
+        std::fs::canonicalize(&ctx.state.root),
+    ) {
+        if o.starts_with(&r) {
+            anyhow::bail!(
+                "the image {} would be inside the --root tree {} that becomes its root file system\nHint: write the image outside the tree, e.g. -o /tmp/disk.img",
+                output.display(),
+                r.display()
+            );
+        }
+    }
+    let mut last: Option<SystemConfig> = None;
+    {
+        let store = Store::open(&ctx.state)?;
+        let profile = Profile::new(&ctx.state);
+        let lock = profile.lock(!ctx.no_wait)?;
+        for c in configs {
+            let cfg = SystemConfig::load(c)?;
+            let built = crate::build::build(&store, &cfg)
+                .with_context(|| format!("building {}", c.display()))?;
+            let (n, new) = profile.add(&built.generation, &lock)?;
+            eprintln!(
+                "genboot: generation {n}{} ({})",
+                if new { "" } else { " (already current)" },
+                built.generation.base_name()
+            );
+            last = Some(cfg);
+        }
+        if profile.current_number()?.is_none() {
+            anyhow::bail!("the profile below {} has no generation to put in the image\nHint: pass --config FILE", ctx.state.root.display());
+        }
+    }
+    let settings = match &last {
+        Some(cfg) => {
+            let s = settings_from(&cfg.boot);
+            save_settings(ctx, &s)?;
+            s
+        }
+        None => load_settings(ctx),
+    };
+    // The root file system must hold the whole tree (the store holds every
+    // generation's kernel modules): check, or size the image to fit.
+    let root_need = crate::disk::root_size_for(&ctx.state.root)?;
+    let size = match fixed_size {
+        Some(s) => {
+            let (_, root) = crate::disk::layout(s, esp_size)?;
+            if root.len < root_need {
+                anyhow::bail!(
+                    "--size {}: the root partition would have {}, but the tree below {} needs about {}\nHint: give --size {}M or more, or leave --size out (auto)",
+                    size,
+                    esp::human(root.len),
+                    ctx.state.root.display(),
+                    esp::human(root_need),
+                    (root_need + esp_size + (4 << 20)).div_ceil(1 << 20)
+                );
+            }
+            s
+        }
+        None => root_need + esp_size + (2 << 20),
+    };
+    let (esp_part, root_part) = crate::disk::write_gpt(output, size, esp_size)?;
+    let file = std::rc::Rc::new(esp::image::open_image(output, true)?);
+    esp::image::format(file, esp_part.start, esp_part.len)?;
+    let esp = Box::new(ImageEsp::open(output, true)?);
+    let loader = Path::new("/usr/lib/systemd/boot/efi/systemd-bootx64.efi");
+    if !loader.is_file() {
+        anyhow::bail!(
+            "systemd-boot is not installed: {} is missing\nHint: apt-get install systemd-boot-efi",
+            loader.display()
+        );
+    }
+    run_install(ctx, esp, &settings, Some(loader))?;
+    crate::disk::make_root(output, root_part, &ctx.state.root)?;
+    eprintln!(
+        "genboot: wrote {} ({}): ESP PARTUUID={}, root PARTUUID={} (ext4 UUID={}, LABEL={})",
+        output.display(),
+        esp::human(size),
+        crate::disk::ESP_PARTUUID,
+        crate::disk::ROOT_PARTUUID,
+        crate::disk::ROOT_FS_UUID,
+        crate::disk::ROOT_FS_LABEL
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn bless(_ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`genboot bless` is not implemented yet")
+fn efivars(ctx: &Ctx) -> PathBuf {
+    ctx.state.root.join("sys/firmware/efi/efivars")
 }
 
-pub(super) fn set_oneshot(_ctx: &Ctx, _number: u32) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`genboot set-oneshot` is not implemented yet")
+/// A UTF-16LE, NUL-terminated EFI string variable's value (after the
+/// 4 attribute bytes).
+fn read_efi_string(path: &Path) -> Option<String> {
+    let data = std::fs::read(path).ok()?;
+    let units: Vec<u16> = data
+        .get(4..)?
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|u| *u != 0)
+        .collect();
+    String::from_utf16(&units).ok()
 }
 
-pub(super) fn status(_ctx: &Ctx, _json: bool) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`genboot status` is not implemented yet")
+pub(super) fn bless(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let settings = load_settings(ctx);
+    let mut esp =
+        open_esp(ctx, settings.esp.as_deref())?.ok_or_else(|| esp::EspError::NotFound {
+            root: ctx.state.root.clone(),
+        })?;
+    // systemd-boot says which file it booted, counter included.
+    let var = efivars(ctx).join(format!("LoaderBootCountPath-{LOADER_GUID}"));
+    let file = read_efi_string(&var)
+        .and_then(|p| p.replace('\\', "/").rsplit('/').next().map(str::to_string));
+    let generation = booted_generation(ctx);
+    if file.is_none() && generation.is_none() {
+        anyhow::bail!(
+            "cannot tell which generation this machine booted: neither {} nor {} exists\nHint: run `genboot bless` in the booted system (stage 2), after genboot-init has run",
+            var.display(),
+            ctx.state.root.join("run/genboot/booted").display()
+        );
+    }
+    let result = esp::bless(esp.as_mut(), generation, file.as_deref())?;
+    esp.close()?;
+    match result {
+        Some(name) => eprintln!("genboot: blessed: boot entry is now {name}"),
+        None => eprintln!("genboot: the booted entry has no boot counter; nothing to do"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// The generation this machine booted, if genboot-init recorded one.
-pub(super) fn booted_generation(_ctx: &Ctx) -> Option<u32> {
-    None
+pub(super) fn set_oneshot(ctx: &Ctx, number: u32) -> anyhow::Result<ExitCode> {
+    let profile = Profile::new(&ctx.state);
+    if !profile.generations()?.iter().any(|g| g.number == number) {
+        return Err(crate::profile::ProfileError::NoSuchGeneration(number).into());
+    }
+    let dir = efivars(ctx);
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "this machine was not booted through EFI ({} does not exist), so there is no boot loader variable to set\nHint: use `genboot set-default {number}` to make it the default, or pick it in the boot menu",
+            dir.display()
+        );
+    }
+    let var = dir.join(format!("LoaderEntryOneShot-{LOADER_GUID}"));
+    let mut data = vec![0x07, 0, 0, 0]; // non-volatile, boot-service, runtime access
+    for u in format!("{}.conf", esp::entry::key(number, false))
+        .encode_utf16()
+        .chain([0])
+    {
+        data.extend_from_slice(&u.to_le_bytes());
+    }
+    if var.exists() {
+        // efivarfs files are immutable; chattr -i lifts it (as systemd does).
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&var)
+            .status();
+    }
+    std::fs::write(&var, &data).with_context(|| format!("cannot write {}", var.display()))?;
+    eprintln!("genboot: the next boot (only) starts generation {number}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryStatus {
+    file: String,
+    generation: u32,
+    recovery: bool,
+    tries_left: Option<u32>,
+    tries_done: Option<u32>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    booted: Option<u32>,
+    booted_path: Option<String>,
+    current: Option<u32>,
+    esp: Option<String>,
+    default_entry: Option<String>,
+    entries: Vec<EntryStatus>,
+}
+
+pub(super) fn status(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
+    let profile = Profile::new(&ctx.state);
+    let settings = load_settings(ctx);
+    let mut st = Status {
+        booted: booted_generation(ctx),
+        booted_path: read_booted(ctx).map(|(p, _)| p),
+        current: profile.current_number()?,
+        esp: None,
+        default_entry: None,
+        entries: Vec::new(),
+    };
+    let esp_open: Option<Box<dyn Esp>> = if let Some(img) = &ctx.image {
+        Some(Box::new(ImageEsp::open(img, false)?))
+    } else {
+        open_esp(ctx, settings.esp.as_deref()).ok().flatten()
+    };
+    if let Some(mut e) = esp_open {
+        st.esp = Some(e.describe());
+        st.default_entry = e.read(esp::install::LOADER_CONF)?.and_then(|d| {
+            esp::entry::field(&String::from_utf8_lossy(&d), "default").map(str::to_string)
+        });
+        for f in e.list(esp::install::ENTRIES_DIR)? {
+            if let Some(n) = esp::entry::EntryName::parse(&f) {
+                st.entries.push(EntryStatus {
+                    file: f.clone(),
+                    generation: n.generation,
+                    recovery: n.recovery,
+                    tries_left: n.counter.map(|c| c.left),
+                    tries_done: n.counter.and_then(|c| c.done),
+                });
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let show = |n: Option<u32>| n.map_or("unknown".to_string(), |n| n.to_string());
+    println!("booted generation:  {}", show(st.booted));
+    println!("current generation: {}", show(st.current));
+    match &st.esp {
+        Some(e) => {
+            println!("ESP:                {e}");
+            println!(
+                "default entry:      {}",
+                st.default_entry.as_deref().unwrap_or("(none)")
+            );
+            for e in &st.entries {
+                let tries = match (e.tries_left, e.tries_done) {
+                    (Some(0), _) => "  (tries used up)".to_string(),
+                    (Some(l), _) => format!("  ({l} tries left)"),
+                    _ => String::new(),
+                };
+                println!("  {}{tries}", e.file);
+            }
+        }
+        None => println!("ESP:                none found"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `/run/genboot/booted` below `--root`: the store path and its object.
+fn read_booted(ctx: &Ctx) -> Option<(String, StorePath)> {
+    let text = std::fs::read_to_string(ctx.state.root.join("run/genboot/booted")).ok()?;
+    let path = text.lines().next()?.trim().to_string();
+    let store = Store::open_read_only(&ctx.state);
+    let (sp, _) = store.resolve_boot_path(&path)?;
+    Some((path, sp))
+}
+
+/// The generation this machine booted, if genboot-init recorded one: the
+/// newest generation pointing at the booted object.
+pub(super) fn booted_generation(ctx: &Ctx) -> Option<u32> {
+    let (_, sp) = read_booted(ctx)?;
+    Profile::new(&ctx.state)
+        .generations()
+        .ok()?
+        .iter()
+        .rev()
+        .find(|g| g.target == sp)
+        .map(|g| g.number)
 }

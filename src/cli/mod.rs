@@ -90,9 +90,12 @@ pub enum Command {
         config: Vec<PathBuf>,
         #[arg(long, short, value_name = "FILE")]
         output: PathBuf,
-        /// Image size, e.g. 512M or 2G.
-        #[arg(long, default_value = "1G")]
+        /// Image size, e.g. 512M or 2G; `auto` fits the ESP and the tree below --root.
+        #[arg(long, default_value = "auto")]
         size: String,
+        /// Size of the ESP inside the image (FAT32: 40M or more).
+        #[arg(long, default_value = "256M")]
+        esp_size: String,
     },
     /// Mark the booted generation good: drop its boot-counting suffix.
     Bless,
@@ -148,7 +151,8 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
             config,
             output,
             size,
-        } => esp_cmds::image(ctx, &config, &output, &size),
+            esp_size,
+        } => esp_cmds::image(ctx, &config, &output, &size, &esp_size),
         Command::Bless => esp_cmds::bless(ctx),
         Command::SetOneshot { number } => esp_cmds::set_oneshot(ctx, number),
         Command::Status { json } => esp_cmds::status(ctx, json),

@@ -42,7 +42,7 @@ pub(super) fn switch(ctx: &Ctx, config: &Path) -> anyhow::Result<ExitCode> {
     } else {
         eprintln!("genboot: generation {n} is already current with this configuration");
     }
-    esp_cmds::after_profile_change(ctx, cfg.boot.esp.as_deref())?;
+    esp_cmds::after_profile_change(ctx, Some(&cfg.boot))?;
     println!("{}", store.path(&built.generation).display());
     Ok(ExitCode::SUCCESS)
 }

@@ -334,6 +334,7 @@ mod tests {
             softdep_raw: vec![],
             aliases: vec![format!("alias-of-{name}")],
             firmware: vec![],
+            exports: vec![],
             order: 0,
         }
     }

@@ -34,11 +34,12 @@ pub struct TreeFile {
     pub ino: u64,
 }
 
-/// Every regular file below `dir` (sorted by path), skipping symlinks (such
-/// as Debian's `build` and `source`, which leave the tree) and the index
-/// files genboot generates.
+/// Every regular file below `dir` (sorted by path), skipping symlinks, the
+/// top-level `build` and `source` (Debian's links to the headers) and the
+/// index files genboot generates. Directories are listed by their entries' types;
+/// the files are then stat'ed in parallel.
 pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
-    fn go(base: &Path, rel: &str, out: &mut Vec<TreeFile>) -> Result<(), ModulesError> {
+    fn go(base: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), ModulesError> {
         let here = if rel.is_empty() {
             base.to_path_buf()
         } else {
@@ -53,36 +54,45 @@ pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
             let Some(name) = item.file_name().to_str().map(str::to_string) else {
                 continue;
             };
+            // Debian's `build` and `source` point at headers outside the
+            // tree; depmod skips them too, whatever their type.
+            if rel.is_empty() && (name == "build" || name == "source") {
+                continue;
+            }
             let child = if rel.is_empty() {
                 name.clone()
             } else {
                 format!("{rel}/{name}")
             };
-            let meta = item.metadata().map_err(|source| ModulesError::Tree {
+            let ft = item.file_type().map_err(|source| ModulesError::Tree {
                 path: item.path(),
                 source,
             })?;
-            if meta.is_dir() {
+            if ft.is_dir() {
                 go(base, &child, out)?;
-            } else if meta.is_file() {
-                if rel.is_empty() && GENERATED.contains(&name.as_str()) {
-                    continue;
-                }
-                out.push(TreeFile {
-                    rel: child,
-                    size: meta.len(),
-                    mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
-                        + i128::from(meta.mtime_nsec()),
-                    ino: meta.ino(),
-                });
+            } else if ft.is_file() && !(rel.is_empty() && GENERATED.contains(&name.as_str())) {
+                out.push(child);
             }
         }
         Ok(())
     }
-    let mut out = Vec::new();
-    go(dir, "", &mut out)?;
-    out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
+    let mut names = Vec::new();
+    go(dir, "", &mut names)?;
+    names.sort();
+    names
+        .into_par_iter()
+        .map(|rel| {
+            let path = dir.join(&rel);
+            let meta = fs::symlink_metadata(&path)
+                .map_err(|source| ModulesError::Tree { path, source })?;
+            Ok(TreeFile {
+                rel,
+                size: meta.len(),
+                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+                ino: meta.ino(),
+            })
+        })
+        .collect()
 }
 
 /// One loadable module.
@@ -99,6 +109,8 @@ pub struct ModuleInfo {
     pub softdep_raw: Vec<String>,
     pub aliases: Vec<String>,
     pub firmware: Vec<String>,
+    /// Exported symbols.
+    pub exports: Vec<String>,
     /// Position in `modules.order` (modules not listed come after, by path).
     pub order: u32,
 }
@@ -151,6 +163,7 @@ impl ModuleIndex {
                     softdep_raw: info.softdep_raw,
                     aliases: info.aliases,
                     firmware: info.firmware,
+                    exports: info.exports,
                     order: order.get(key).copied().unwrap_or(u32::MAX),
                 })
             })

@@ -318,7 +318,19 @@ pub fn index_files(index: &ModuleIndex) -> Vec<(&'static str, Vec<u8>)> {
     for (a, name) in &index.builtin_aliases {
         builtin_alias_bin.insert(&normalize_alias(a), name, 0);
     }
-    let symbols = String::from("# Aliases for symbols, used by symbol_request().\n");
+    let mut symbols = String::from("# Aliases for symbols, used by symbol_request().\n");
+    let mut symbols_bin = Trie::default();
+    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+    for m in &ordered {
+        for sym in &m.exports {
+            // One owner per symbol: the first module in modules.order.
+            owners.entry(sym.as_str()).or_insert(m.name.as_str());
+        }
+    }
+    for (sym, name) in &owners {
+        symbols.push_str(&format!("alias symbol:{sym} {name}\n"));
+        symbols_bin.insert(&format!("symbol:{sym}"), name, index.modules[*name].order);
+    }
     vec![
         ("modules.alias", alias.into_bytes()),
         ("modules.alias.bin", alias_bin.to_bytes()),
@@ -329,7 +341,7 @@ pub fn index_files(index: &ModuleIndex) -> Vec<(&'static str, Vec<u8>)> {
         ("modules.devname", devname.into_bytes()),
         ("modules.softdep", softdep.into_bytes()),
         ("modules.symbols", symbols.into_bytes()),
-        ("modules.symbols.bin", Trie::default().to_bytes()),
+        ("modules.symbols.bin", symbols_bin.to_bytes()),
     ]
 }
 

@@ -46,14 +46,31 @@ pub struct ModInfo {
     pub aliases: Vec<String>,
     pub firmware: Vec<String>,
     pub vermagic: Option<String>,
+    /// Exported symbols (`__ksymtab_strings`), for `modules.symbols`.
+    pub exports: Vec<String>,
 }
 
-/// Read `path` and parse its `.modinfo`.
+/// Read `path` and parse its `.modinfo`. A plain `.ko` is read in pieces
+/// (header, section table, section names, `.modinfo`): a few KiB instead of
+/// the whole file; a compressed one is decompressed whole.
 pub fn read(path: &Path, compression: ModuleCompression) -> Result<ModInfo, ModulesError> {
-    let raw = std::fs::read(path).map_err(|source| ModulesError::Read {
+    let read_err = |source| ModulesError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    if compression == ModuleCompression::None {
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let len = file.metadata().map_err(read_err)?.len();
+        let (section, strings) = sections_of_file(&file, len).map_err(|e| match e {
+            Piece::Io(source) => read_err(source),
+            Piece::Bad(why) => ModulesError::BadElf {
+                path: path.to_path_buf(),
+                why,
+            },
+        })?;
+        return Ok(with_exports(parse(&section), strings.as_deref()));
+    }
+    let raw = std::fs::read(path).map_err(read_err)?;
     let decompress_err = |format: &'static str| {
         move |e: std::io::Error| ModulesError::Decompress {
             path: path.to_path_buf(),
@@ -79,16 +96,153 @@ pub fn read(path: &Path, compression: ModuleCompression) -> Result<ModInfo, Modu
             out
         }
     };
-    let section = modinfo_section(&elf).map_err(|why| ModulesError::BadElf {
+    let (section, strings) = sections(&elf).map_err(|why| ModulesError::BadElf {
         path: path.to_path_buf(),
         why,
     })?;
-    Ok(parse(section))
+    Ok(with_exports(parse(section), strings))
 }
 
-/// The bytes of the `.modinfo` section of an ELF relocatable file. Only the
-/// header and section headers are parsed (not symbols or relocations).
-pub fn modinfo_section(elf: &[u8]) -> Result<&[u8], String> {
+/// `__ksymtab_strings` holds the exported names and the symbol namespaces
+/// (`EXPORT_SYMBOL_NS`). Namespaces are upper-case by kernel convention and
+/// exported C functions and variables are not, so upper-case-only strings
+/// are taken for namespaces (on both test kernels this gives exactly
+/// depmod's `modules.symbols`; depmod tells them apart through `.symtab`,
+/// which would mean reading far more of every file).
+fn with_exports(mut m: ModInfo, strings: Option<&[u8]>) -> ModInfo {
+    if let Some(s) = strings {
+        m.exports = s
+            .split(|&b| b == 0)
+            .filter(|w| !w.is_empty())
+            .filter(|w| {
+                !w.iter()
+                    .all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .filter_map(|w| std::str::from_utf8(w).ok())
+            .map(str::to_string)
+            .collect();
+    }
+    m
+}
+
+enum Piece {
+    Io(std::io::Error),
+    Bad(String),
+}
+
+/// The `.modinfo` and `__ksymtab_strings` bytes of an uncompressed module
+/// file of `len` bytes, read with positioned reads.
+#[allow(clippy::type_complexity)]
+fn sections_of_file(file: &std::fs::File, len: u64) -> Result<(Vec<u8>, Option<Vec<u8>>), Piece> {
+    use std::os::unix::fs::FileExt;
+    let read_at = |off: u64, n: usize| -> Result<Vec<u8>, Piece> {
+        if off.saturating_add(n as u64) > len {
+            return Err(Piece::Bad(format!(
+                "{n} bytes at offset {off} lie past the end of the {len}-byte file (truncated?)"
+            )));
+        }
+        let mut buf = vec![0u8; n];
+        file.read_exact_at(&mut buf, off).map_err(Piece::Io)?;
+        Ok(buf)
+    };
+    let head = read_at(0, 64.min(len as usize))?;
+    let header = goblin::elf::Elf::parse_header(&head)
+        .map_err(|e| Piece::Bad(format!("bad ELF header ({e})")))?;
+    let shentsize = usize::from(header.e_shentsize);
+    let table_len = usize::from(header.e_shnum).saturating_mul(shentsize);
+    // Parse the section table as if it sat right after the header.
+    let mut image = head.clone();
+    image.resize(64, 0);
+    let table = read_at(header.e_shoff, table_len)?;
+    image.extend_from_slice(&table);
+    let mut patched = image;
+    set_shoff(&mut patched, &header, 64);
+    let (names_sh, modinfo_sh) =
+        section_ranges(&patched, |sh| (sh.sh_offset, sh.sh_size)).map_err(Piece::Bad)?;
+    let names = read_at(names_sh.0, names_sh.1 as usize)?;
+    let (mut modinfo, mut strings) = (None, None);
+    for (name_at, off, size) in modinfo_sh {
+        let name = names
+            .get(name_at..)
+            .and_then(|n| n.split(|&b| b == 0).next())
+            .unwrap_or(b"");
+        if name == b".modinfo" {
+            modinfo = Some(read_at(off, size as usize)?);
+        } else if name == b"__ksymtab_strings" {
+            strings = Some(read_at(off, size as usize)?);
+        }
+    }
+    let modinfo = modinfo.ok_or_else(|| Piece::Bad("no .modinfo section".into()))?;
+    Ok((modinfo, strings))
+}
+
+/// Point `e_shoff` of a header copy at `to`.
+fn set_shoff(image: &mut [u8], header: &goblin::elf::Header, to: u64) {
+    let little = header.e_ident[goblin::elf::header::EI_DATA] == goblin::elf::header::ELFDATA2LSB;
+    if header.e_ident[goblin::elf::header::EI_CLASS] == goblin::elf::header::ELFCLASS64 {
+        let b = if little {
+            to.to_le_bytes()
+        } else {
+            to.to_be_bytes()
+        };
+        image[0x28..0x30].copy_from_slice(&b);
+    } else {
+        let to = to as u32;
+        let b = if little {
+            to.to_le_bytes()
+        } else {
+            to.to_be_bytes()
+        };
+        image[0x20..0x24].copy_from_slice(&b);
+    }
+}
+
+/// From an image holding the header and the section table: the (offset,
+/// size) of the section-name table, and (name offset, offset, size) of every
+/// section.
+#[allow(clippy::type_complexity)]
+fn section_ranges(
+    image: &[u8],
+    range: impl Fn(&goblin::elf::SectionHeader) -> (u64, u64),
+) -> Result<((u64, u64), Vec<(usize, u64, u64)>), String> {
+    use goblin::container::Ctx;
+    use goblin::elf::{Elf, SectionHeader};
+    let header = Elf::parse_header(image).map_err(|e| format!("bad ELF header ({e})"))?;
+    if header.e_type != goblin::elf::header::ET_REL {
+        return Err(format!(
+            "ELF type {} is not a relocatable object (a module is ET_REL)",
+            header.e_type
+        ));
+    }
+    let ctx = Ctx::new(
+        header.container().map_err(|e| e.to_string())?,
+        header.endianness().map_err(|e| e.to_string())?,
+    );
+    let shnum = usize::from(header.e_shnum);
+    if shnum == 0 {
+        return Err("no section headers".into());
+    }
+    let shdrs = SectionHeader::parse(image, 64, shnum, ctx)
+        .map_err(|e| format!("bad section headers ({e})"))?;
+    let names = shdrs
+        .get(usize::from(header.e_shstrndx))
+        .ok_or("section name table index out of range")?;
+    Ok((
+        range(names),
+        shdrs
+            .iter()
+            .map(|sh| {
+                let (o, s) = range(sh);
+                (sh.sh_name, o, s)
+            })
+            .collect(),
+    ))
+}
+
+/// The `.modinfo` and (when present) `__ksymtab_strings` sections of an ELF
+/// relocatable file. Only the header and section headers are parsed (not
+/// symbols or relocations).
+pub fn sections(elf: &[u8]) -> Result<(&[u8], Option<&[u8]>), String> {
     use goblin::container::Ctx;
     use goblin::elf::{Elf, SectionHeader};
     let header = Elf::parse_header(elf).map_err(|e| format!("bad ELF header ({e})"))?;
@@ -120,6 +274,7 @@ pub fn modinfo_section(elf: &[u8]) -> Result<&[u8], String> {
         .get(usize::from(header.e_shstrndx))
         .ok_or("section name table index out of range")?;
     let names = section_bytes(elf, strtab)?;
+    let (mut modinfo, mut strings) = (None, None);
     for sh in &shdrs {
         let name_at = sh.sh_name;
         let name = names
@@ -127,10 +282,12 @@ pub fn modinfo_section(elf: &[u8]) -> Result<&[u8], String> {
             .and_then(|n| n.split(|&b| b == 0).next())
             .unwrap_or(b"");
         if name == b".modinfo" {
-            return section_bytes(elf, sh);
+            modinfo = Some(section_bytes(elf, sh)?);
+        } else if name == b"__ksymtab_strings" {
+            strings = Some(section_bytes(elf, sh)?);
         }
     }
-    Err("no .modinfo section".into())
+    Ok((modinfo.ok_or("no .modinfo section")?, strings))
 }
 
 fn section_bytes<'a>(elf: &'a [u8], sh: &goblin::elf::SectionHeader) -> Result<&'a [u8], String> {
@@ -241,6 +398,6 @@ mod tests {
 
     #[test]
     fn non_elf_is_refused() {
-        assert!(modinfo_section(b"not an elf file at all, no").is_err());
+        assert!(sections(b"not an elf file at all, no").is_err());
     }
 }

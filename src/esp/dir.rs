@@ -1,0 +1,328 @@
+//! The mounted-directory backend: an ESP mounted somewhere in the file
+//! system (`/boot/efi`, `/efi`, `/boot`), written with ordinary file calls,
+//! `fsync` and `rename(2)`.
+//!
+//! Only a FAT (vfat/msdos) mount point is accepted, so a typo never turns
+//! `/boot` on the root file system into a "ESP". Tests and tools that want
+//! a plain directory set `GENBOOT_ESP_ANY_DIR=1`.
+
+use super::{Esp, EspError, Space, WriteStats};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Set to `1` to accept any directory as the ESP.
+pub const ANY_DIR_ENV: &str = "GENBOOT_ESP_ANY_DIR";
+
+pub struct DirEsp {
+    root: PathBuf,
+    stats: WriteStats,
+}
+
+/// A line of /proc/self/mountinfo: mount point and file system type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mount {
+    pub point: PathBuf,
+    pub fstype: String,
+}
+
+/// Parse /proc/self/mountinfo.
+pub(crate) fn mounts() -> Vec<Mount> {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    parse_mountinfo(&text)
+}
+
+pub(crate) fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let point = unescape(fields.get(4)?);
+            let sep = fields.iter().position(|f| *f == "-")?;
+            let fstype = fields.get(sep + 1)?.to_string();
+            Some(Mount {
+                point: PathBuf::from(point),
+                fstype,
+            })
+        })
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The mount holding `path` (the longest mount point that is a prefix).
+pub(crate) fn mount_of<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
+    mounts
+        .iter()
+        .filter(|m| path.starts_with(&m.point))
+        .max_by_key(|m| m.point.as_os_str().len())
+}
+
+pub(crate) fn is_fat(fstype: &str) -> bool {
+    matches!(fstype, "vfat" | "msdos" | "fat")
+}
+
+/// An ESP directory must be the mount point of a FAT file system.
+pub(crate) fn check_mount(mounts: &[Mount], path: &Path, canon: &Path) -> Result<(), EspError> {
+    let m = mount_of(mounts, canon).cloned().unwrap_or(Mount {
+        point: PathBuf::from("/"),
+        fstype: "unknown".into(),
+    });
+    if !is_fat(&m.fstype) {
+        return Err(EspError::NotFat {
+            path: path.to_path_buf(),
+            fstype: m.fstype,
+        });
+    }
+    if m.point != canon {
+        return Err(EspError::NotMountPoint {
+            path: path.to_path_buf(),
+            mount: m.point.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+impl DirEsp {
+    /// Open the ESP mounted at `path`: it must be the mount point of a FAT
+    /// file system (or any directory with `GENBOOT_ESP_ANY_DIR=1`).
+    pub fn open(path: &Path) -> Result<DirEsp, EspError> {
+        if !path.is_dir() {
+            return Err(EspError::NoSuchDir {
+                path: path.to_path_buf(),
+            });
+        }
+        let canon = fs::canonicalize(path).map_err(|source| EspError::Input {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if std::env::var(ANY_DIR_ENV).as_deref() != Ok("1") {
+            check_mount(&mounts(), path, &canon)?;
+        }
+        Ok(DirEsp {
+            root: canon,
+            stats: WriteStats::default(),
+        })
+    }
+
+    /// A FAT ESP mounted at `/efi`, `/boot` or `/boot/efi` below `root`.
+    pub fn probe(root: &Path) -> Option<PathBuf> {
+        let all = mounts();
+        ["efi", "boot", "boot/efi"].iter().find_map(|p| {
+            let dir = fs::canonicalize(root.join(p)).ok()?;
+            all.iter()
+                .any(|m| m.point == dir && is_fat(&m.fstype))
+                .then_some(dir)
+        })
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn io(&self, op: &'static str, rel: &str) -> impl FnOnce(io::Error) -> EspError + '_ {
+        let path = rel.to_string();
+        move |source| EspError::Io {
+            op,
+            path,
+            esp: self.root.display().to_string(),
+            source,
+        }
+    }
+
+    fn sync_dir_of(&self, rel: &str) -> Result<(), EspError> {
+        let dir = self
+            .p(rel)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(self.io("sync directory of", rel))
+    }
+}
+
+impl Esp for DirEsp {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn read(&mut self, path: &str) -> Result<Option<Vec<u8>>, EspError> {
+        match fs::read(self.p(path)) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io("read", path)(e)),
+        }
+    }
+
+    fn size(&mut self, path: &str) -> Result<Option<u64>, EspError> {
+        match fs::metadata(self.p(path)) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io("stat", path)(e)),
+        }
+    }
+
+    fn list(&mut self, dir: &str) -> Result<Vec<String>, EspError> {
+        let rd = match fs::read_dir(self.p(dir)) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io("list", dir)(e)),
+        };
+        let mut out = Vec::new();
+        for item in rd {
+            let item = item.map_err(self.io("list", dir))?;
+            if item.file_type().map_err(self.io("list", dir))?.is_file() {
+                if let Some(n) = item.file_name().to_str() {
+                    out.push(n.to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn create_dir_all(&mut self, dir: &str) -> Result<(), EspError> {
+        let mut rel = String::new();
+        for part in dir.split('/').filter(|p| !p.is_empty()) {
+            if !rel.is_empty() {
+                rel.push('/');
+            }
+            rel.push_str(part);
+            let p = self.p(&rel);
+            if p.is_dir() {
+                continue;
+            }
+            fs::create_dir(&p).map_err(self.io("create directory", &rel))?;
+            self.sync_dir_of(&rel)?;
+            self.stats.files_touched += 1;
+        }
+        Ok(())
+    }
+
+    fn write_file(&mut self, path: &str, data: &mut dyn Read) -> Result<(), EspError> {
+        let mut f = fs::File::create(self.p(path)).map_err(self.io("create", path))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = data
+                .read(&mut buf)
+                .map_err(self.io("read source for", path))?;
+            if n == 0 {
+                break;
+            }
+            f.write_all(&buf[..n]).map_err(self.io("write", path))?;
+            self.stats.bytes_written += n as u64;
+        }
+        f.sync_all().map_err(self.io("sync", path))?;
+        self.stats.files_touched += 1;
+        Ok(())
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), EspError> {
+        fs::rename(self.p(from), self.p(to)).map_err(self.io("rename", from))?;
+        self.sync_dir_of(to)?;
+        self.stats.files_touched += 1;
+        Ok(())
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), EspError> {
+        match fs::remove_file(self.p(path)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io("remove", path)(e)),
+        }
+        self.sync_dir_of(path)?;
+        self.stats.files_touched += 1;
+        Ok(())
+    }
+
+    fn space(&mut self) -> Result<Space, EspError> {
+        let (bsize, bavail) = statvfs(&self.root).map_err(self.io("get free space of", "."))?;
+        Ok(Space {
+            cluster_size: bsize.max(1),
+            free_clusters: bavail,
+        })
+    }
+
+    fn stats(&self) -> WriteStats {
+        self.stats
+    }
+
+    fn close(self: Box<Self>) -> Result<WriteStats, EspError> {
+        Ok(self.stats)
+    }
+}
+
+/// Block size and blocks available to unprivileged users.
+#[allow(unsafe_code)]
+fn statvfs(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("path contains NUL"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated string and `st` points to
+    // writable memory of the right size; statvfs fills it on success.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    Ok((st.f_frsize, st.f_bavail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_names_mount_point_and_type() {
+        let text = "36 35 98:0 / /boot/efi rw,noatime master:1 - vfat /dev/sda1 rw\n\
+                    37 35 98:0 / /mnt/with\\040space rw - ext4 /dev/sda2 rw\n\
+                    1 0 8:1 / / rw - ext4 /dev/vda rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m[0].point, Path::new("/boot/efi"));
+        assert_eq!(m[0].fstype, "vfat");
+        assert_eq!(m[1].point, Path::new("/mnt/with space"));
+        let of = mount_of(&m, Path::new("/boot/efi/EFI")).unwrap();
+        assert_eq!(of.fstype, "vfat");
+        assert_eq!(
+            mount_of(&m, Path::new("/boot")).unwrap().point,
+            Path::new("/")
+        );
+    }
+
+    #[test]
+    fn esp_must_be_a_fat_mount_point() {
+        let m = parse_mountinfo(
+            "36 35 98:0 / /boot/efi rw - vfat /dev/sda1 rw\n1 0 8:1 / / rw - ext4 /dev/vda rw\n",
+        );
+        let p = Path::new("/boot/efi");
+        assert!(check_mount(&m, p, p).is_ok());
+        let sub = Path::new("/boot/efi/EFI");
+        let e = check_mount(&m, sub, sub).unwrap_err().to_string();
+        assert!(
+            e.contains("not a mount point") && e.contains("--esp /boot/efi"),
+            "{e}"
+        );
+        let boot = Path::new("/boot");
+        let e = check_mount(&m, boot, boot).unwrap_err().to_string();
+        assert!(e.contains("ext4 file system, not FAT"), "{e}");
+    }
+}

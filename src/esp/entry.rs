@@ -1,0 +1,339 @@
+//! Boot Loader Specification Type #1 entries as genboot writes them: file
+//! names with boot-counting suffixes, the entry text, `loader.conf`, and how
+//! genboot recognises the files it wrote.
+//!
+//! Ownership: every file genboot writes starts with the line
+//! `# written by genboot <digest>`, where `<digest>` is the first 16 hex
+//! digits of SHA-256 over the rest of the file. A `genboot-*.conf` without
+//! that line, or whose digest does not match (edited by hand), is not
+//! genboot's: the installer reports it and never overwrites or removes it.
+
+use sha2::{Digest, Sha256};
+
+/// The prefix of genboot's entry file names.
+pub(crate) const PREFIX: &str = "genboot-";
+/// What an entry file name ends with.
+pub(crate) const SUFFIX: &str = ".conf";
+const MARK: &str = "# written by genboot ";
+
+/// A boot-counting suffix: `+<left>` or `+<left>-<done>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counter {
+    pub left: u32,
+    pub done: Option<u32>,
+}
+
+/// A parsed genboot entry file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EntryName {
+    pub generation: u32,
+    pub recovery: bool,
+    pub counter: Option<Counter>,
+}
+
+impl EntryName {
+    /// `genboot-<N>` or `genboot-<N>-recovery`: the name without counter
+    /// and `.conf`. systemd-boot's entry id is this plus `.conf`.
+    pub(crate) fn key(&self) -> String {
+        key(self.generation, self.recovery)
+    }
+
+    pub fn file_name(&self) -> String {
+        let mut s = self.key();
+        if let Some(c) = self.counter {
+            s.push_str(&format!("+{}", c.left));
+            if let Some(d) = c.done {
+                s.push_str(&format!("-{d}"));
+            }
+        }
+        s.push_str(SUFFIX);
+        s
+    }
+
+    /// Tries ran out: systemd-boot will not pick it, neither will genboot.
+    pub fn exhausted(&self) -> bool {
+        self.counter.is_some_and(|c| c.left == 0)
+    }
+
+    /// `genboot-<N>[+<left>[-<done>]].conf` or `genboot-<N>-recovery.conf`.
+    pub fn parse(file: &str) -> Option<EntryName> {
+        let stem = file.strip_suffix(SUFFIX)?.strip_prefix(PREFIX)?;
+        let (base, counter) = match stem.split_once('+') {
+            Some((b, c)) => (b, Some(parse_counter(c)?)),
+            None => (stem, None),
+        };
+        let (num, recovery) = match base.strip_suffix("-recovery") {
+            Some(n) => (n, true),
+            None => (base, false),
+        };
+        if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) || num.starts_with('0') {
+            return None;
+        }
+        if recovery && counter.is_some() {
+            return None;
+        }
+        Some(EntryName {
+            generation: num.parse().ok()?,
+            recovery,
+            counter,
+        })
+    }
+}
+
+fn parse_counter(s: &str) -> Option<Counter> {
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let (l, d) = match s.split_once('-') {
+        Some((l, d)) => (l, Some(d)),
+        None => (s, None),
+    };
+    if !digits(l) || d.is_some_and(|d| !digits(d)) {
+        return None;
+    }
+    Some(Counter {
+        left: l.parse().ok()?,
+        done: match d {
+            Some(d) => Some(d.parse().ok()?),
+            None => None,
+        },
+    })
+}
+
+pub(crate) fn key(generation: u32, recovery: bool) -> String {
+    if recovery {
+        format!("{PREFIX}{generation}-recovery")
+    } else {
+        format!("{PREFIX}{generation}")
+    }
+}
+
+/// Everything one entry says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EntrySpec {
+    pub generation: u32,
+    pub recovery: bool,
+    pub label: String,
+    pub kernel_release: String,
+    /// `YYYY-MM-DD` of the generation.
+    pub date: String,
+    pub machine_id: Option<String>,
+    /// ESP paths, `/EFI/genboot/...`.
+    pub linux: String,
+    pub initrd: Option<String>,
+    pub options: String,
+}
+
+impl EntrySpec {
+    /// The exact bytes of the entry file.
+    pub fn render(&self) -> String {
+        let title = if self.recovery {
+            format!("{} (generation {}, Recovery)", self.label, self.generation)
+        } else {
+            format!("{} (generation {})", self.label, self.generation)
+        };
+        let mut body = String::new();
+        body.push_str(&format!("title {title}\n"));
+        // systemd-boot sorts by version, newest first: the zero-padded
+        // generation number decides; recovery sorts just below its generation.
+        let rec = if self.recovery { "-recovery" } else { "" };
+        body.push_str(&format!(
+            "version {:06}{rec} {} {}\n",
+            self.generation, self.kernel_release, self.date
+        ));
+        body.push_str("sort-key genboot\n");
+        if let Some(m) = &self.machine_id {
+            body.push_str(&format!("machine-id {m}\n"));
+        }
+        body.push_str(&format!("linux {}\n", self.linux));
+        if let Some(i) = &self.initrd {
+            body.push_str(&format!("initrd {i}\n"));
+        }
+        let mut options = self.options.clone();
+        if self.recovery {
+            options.push_str(" genboot.recovery");
+        }
+        body.push_str(&format!("options {options}\n"));
+        body.push_str("architecture x64\n");
+        sign(&body)
+    }
+}
+
+/// `loader.conf`: the default entry, the menu timeout, no editor.
+pub(crate) fn loader_conf(default_key: &str, timeout: u32) -> String {
+    sign(&format!(
+        "default {default_key}{SUFFIX}\ntimeout {timeout}\neditor no\n"
+    ))
+}
+
+/// Prefix `body` with the ownership line.
+pub(crate) fn sign(body: &str) -> String {
+    format!("{MARK}{}\n{body}", digest(body.as_bytes()))
+}
+
+fn digest(data: &[u8]) -> String {
+    let d = Sha256::digest(data);
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Did genboot write these bytes (unchanged since)?
+pub(crate) fn is_ours(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return false;
+    };
+    let Some((first, rest)) = text.split_once('\n') else {
+        return false;
+    };
+    first
+        .strip_prefix(MARK)
+        .is_some_and(|d| d == digest(rest.as_bytes()))
+}
+
+/// The value of `key` in an entry or loader.conf (`key value`).
+pub(crate) fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.trim().split_once(char::is_whitespace)?;
+        (k == key).then(|| v.trim())
+    })
+}
+
+/// Every ESP path an entry (any entry, genboot's or foreign) names.
+pub(crate) fn referenced_files(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(char::is_whitespace)?;
+            matches!(k, "linux" | "initrd" | "efi" | "devicetree").then(|| normalise(v.trim()))
+        })
+        .collect()
+}
+
+/// `/EFI/x` or `\EFI\x` → `EFI/x` (ESP-relative, no leading slash).
+pub(crate) fn normalise(p: &str) -> String {
+    p.replace('\\', "/").trim_start_matches('/').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(generation: u32, recovery: bool) -> EntrySpec {
+        EntrySpec {
+            generation,
+            recovery,
+            label: "Debian 12".into(),
+            kernel_release: "6.1.0-50-amd64".into(),
+            date: "2026-11-24".into(),
+            machine_id: Some("0123456789abcdef0123456789abcdef".into()),
+            linux: "/EFI/genboot/0a1b2c3d4e5f60718293a4b5c6d7e8f9-linux-6.1.0-50-amd64.efi".into(),
+            initrd: Some(
+                "/EFI/genboot/9f8e7d6c5b4a39281706f5e4d3c2b1a0-initrd-6.1.0-50-amd64.img".into(),
+            ),
+            options: "root=PARTUUID=6e6f6f74-0000-4000-8000-000000000002 rootfstype=ext4 rw console=ttyS0 init=/var/lib/genboot/store/00112233445566778899aabbccddeeff-genboot-system-6.1.0-50-amd64/init".into(),
+        }
+    }
+
+    /// `GENBOOT_UPDATE_GOLDEN=1 cargo test --lib esp::entry` rewrites the
+    /// golden files from the code (review the diff before committing).
+    fn golden(name: &str, got: &str, want: &str) {
+        if std::env::var_os("GENBOOT_UPDATE_GOLDEN").is_some() {
+            let p = concat!(env!("CARGO_MANIFEST_DIR"), "/boot-entries/");
+            std::fs::write(format!("{p}{name}"), got).unwrap();
+            return;
+        }
+        assert_eq!(
+            got, want,
+            "boot-entries/{name} differs from what genboot writes"
+        );
+    }
+
+    #[test]
+    fn entry_matches_golden_file() {
+        golden(
+            "genboot-3+3.conf",
+            &spec(3, false).render(),
+            include_str!("../../boot-entries/genboot-3+3.conf"),
+        );
+    }
+
+    #[test]
+    fn recovery_entry_matches_golden_file() {
+        golden(
+            "genboot-3-recovery.conf",
+            &spec(3, true).render(),
+            include_str!("../../boot-entries/genboot-3-recovery.conf"),
+        );
+    }
+
+    #[test]
+    fn loader_conf_matches_golden_file() {
+        golden(
+            "loader.conf",
+            &loader_conf("genboot-3", 5),
+            include_str!("../../boot-entries/loader.conf"),
+        );
+    }
+
+    #[test]
+    fn entry_without_initrd_has_no_initrd_line() {
+        let mut s = spec(1, false);
+        s.initrd = None;
+        assert!(!s.render().contains("\ninitrd "));
+    }
+
+    #[test]
+    fn names_with_counters_parse_and_print_back() {
+        for name in [
+            "genboot-3.conf",
+            "genboot-3+3.conf",
+            "genboot-12+0-3.conf",
+            "genboot-7-recovery.conf",
+        ] {
+            let n = EntryName::parse(name).unwrap();
+            assert_eq!(n.file_name(), name);
+        }
+        let n = EntryName::parse("genboot-12+0-3.conf").unwrap();
+        assert_eq!(n.generation, 12);
+        assert!(n.exhausted());
+        assert_eq!(n.key(), "genboot-12");
+    }
+
+    #[test]
+    fn foreign_names_do_not_parse() {
+        for name in [
+            "debian.conf",
+            "genboot-.conf",
+            "genboot-03.conf",
+            "genboot-3+x.conf",
+            "genboot-3-recovery+2.conf",
+            "genboot-3.conf.genboot-tmp",
+        ] {
+            assert_eq!(EntryName::parse(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn edited_entry_is_not_ours() {
+        let text = spec(3, false).render();
+        assert!(is_ours(text.as_bytes()));
+        let edited = text.replace("console=ttyS0", "console=tty0");
+        assert!(!is_ours(edited.as_bytes()));
+        assert!(!is_ours(b"title hand-written\nlinux /vmlinuz\n"));
+    }
+
+    #[test]
+    fn newer_generation_has_greater_version() {
+        // systemd-boot compares versions segment by segment; zero padding
+        // makes the plain string order agree with it.
+        let v = |n| {
+            field(&spec(n, false).render(), "version")
+                .unwrap()
+                .to_string()
+        };
+        assert!(v(10) > v(9));
+        assert!(v(100) > v(99));
+    }
+
+    #[test]
+    fn referenced_files_are_esp_relative() {
+        let t = "title x\nlinux /EFI/a.efi\ninitrd \\EFI\\b.img\noptions x\n";
+        assert_eq!(referenced_files(t), vec!["EFI/a.efi", "EFI/b.img"]);
+    }
+}
