@@ -415,20 +415,21 @@ pub struct Booted {
 
 /// Remove terminal escape sequences and carriage returns, keeping the text;
 /// a cursor move or screen clear becomes a line break (systemd-boot places
-/// each menu line by cursor position).
+/// each menu line by cursor position). Byte by byte, so that the text of a
+/// prefix of the console is a prefix of the text of the whole (a wait's
+/// cursor stays valid as output arrives): every non-ASCII byte becomes `?`.
 pub fn strip_ansi(raw: &[u8]) -> String {
-    let s = String::from_utf8_lossy(raw);
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars().peekable();
-    while let Some(c) = it.next() {
-        match c {
-            '\u{1b}' => match it.peek() {
-                Some('[') => {
+    let mut out = String::with_capacity(raw.len());
+    let mut it = raw.iter().copied().peekable();
+    while let Some(b) = it.next() {
+        match b {
+            0x1b => match it.peek() {
+                Some(b'[') => {
                     it.next();
                     // CSI: parameters, then one final byte in @..~.
                     for c in it.by_ref() {
-                        if ('@'..='~').contains(&c) {
-                            if c == 'H' || c == 'J' {
+                        if (b'@'..=b'~').contains(&c) {
+                            if c == b'H' || c == b'J' {
                                 out.push('\n');
                             }
                             break;
@@ -440,8 +441,9 @@ pub fn strip_ansi(raw: &[u8]) -> String {
                 }
                 None => {}
             },
-            '\r' => {}
-            c => out.push(c),
+            b'\r' => {}
+            b if b.is_ascii() => out.push(b as char),
+            _ => out.push('?'),
         }
     }
     out
@@ -619,7 +621,7 @@ impl Vm {
         let mut open = true;
         loop {
             let text = self.console();
-            let tail = &text[self.cursor.min(text.len())..];
+            let tail = text.get(self.cursor..).unwrap_or("");
             let hit = patterns
                 .iter()
                 .enumerate()
