@@ -101,6 +101,13 @@ impl Scenario {
     /// A fresh scenario named `name` that must finish within `budget`.
     pub fn new(name: &str, budget: Duration) -> Scenario {
         require_tools();
+        // Fail with how to build it when genboot-init is missing.
+        let activator = common::activator();
+        assert!(
+            activator.exists(),
+            "genboot-init {} does not exist; run `qemu/build-activator` (it prints the path for GENBOOT_ACTIVATOR)",
+            activator.display()
+        );
         let dir = common::repo().join("target/e2e").join(name);
         if dir.exists() {
             // A killed run may have left its ESP copy mounted.
