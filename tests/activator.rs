@@ -10,11 +10,11 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 const PARTUUID: &str = "6e6f6f74-0000-4000-8000-000000000002";
 const FS_UUID: &str = "6e6f6f74-f5f5-4e4e-8a8a-000000000001";
@@ -235,134 +235,38 @@ fn system(package: &str) -> &'static System {
     })
 }
 
-/// A QEMU run with its console.
+/// A direct boot of a test system; one at a time, since the boot times are
+/// measured.
 struct Vm {
-    name: String,
-    child: std::process::Child,
-    stdin: Option<std::process::ChildStdin>,
-    out: Arc<Mutex<Vec<u8>>>,
-    started: Instant,
+    inner: common::qemu::Vm,
     _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Vm {
+    type Target = common::qemu::Vm;
+    fn deref(&self) -> &common::qemu::Vm {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Vm {
+    fn deref_mut(&mut self) -> &mut common::qemu::Vm {
+        &mut self.inner
+    }
 }
 
 impl Vm {
     fn boot(name: &str, s: &System, disk: &Path, append: &str) -> Vm {
         let lock = QEMU_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let mut child = Command::new("qemu-system-x86_64")
-            .args([
-                "-accel",
-                "tcg",
-                "-m",
-                "512",
-                "-nographic",
-                "-no-reboot",
-                "-kernel",
-            ])
-            .arg(&s.kernel.image)
-            .arg("-initrd")
-            .arg(&s.initrd)
-            .arg("-append")
-            // Before the caller's part: it may end with `-- <init args>`.
-            .arg(format!("console=ttyS0 panic=-1 {append}"))
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=raw", disk.display()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("qemu-system-x86_64 runs (apt: qemu-system-x86)");
-        let out = Arc::new(Mutex::new(Vec::new()));
-        for mut pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let out = out.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    out.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-            });
-        }
-        Vm {
-            name: name.to_string(),
-            stdin: child.stdin.take(),
-            child,
-            out,
-            started: Instant::now(),
-            _lock: lock,
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
-    }
-
-    fn log_path(&self) -> PathBuf {
-        repo().join(format!("target/test-logs/activator-{}.log", self.name))
-    }
-
-    /// Wait until the console shows `needle`; panic (with the log kept) after
-    /// the boot timeout or if QEMU exits first.
-    #[track_caller]
-    fn expect(&mut self, needle: &str) {
-        loop {
-            if self.text().contains(needle) {
-                return;
-            }
-            let exited = self.child.try_wait().ok().flatten().is_some();
-            if exited {
-                std::thread::sleep(Duration::from_millis(200));
-                if self.text().contains(needle) {
-                    return;
-                }
-            }
-            if exited || self.started.elapsed() > BOOT_TIMEOUT {
-                self.save();
-                panic!(
-                    "{}: {needle:?} did not appear ({}); console log: {}\n--- last lines ---\n{}",
-                    self.name,
-                    if exited { "QEMU exited" } else { "timeout" },
-                    self.log_path().display(),
-                    tail(&self.text(), 30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        stdin.write_all(line.as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Wait for QEMU to exit (the guest rebooted; -no-reboot turns that into an exit).
-    #[track_caller]
-    fn expect_exit(&mut self) {
-        loop {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            if self.started.elapsed() > BOOT_TIMEOUT {
-                self.save();
-                panic!(
-                    "{}: QEMU did not exit (no reboot); console log: {}",
-                    self.name,
-                    self.log_path().display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn save(&self) {
-        let p = self.log_path();
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, self.text()).unwrap();
+        let inner = common::qemu::Vm::boot(
+            &format!("activator-{name}"),
+            &s.kernel.image,
+            &s.initrd,
+            append,
+            Some(disk),
+            BOOT_TIMEOUT,
+        );
+        Vm { inner, _lock: lock }
     }
 
     /// The time of genboot-init's first step (mount-api), in seconds.
@@ -383,19 +287,6 @@ impl Vm {
             + key.len();
         t[at..].split_whitespace().next().unwrap().to_string()
     }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.save();
-    }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// A private copy of the system's disk for one boot.

@@ -84,6 +84,24 @@ fn readme_example_is_the_tested_example_and_parses() {
 }
 
 #[test]
+fn readme_cli_tour_shows_every_verb() {
+    use clap::CommandFactory;
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let tour = readme
+        .split("## CLI tour")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README.md has a CLI tour section");
+    for verb in genboot::cli::Cli::command().get_subcommands() {
+        let name = verb.get_name();
+        assert!(
+            tour.contains(&format!("genboot {name}")),
+            "README's CLI tour does not show `genboot {name}`"
+        );
+    }
+}
+
+#[test]
 fn same_config_under_two_roots_at_different_times_gives_the_same_generation() {
     let k = kernel(CLOUD);
     let t = tempfile::tempdir().unwrap();

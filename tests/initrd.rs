@@ -5,10 +5,9 @@
 mod common;
 
 use common::{kernel, Kernel, CLOUD, GENERIC};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 const WANTED: [&str; 4] = ["virtio_blk", "virtio_pci", "ext4", "vfat"];
 
@@ -237,71 +236,15 @@ fn boot_json_matches_the_golden_file() {
 /// first line; the console log of a failed boot is kept in
 /// `target/test-logs/<name>.log`.
 fn boot_reaches_init(name: &str, kernel: &Path, initrd: &Path) {
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-nographic",
-            "-no-reboot",
-            "-kernel",
-        ])
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qemu-system-x86_64 runs (qemu/install-deps installs qemu-system-x86)");
-    let mut out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let start = Instant::now();
-    let mut log = Vec::new();
-    let mut found = false;
-    while start.elapsed() < Duration::from_secs(180) {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(chunk) => {
-                log.extend_from_slice(&chunk);
-                if memchr::memmem::find(&log, b"genboot-init").is_some() {
-                    found = true;
-                    break;
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = String::from_utf8_lossy(&log).into_owned();
-    let bad =
-        text.contains("Initramfs unpacking failed") || text.contains("junk in compressed archive");
-    if !found || bad {
-        let dir = common::repo().join("target/test-logs");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{name}.log"));
-        std::fs::write(&path, &log).unwrap();
-        panic!(
-            "{name}: the kernel did not reach /init cleanly within {:?}; console log in {}",
-            start.elapsed(),
-            path.display()
-        );
-    }
+    let mut vm = common::qemu::Vm::boot(name, kernel, initrd, "", None, Duration::from_secs(180));
+    vm.expect("genboot-init");
+    let text = vm.text();
+    assert!(
+        !text.contains("Initramfs unpacking failed")
+            && !text.contains("junk in compressed archive"),
+        "{name}: the kernel did not unpack the initrd cleanly; console log in {}",
+        vm.log_path().display()
+    );
 }
 
 fn boot_test(package: &str, compression: &str) {

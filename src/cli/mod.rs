@@ -37,11 +37,13 @@ pub struct Cli {
 pub enum Command {
     /// Build the generation for a configuration and print its store path.
     Build {
+        /// The system configuration (system.toml).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
     /// Build, make it the new current generation, and install the boot menu.
     Switch {
+        /// The system configuration (system.toml).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
@@ -86,8 +88,10 @@ pub enum Command {
     /// Write a bootable GPT disk image: an ESP and a root file system holding the store.
     #[command(name = "image")]
     Image {
+        /// Switch to each of these configurations first, in order (repeatable).
         #[arg(long, short, value_name = "FILE")]
         config: Vec<PathBuf>,
+        /// The disk image to write.
         #[arg(long, short, value_name = "FILE")]
         output: PathBuf,
         /// Image size, e.g. 512M or 2G; `auto` fits the ESP and the tree below --root.

@@ -132,14 +132,18 @@ impl EntrySpec {
         };
         let mut body = String::new();
         body.push_str(&format!("title {title}\n"));
-        // systemd-boot sorts by version, newest first: the zero-padded
-        // generation number decides; recovery sorts just below its generation.
+        // systemd-boot sorts by sort-key, then by version, newest first: the
+        // zero-padded generation number decides. Recovery entries have their
+        // own sort-key, so they sit below every normal entry: when a counted
+        // entry runs out of tries, systemd-boot falls back to the next entry
+        // in this order, which must be the previous generation, not a
+        // recovery shell.
         let rec = if self.recovery { "-recovery" } else { "" };
         body.push_str(&format!(
             "version {:06}{rec} {} {}\n",
             self.generation, self.kernel_release, self.date
         ));
-        body.push_str("sort-key genboot\n");
+        body.push_str(&format!("sort-key genboot{rec}\n"));
         if let Some(m) = &self.machine_id {
             body.push_str(&format!("machine-id {m}\n"));
         }

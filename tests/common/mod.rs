@@ -2,6 +2,8 @@
 //! `genboot` binary, temporary system trees.
 #![allow(dead_code)]
 
+pub mod qemu;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
