@@ -259,6 +259,20 @@ fn assert_bootable_default(sys: &Sys, t: &BTreeMap<String, Vec<u8>>, what: &str)
     assert!(files >= 1, "{what}: entry {entry} has no linux line");
 }
 
+/// Run an mtools command on the ESP inside `img`, as a tool other than
+/// genboot would change it.
+fn mtool(tool: &str, img: &std::path::Path, args: &[&str]) {
+    let part = genboot::disk::find_esp(&std::fs::File::open(img).unwrap()).unwrap();
+    let st = std::process::Command::new(tool)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{}", img.display(), part.start))
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{tool} runs (apt-get install mtools): {e}"));
+    assert!(st.success(), "{tool} {args:?} failed on {}", img.display());
+}
+
 /// Rename an entry as systemd-boot does when it counts a boot.
 fn rename_entry(t: &Target, from: &str, to: &str) {
     match t {
@@ -267,16 +281,11 @@ fn rename_entry(t: &Target, from: &str, to: &str) {
             std::fs::rename(e.join(from), e.join(to)).unwrap();
         }
         Target::Image(img) => {
-            let part = genboot::disk::find_esp(&std::fs::File::open(img).unwrap()).unwrap();
-            let st = std::process::Command::new("mren")
-                .env("MTOOLS_SKIP_CHECK", "1")
-                .arg("-i")
-                .arg(format!("{}@@{}", img.display(), part.start))
-                .arg(format!("::/loader/entries/{from}"))
-                .arg(format!("::/loader/entries/{to}"))
-                .status()
-                .unwrap();
-            assert!(st.success());
+            let (from, to) = (
+                format!("::/loader/entries/{from}"),
+                format!("::/loader/entries/{to}"),
+            );
+            mtool("mren", img, &[&from, &to]);
         }
     }
 }
@@ -423,16 +432,7 @@ fn full_esp_refuses_before_writing_image() {
     };
     let junk = sys.path("vendor.bin");
     std::fs::write(&junk, vec![0x5a; 26 << 20]).unwrap();
-    let part = genboot::disk::find_esp(&std::fs::File::open(img).unwrap()).unwrap();
-    let st = std::process::Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(format!("{}@@{}", img.display(), part.start))
-        .arg(&junk)
-        .arg("::/vendor.bin")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    mtool("mcopy", img, &[junk.to_str().unwrap(), "::/vendor.bin"]);
     sys.switch(&common::kernel(CLOUD), "");
     let before = sha(img);
     let o = install(&sys, &t, &[]);
@@ -701,17 +701,8 @@ fn foreign_entries_are_left_alone_and_lookalikes_reported() {
             Target::Image(img) => {
                 let f = sys.path(name);
                 std::fs::write(&f, text).unwrap();
-                let part = genboot::disk::find_esp(&std::fs::File::open(img).unwrap()).unwrap();
-                let st = std::process::Command::new("mcopy")
-                    .env("MTOOLS_SKIP_CHECK", "1")
-                    .arg("-o")
-                    .arg("-i")
-                    .arg(format!("{}@@{}", img.display(), part.start))
-                    .arg(&f)
-                    .arg(format!("::/loader/entries/{name}"))
-                    .status()
-                    .unwrap();
-                assert!(st.success());
+                let dest = format!("::/loader/entries/{name}");
+                mtool("mcopy", img, &["-o", f.to_str().unwrap(), &dest]);
             }
         };
         put("debian.conf", &debian);
@@ -988,16 +979,7 @@ fn full_esp_delete_makes_room_image() {
     // Someone else's 10 MB file leaves about 13 MB free.
     let junk = sys.path("vendor.bin");
     std::fs::write(&junk, vec![0x5a; 10 << 20]).unwrap();
-    let part = genboot::disk::find_esp(&std::fs::File::open(img).unwrap()).unwrap();
-    let st = std::process::Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(format!("{}@@{}", img.display(), part.start))
-        .arg(&junk)
-        .arg("::/vendor.bin")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    mtool("mcopy", img, &[junk.to_str().unwrap(), "::/vendor.bin"]);
     sys.switch(&common::kernel(GENERIC), ""); // 8 MB
     sys.switch(&third_kernel(sys.tmp.path()), ""); // 8 MB
     let before = sha(img);
