@@ -88,8 +88,9 @@
 //!   whole directory (the kernel binary-searches blocks, then entries),
 //!   packed greedily into 4096-byte blocks. A partial last block is either
 //!   inline after the inode (`EROFS_INODE_FLAT_INLINE`, `i_size` = full
-//!   blocks plus the tail) and followed by a NUL (the kernel compares a
-//!   block's last name up to the block end or a NUL), or a zero-padded block
+//!   blocks plus the tail; the kernel reads it through the directory's page
+//!   cache, zero-filled after the tail, so the last name needs no NUL), or a
+//!   zero-padded block
 //!   (`EROFS_INODE_FLAT_PLAIN`, `i_size` a multiple of 4096).
 //! - Files with data in the image ([`FileData::Bytes`], [`FileData::File`]):
 //!   whole blocks at `raw_blkaddr`, and the tail (size % 4096) either inline

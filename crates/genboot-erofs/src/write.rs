@@ -87,11 +87,11 @@ struct PInode<'a> {
     i_u: u32,
     /// Inode + xattrs.
     base: u64,
-    /// What could go inline: (whole blocks before it, tail bytes, trailing NUL).
-    tail: Option<(u64, u64, u64)>,
+    /// What could go inline: (whole blocks before it, tail bytes).
+    tail: Option<(u64, u64)>,
     /// Bytes of inline data after the xattrs (tail, symlink, block map).
     inline: u64,
-    /// inode + xattrs + inline (+ 1 NUL after a directory tail).
+    /// inode + xattrs + inline.
     record: u64,
     /// Blocks in the data area, and where they start.
     nblocks: u64,
@@ -524,9 +524,10 @@ fn size_inode(inode: &mut PInode, build_time: (i64, u32)) {
             groups.push(start..entries.len());
             let full = groups.len() as u64 - 1;
             if bytes < BLOCK_SIZE {
-                // The kernel compares the last name of a block up to the
-                // block's end or a NUL: an inline tail is followed by a NUL.
-                inode.tail = Some((full, bytes, 1));
+                // The last name of an inline tail needs no terminator: the
+                // kernel reads directories through their page cache, where
+                // the tail is followed by zeros.
+                inode.tail = Some((full, bytes));
             }
             inode.nblocks = full + 1;
             inode.size = (full + 1) * BLOCK_SIZE;
@@ -536,7 +537,7 @@ fn size_inode(inode: &mut PInode, build_time: (i64, u32)) {
             inode.size = size;
             inode.nblocks = size.div_ceil(BLOCK_SIZE);
             if size % BLOCK_SIZE > 0 {
-                inode.tail = Some((size / BLOCK_SIZE, size % BLOCK_SIZE, 0));
+                inode.tail = Some((size / BLOCK_SIZE, size % BLOCK_SIZE));
             }
         }
         Body::External { size } => {
@@ -548,7 +549,7 @@ fn size_inode(inode: &mut PInode, build_time: (i64, u32)) {
         Body::Symlink(t) => {
             inode.size = t.len() as u64;
             inode.nblocks = 1;
-            inode.tail = Some((0, t.len() as u64, 0));
+            inode.tail = Some((0, t.len() as u64));
         }
         Body::Rdev(rdev) => inode.i_u = *rdev,
         Body::Empty => {}
@@ -560,10 +561,10 @@ fn size_inode(inode: &mut PInode, build_time: (i64, u32)) {
 /// tail fit one block; else the tail gets a block of its own
 /// (`EROFS_INODE_FLAT_PLAIN`).
 fn choose_inline(inode: &mut PInode) {
-    let Some((full, tail, nul)) = inode.tail else {
+    let Some((full, tail)) = inode.tail else {
         return;
     };
-    let record = inode.base + tail + nul;
+    let record = inode.base + tail;
     if record <= BLOCK_SIZE {
         inode.layout = DataLayout::FlatInline;
         inode.nblocks = full;

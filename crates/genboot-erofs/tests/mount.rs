@@ -257,3 +257,56 @@ fn the_same_tree_gives_byte_identical_images() {
     img.write(&mut changed).unwrap();
     assert_ne!(changed[1024 + 48..1024 + 64], out[0][1024 + 48..1024 + 64]);
 }
+
+#[test]
+fn the_last_name_of_an_inline_directory_is_found_when_an_extended_inode_follows_it() {
+    // /t's inline tail (".", "..", a 25-byte name: 64 bytes) ends on a slot
+    // boundary and the next inode (/t's child, extended because of its
+    // mtime) starts with a non-zero byte. The kernel's lookup compares a
+    // block's last name up to the block end or a NUL; the writer relies on
+    // the kernel reading the tail through the directory's page cache (zeros
+    // after i_size), not in place. This pins that assumption (the QEMU test
+    // checks it on 6.1 too).
+    require_root();
+    use genboot_erofs::{FileData, Image, Meta};
+    let scratch = Scratch::new("dir-tail-nul");
+    let mut img = Image::new();
+    img.add_dir("/", Meta::new(0o755, 0, 0).mtime(EPOCH, 0))
+        .unwrap();
+    img.add_dir("/t", Meta::new(0o755, 0, 0).mtime(EPOCH, 0))
+        .unwrap();
+    let name = "z".repeat(25);
+    img.add_file(
+        format!("/t/{name}"),
+        Meta::new(0o644, 0, 0).mtime(EPOCH + 1, 0),
+        FileData::Bytes(vec![]),
+    )
+    .unwrap();
+    let image = scratch.join("t.erofs");
+    write_image(&img, &image);
+    fsck(&image);
+    // The layout this test is about: the child's inode right after /t's
+    // 32-byte inode and 64-byte tail, starting with i_format = 1 (extended).
+    let nid = |p: &str| -> u64 {
+        let out = run(std::process::Command::new("dump.erofs")
+            .arg(format!("--path={p}"))
+            .arg(&image));
+        let rest = out.split("NID: ").nth(1).unwrap();
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (t, child) = (nid("/t"), nid(&format!("/t/{name}")));
+    assert_eq!(
+        child * 32,
+        t * 32 + 32 + 64,
+        "layout changed: /t at nid {t}, child at {child}"
+    );
+    let bytes = fs::read(&image).unwrap();
+    assert_eq!(bytes[(child * 32) as usize], 1);
+    let m = mount_erofs(&image, &scratch.join("mnt"));
+    let md = fs::symlink_metadata(m.dir.join("t").join(&name));
+    assert!(md.is_ok(), "lookup of /t/{name}: {md:?}");
+    assert_eq!(
+        sh(&format!("ls {}", m.dir.join("t").display())).trim(),
+        name
+    );
+}
