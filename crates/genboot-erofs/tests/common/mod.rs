@@ -535,11 +535,30 @@ pub fn import(src: &Path, policy: &Policy) -> Image {
 // ---------------------------------------------------------------------------
 // Comparison
 
+/// What the view holds for a file stored in the object store.
+#[derive(PartialEq, Eq)]
+pub enum External {
+    /// Its content (overlay, full image).
+    Content,
+    /// Zeros of the file's size (the metadata image alone).
+    Zeros,
+    /// Zeros, or nothing: `fsck.erofs` 1.5 `--extract` skips unmapped
+    /// extents and leaves a data-less file empty.
+    ZerosOrEmpty,
+}
+
 pub struct Compare<'a> {
     /// Compare regular files' bytes.
     pub content: bool,
-    /// Data-less external files read as zeros (raw metadata image).
-    pub external_reads_zero: bool,
+    pub external: External,
+    /// Compare nlink (`fsck.erofs --extract` does not recreate hard links).
+    pub nlink: bool,
+    /// Compare xattrs (`fsck.erofs` 1.5 `--extract` does not write them).
+    pub xattrs: bool,
+    /// Compare setuid/setgid of regular files (`fsck.erofs` 1.5 `--extract`
+    /// chmods before it chowns, which clears them — on `mkfs.erofs`'s own
+    /// images too).
+    pub setid: bool,
     /// Drop these xattr names from both sides before comparing.
     pub ignore_xattr: &'a dyn Fn(&str) -> bool,
     /// The root is an overlay merge (nlink 1).
@@ -562,8 +581,11 @@ pub fn compare(src: &Path, view: &Path, opt: &Compare) -> Vec<String> {
     for p in sb.difference(&sa) {
         diffs.push(format!("{}: extra in the view", p.display()));
     }
-    let xa = read_xattrs(src);
-    let xb = read_xattrs(view);
+    let (xa, xb) = if opt.xattrs {
+        (read_xattrs(src), read_xattrs(view))
+    } else {
+        Default::default()
+    };
     let empty = BTreeMap::new();
     for rel in std::iter::once(PathBuf::new()).chain(a.into_iter().filter(|p| sb.contains(p))) {
         let ma = fs::symlink_metadata(src.join(&rel)).unwrap();
@@ -573,10 +595,15 @@ pub fn compare(src: &Path, view: &Path, opt: &Compare) -> Vec<String> {
                 diffs.push(format!("/{}: {what}: source {x}, view {y}", rel.display()));
             }
         };
+        let mask = if opt.setid || !ma.is_file() {
+            !0
+        } else {
+            !0o6000
+        };
         d(
             "mode",
-            format!("{:o}", ma.mode()),
-            format!("{:o}", mb.mode()),
+            format!("{:o}", ma.mode() & mask),
+            format!("{:o}", mb.mode() & mask),
         );
         d("uid", ma.uid().to_string(), mb.uid().to_string());
         d("gid", ma.gid().to_string(), mb.gid().to_string());
@@ -586,10 +613,12 @@ pub fn compare(src: &Path, view: &Path, opt: &Compare) -> Vec<String> {
             format!("{}.{:09}", mb.mtime(), mb.mtime_nsec()),
         );
         let is_root = rel.as_os_str().is_empty();
-        if !(ma.is_dir() && is_root && opt.merged_root) {
+        if opt.nlink && !(ma.is_dir() && is_root && opt.merged_root) {
             d("nlink", ma.nlink().to_string(), mb.nlink().to_string());
         }
-        if !ma.is_dir() || opt.dir_sizes {
+        let external = ma.is_file() && ma.len() > INLINE_MAX;
+        let empty_ok = external && opt.external == External::ZerosOrEmpty && mb.len() == 0;
+        if (!ma.is_dir() || opt.dir_sizes) && !empty_ok {
             d("size", ma.len().to_string(), mb.len().to_string());
         }
         let ft = ma.file_type();
@@ -606,9 +635,8 @@ pub fn compare(src: &Path, view: &Path, opt: &Compare) -> Vec<String> {
         if ft.is_file() && opt.content {
             let ca = fs::read(src.join(&rel)).unwrap();
             let cb = fs::read(view.join(&rel)).unwrap();
-            let external = opt.external_reads_zero && ca.len() as u64 > INLINE_MAX;
-            if external {
-                if cb.len() != ca.len() || cb.iter().any(|&x| x != 0) {
+            if external && opt.external != External::Content {
+                if !empty_ok && (cb.len() != ca.len() || cb.iter().any(|&x| x != 0)) {
                     d("content", "zeros".into(), "not zeros".into());
                 }
             } else if ca != cb {
@@ -621,11 +649,13 @@ pub fn compare(src: &Path, view: &Path, opt: &Compare) -> Vec<String> {
                 .map(|(k, v)| (k.clone(), hex(v)))
                 .collect()
         };
-        d(
-            "xattrs",
-            format!("{:?}", filt(xa.get(&rel).unwrap_or(&empty))),
-            format!("{:?}", filt(xb.get(&rel).unwrap_or(&empty))),
-        );
+        if opt.xattrs {
+            d(
+                "xattrs",
+                format!("{:?}", filt(xa.get(&rel).unwrap_or(&empty))),
+                format!("{:?}", filt(xb.get(&rel).unwrap_or(&empty))),
+            );
+        }
     }
     diffs
 }
