@@ -1030,6 +1030,27 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_entry_leaves_the_image_unchanged() {
+        let mut img = sample(false);
+        let before = bytes(&img);
+        let bad: Vec<crate::Result<()>> = vec![
+            img.add_file("/nope/x", m(), FileData::Bytes(vec![1])),
+            img.add_file("/d/f0001", m(), FileData::Bytes(vec![1])),
+            img.add_file(
+                "/d/new",
+                m().xattr("system.nfs4_acl", "x"),
+                FileData::Bytes(vec![]),
+            ),
+            img.add_dir("/", Meta::new(0o40755, 0, 0)),
+            img.add_hardlink("/d/new", "/d"),
+            img.add_symlink("/d/new", m(), ""),
+            img.add_char_device("/d/new", m(), 5000, 0),
+        ];
+        assert!(bad.iter().all(|r| r.is_err()));
+        assert!(bytes(&img) == before, "a refused add changed the image");
+    }
+
+    #[test]
     fn a_data_file_that_changed_size_is_an_error_naming_it() {
         let dir = std::env::temp_dir().join(format!("genboot-erofs-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

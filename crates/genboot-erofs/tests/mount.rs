@@ -319,3 +319,93 @@ fn the_last_name_of_an_inline_directory_is_found_when_an_extended_inode_follows_
         name
     );
 }
+
+#[test]
+fn xattrs_larger_than_a_block_are_read_back() {
+    // ext4 cannot hold these (one block of xattrs per inode), so the tree is
+    // built in memory: three 2000-byte values on a directory, an external
+    // file, a symlink and an inline file; their inodes span two blocks.
+    require_root();
+    use genboot_erofs::{FileData, Image, Meta};
+    let scratch = Scratch::new("big-xattrs");
+    let objects = scratch.join("objects");
+    fs::create_dir_all(&objects).unwrap();
+    // Values differ per inode (`seed`), so none is shared: all inline.
+    let value = |seed: u8, i: u8| -> Vec<u8> {
+        let mut v = vec![b'a' + i; 2000];
+        v[0] = seed;
+        v
+    };
+    let big = |m: Meta, seed: u8| {
+        (0..3).fold(m, |m, i| m.xattr(format!("trusted.big{i}"), value(seed, i)))
+    };
+    let content = vec![7u8; 5000];
+    let h = put_object(&objects, &content);
+    let mut img = Image::new();
+    img.add_dir("/d", big(Meta::new(0o755, 0, 0), 1)).unwrap();
+    img.add_file(
+        "/d/ext",
+        big(Meta::new(0o644, 0, 0), 2),
+        FileData::object(5000, &h),
+    )
+    .unwrap();
+    img.add_file(
+        "/d/inline",
+        big(Meta::new(0o644, 0, 0), 3),
+        FileData::Bytes(b"x".to_vec()),
+    )
+    .unwrap();
+    img.add_symlink("/d/link", big(Meta::new(0o777, 0, 0), 4), "inline")
+        .unwrap();
+    for i in 0..20 {
+        img.add_file(
+            format!("/d/small-{i}"),
+            Meta::new(0o644, 0, 0),
+            FileData::Bytes(vec![i]),
+        )
+        .unwrap();
+    }
+    let image = scratch.join("big.erofs");
+    let stats = write_image(&img, &image);
+    assert_eq!(stats.shared_xattrs, 0);
+    fsck(&image);
+    for p in ["/d", "/d/ext", "/d/inline", "/d/link"] {
+        let out = run(std::process::Command::new("dump.erofs")
+            .arg(format!("--path={p}"))
+            .arg(&image));
+        let xsize: u64 = out
+            .split("Xattr size: ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(xsize > 4096, "{p}: {xsize} bytes of xattrs");
+    }
+    let meta = mount_erofs(&image, &scratch.join("meta"));
+    let root = mount_overlay(
+        &format!("{}::{}", meta.dir.display(), objects.display()),
+        &scratch.join("root"),
+    );
+    let x = read_xattrs(&root.dir);
+    for (seed, p) in [(1, "d"), (2, "d/ext"), (3, "d/inline"), (4, "d/link")] {
+        let xs = &x[Path::new(p)];
+        for i in 0..3u8 {
+            assert_eq!(xs[&format!("trusted.big{i}")], value(seed, i), "/{p}");
+        }
+    }
+    assert_eq!(fs::read(root.dir.join("d/ext")).unwrap(), content);
+    assert_eq!(fs::read(root.dir.join("d/inline")).unwrap(), b"x");
+    assert_eq!(
+        fs::read_link(root.dir.join("d/link")).unwrap(),
+        Path::new("inline")
+    );
+    for i in 0..20u8 {
+        assert_eq!(
+            fs::read(root.dir.join(format!("d/small-{i}"))).unwrap(),
+            [i]
+        );
+    }
+}
