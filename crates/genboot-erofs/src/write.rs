@@ -78,7 +78,7 @@ struct PInode<'a> {
     nlink: u32,
     xattrs: Vec<Xattr<'a>>,
     body: Body<'a>,
-    // Filled by layout():
+    // Filled by share_xattrs(), size_inode() and place():
     shared: Vec<u32>,
     inline_xattrs: Vec<usize>,
     compact: bool,
@@ -1022,6 +1022,22 @@ mod tests {
             (DataLayout::ChunkBased, 8, 4, 0)
         );
         assert_eq!(e.xattrs.len(), 2);
+        let mut vimg = Image::new();
+        vimg.add_file(
+            "/v",
+            m(),
+            FileData::External {
+                size: 5,
+                redirect: "/ab/cd".into(),
+                verity: Some([7; 32]),
+            },
+        )
+        .unwrap();
+        let vplan = super::plan(&vimg).unwrap();
+        let mc = &vplan.inodes[1].xattrs[0];
+        assert_eq!(&*mc.suffix, b"overlay.metacopy");
+        assert_eq!(&mc.value[..4], [0, 36, 0, 1]);
+        assert_eq!(&mc.value[4..], [7; 32]);
         let z = &plan.inodes[2];
         assert_eq!(
             (z.layout, z.size, z.xattrs.len()),
