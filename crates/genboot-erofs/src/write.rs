@@ -579,10 +579,14 @@ fn choose_inline(inode: &mut PInode) {
     }
 }
 
+/// How many of the last metadata blocks a record may go back to: bounds the
+/// search (and keeps inodes near their breadth-first neighbours).
+const BACKFILL_WINDOW: usize = 128;
+
 /// Give every inode its byte offset: inodes follow the superblock in block 0
-/// (`meta_blkaddr` = 0), at 32-byte slots, in order, each in the first
-/// metadata block that has room for the whole record (inode, xattrs, inline
-/// data), so no record that fits a block straddles two and the gaps a big
+/// (`meta_blkaddr` = 0), at 32-byte slots, in order, each in the first of
+/// the last [`BACKFILL_WINDOW`] metadata blocks that has room for the whole
+/// record (inode, xattrs, inline data), so no record that fits a block straddles two and the gaps a big
 /// record leaves are filled by the next small ones. A record larger than a
 /// block (only with huge xattrs) starts a fresh block and spans several.
 /// Returns the end of the inode area.
@@ -599,7 +603,8 @@ fn place(inodes: &mut [PInode]) -> u64 {
             fill.extend((1..blocks).map(|_| BLOCK_SIZE));
             fill.push(record - (blocks - 1) * BLOCK_SIZE);
         } else {
-            let b = (first_open..fill.len())
+            let from = first_open.max(fill.len().saturating_sub(BACKFILL_WINDOW));
+            let b = (from..fill.len())
                 .find(|&b| fill[b] + record <= BLOCK_SIZE)
                 .unwrap_or_else(|| {
                     fill.push(0);
