@@ -28,6 +28,28 @@ fn extract_and_compare(name: &str, full: bool) {
     };
     let image = scratch.join("root.erofs");
     write_image(&img, &image);
+    // The directory shapes the tree is built to have: one exactly full
+    // block (plain), one block plus an inline tail, the 3000 entries.
+    let layout = |p: &str| -> (u64, u64) {
+        let out = run(Command::new("dump.erofs")
+            .arg(format!("--path={p}"))
+            .arg(&image));
+        let field = |f: &str| -> u64 {
+            out.split(f)
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (field("Size: "), field("Layout: "))
+    };
+    assert_eq!(layout("/exact-block"), (4096, 0));
+    assert_eq!(layout("/block-and-a-byte"), (4096 + 12 + 53, 2));
+    let (many, _) = layout("/many");
+    assert!(many > 20 * 4096, "/many: {many} bytes");
     let out = scratch.join("extracted");
     run(Command::new("fsck.erofs")
         .arg(format!("--extract={}", out.display()))

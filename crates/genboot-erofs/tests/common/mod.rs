@@ -169,7 +169,8 @@ pub fn many_name(i: usize) -> String {
 /// file capabilities, an ACL, user/trusted xattrs (one shared by many files,
 /// one 3000 bytes long), hard links, symlinks, devices, a fifo, a socket,
 /// sizes around the inline threshold and block boundaries, a 1 MB file, a
-/// directory of 3000 entries with names of 1…255 bytes, 40 levels of
+/// directory of 3000 entries with names of 1…255 bytes, directories of
+/// exactly one block and one block + 1 byte of entries, 40 levels of
 /// nesting, names sorting before `.`, varied and pre-1970 mtimes.
 /// `many` = entries in the big directory (3000 for the full test).
 pub fn make_odd_tree(root: &Path, many: usize) {
@@ -237,6 +238,17 @@ pub fn make_odd_tree(root: &Path, many: usize) {
     std::os::unix::fs::symlink("../usr/lib/one-mb", root.join("etc/link-rel")).unwrap();
     std::os::unix::fs::symlink("/etc/shadow", root.join("usr/link-abs")).unwrap();
     std::os::unix::fs::symlink("t".repeat(3000), root.join("usr/link-long")).unwrap();
+    // Too long to sit next to its inode: a block of its own.
+    std::os::unix::fs::symlink("m".repeat(4095), root.join("usr/link-4095")).unwrap();
+    // Directory entries filling exactly one block ("." 13 + ".." 14 + 15 ×
+    // (12 + 255) + (12 + 52) = 4096 bytes), and one byte more (2 blocks).
+    for (dir, last) in [("exact-block", 52), ("block-and-a-byte", 53)] {
+        d(dir);
+        for i in 0..15 {
+            w(&format!("{dir}/a{i:02}{}", "x".repeat(252)), b"");
+        }
+        w(&format!("{dir}/b{}", "y".repeat(last - 1)), b"");
+    }
     d("dev");
     run(Command::new("mknod")
         .arg(root.join("dev/null"))
