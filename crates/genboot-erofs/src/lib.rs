@@ -70,9 +70,9 @@
 //! no machine, time or randomness goes in, so the same tree gives the same
 //! bytes.
 //!
-//! **Inodes.** Inodes are numbered and placed breadth-first from the root,
-//! each directory's children in name order, so a directory's entries have
-//! neighbouring slots. `struct erofs_inode_compact` (32 B) when the mtime
+//! **Inodes.** Inodes are numbered breadth-first from the root, each
+//! directory's children in name order, and placed in that order, so a
+//! directory's entries have neighbouring slots. `struct erofs_inode_compact` (32 B) when the mtime
 //! equals `build_time` and uid, gid, nlink fit 16 bits and `i_size` 32 bits;
 //! `struct erofs_inode_extended` (64 B, own `i_mtime`/`i_mtime_nsec`)
 //! otherwise. `i_mode` carries the type and all 12 permission bits; `i_nlink`
@@ -90,8 +90,8 @@
 //!   inline after the inode (`EROFS_INODE_FLAT_INLINE`, `i_size` = full
 //!   blocks plus the tail; the kernel reads it through the directory's page
 //!   cache, zero-filled after the tail, so the last name needs no NUL), or a
-//!   zero-padded block
-//!   (`EROFS_INODE_FLAT_PLAIN`, `i_size` a multiple of 4096).
+//!   zero-padded block (`EROFS_INODE_FLAT_PLAIN`, `i_size` a multiple of
+//!   4096).
 //! - Files with data in the image ([`FileData::Bytes`], [`FileData::File`]):
 //!   whole blocks at `raw_blkaddr`, and the tail (size % 4096) either inline
 //!   after the inode (`FLAT_INLINE`) or in a last zero-padded block
@@ -100,16 +100,16 @@
 //! - Inline or not (directories, files, symlinks): the tail is inline
 //!   whenever inode + xattrs + tail fit one block, else it gets a block of
 //!   its own. An inode and its inline data never straddle a block boundary:
-//!   inodes are placed in order, each in the first metadata block with room
-//!   for its whole record, so the gap a big record leaves at the end of a
-//!   block is filled by the next small inodes (erofs-utils back-fills the
-//!   same way).
+//!   inodes are placed in order, each in the first of the last 128 metadata
+//!   blocks with room for its whole record, so the gap a big record leaves
+//!   at the end of a block is filled by the next small inodes (erofs-utils
+//!   back-fills the same way).
 //! - External files ([`FileData::External`]): `EROFS_INODE_CHUNK_BASED` with
 //!   a 4-byte block map (`EROFS_CHUNK_FORMAT_INDEXES` clear), chunk size
 //!   `4096 << (i_u & EROFS_CHUNK_FORMAT_BLKBITS_MASK)` chosen so one chunk
 //!   covers the file (up to 8 TiB), and that one entry `EROFS_NULL_ADDR`: a
-//!   hole of the right size, 4 bytes per file, which the kernel and
-//!   `fsck.erofs` read as zeros. Plus the xattrs `trusted.overlay.metacopy`
+//!   hole of the right size, 4 bytes per file, which the kernel reads as
+//!   zeros and `fsck.erofs` accepts. Plus the xattrs `trusted.overlay.metacopy`
 //!   (empty, or `struct ovl_metacopy` {0, 36, 0, `FS_VERITY_HASH_ALG_SHA256`,
 //!   digest} for `verity=require`) and `trusted.overlay.redirect` (the
 //!   object's path below the objects directory, `/ab/cdef…`).
@@ -172,7 +172,9 @@
 //!
 //! Deliberately different: no composefs header in bytes 0…1023 (nothing reads
 //! it here), no escaping of the tree's own whiteouts and `trusted.overlay.*`
-//! xattrs (a Debian root has neither; the API documents the effect instead),
+//! xattrs (a Debian root has neither; a char 0:0 from [`Image::add_whiteout`]
+//! is a real whiteout, hidden by the overlay, and the API documents the
+//! xattrs' effect instead),
 //! no `EROFS_FEATURE_COMPAT_XATTR_FILTER` bloom filter (6.1 does not read it),
 //! one shared inode for the 256 legacy whiteouts, and a content-derived UUID
 //! instead of a zero one.
@@ -180,9 +182,31 @@
 //! # Limits
 //!
 //! Names ≤ 255 bytes, symlink targets ≤ 4095, xattr names ≤ 255 bytes after
-//! the prefix and values ≤ 65535, devices with major < 4096 and minor < 2^20,
-//! at most 2^32 blocks (16 TiB) per image. Breaking one is an [`Error`]
-//! naming the path and the fix, returned by the `add_*` call.
+//! the prefix and values ≤ 65535, devices with major < 4096 and minor < 2^20:
+//! breaking one is an [`Error`] naming the path and the fix, returned by the
+//! `add_*` call, which then leaves the image unchanged. At most 2^32 blocks
+//! (16 TiB) per image: an error from [`Image::write`].
+//!
+//! # Tests and benchmark
+//!
+//! Every image the tests make is judged by `fsck.erofs` (erofs-utils) and
+//! mounted by a real kernel, never by a reader of ours:
+//! - `tests/mount.rs` (root): a tree with every odd kind of metadata
+//!   (setuid/setgid/sticky, 0640 root:42, a uid of 100000, file capabilities,
+//!   an ACL, a 3000-byte xattr, hard links, devices, a fifo, a socket, sizes
+//!   around the inline threshold and block boundaries, a 1 MB file, 3000
+//!   entries with names of 1…255 bytes, 40 levels, pre-1970 and nanosecond
+//!   mtimes) → metadata image + object store → mounted EROFS (from the file)
+//!   and overlay in both forms, compared path by path (`lstat`, content,
+//!   targets, `getfattr`, `getcap`, `ls /`); the same for a full image;
+//!   byte-identical rebuilds.
+//! - `tests/fsck.rs`: `fsck.erofs --extract` gives the tree back; a corrupted
+//!   image is rejected.
+//! - `tests/kernel.rs` (root, `GENBOOT_KERNEL_CACHE`): Debian's 6.1 and 6.12
+//!   kernels under QEMU mount the images through loop devices, the legacy
+//!   overlay (and `::` on 6.12; 6.1 must refuse it), and list them.
+//! - `cargo bench -p genboot-erofs --bench write`: size and write time at
+//!   the scale of a Debian root, metadata-only vs full vs `mkfs.erofs`.
 
 #![forbid(unsafe_code)]
 
