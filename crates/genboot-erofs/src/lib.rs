@@ -207,6 +207,22 @@
 //!   overlay (and `::` on 6.12; 6.1 must refuse it), and list them.
 //! - `cargo bench -p genboot-erofs --bench write`: size and write time at
 //!   the scale of a Debian root, metadata-only vs full vs `mkfs.erofs`.
+//!
+//! Measured with that command (2 shared cores at load 6–10, so times are
+//! upper bounds; writes to the page cache, median of 5):
+//!
+//! | tree | inodes | image | size | write |
+//! |---|---:|---|---:|---:|
+//! | synthetic Debian-shaped root (242 MB of files) | 11,032 | metadata-only | 2.07 MB | 43 ms |
+//! | | | full | 243.56 MB | 807 ms |
+//! | | | `mkfs.erofs` 1.5, uncompressed | 243.62 MB | 2,044 ms |
+//! | `/usr/include` (113 MB) | 8,989 | metadata-only | 1.64 MB | 41 ms |
+//! | | | full | 116.57 MB | 750 ms |
+//! | | | `mkfs.erofs` 1.5, uncompressed | 116.20 MB | 1,386 ms |
+//!
+//! `fsck.erofs` passes on all of them. A metadata image costs ~190 bytes per
+//! inode, most of it the 88-byte `trusted.overlay.redirect` entry of each
+//! external file.
 
 #![forbid(unsafe_code)]
 
