@@ -517,20 +517,6 @@ impl Store {
         if !top.is_dir() {
             return None;
         }
-        let mut names = Vec::new();
-        fn go(base: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
-            for item in fs::read_dir(base.join(rel))? {
-                let item = item?;
-                let child = rel.join(item.file_name());
-                if item.file_type()?.is_dir() {
-                    go(base, &child, out)?;
-                }
-                out.push(child);
-            }
-            Ok(())
-        }
-        go(&dir, Path::new(""), &mut names).ok()?;
-        names.sort();
         let line = |rel: &Path, m: &fs::Metadata| {
             format!(
                 "{} {:o} {}:{} {} {} {}.{} {}.{}\n",
@@ -546,15 +532,37 @@ impl Store {
                 m.ctime_nsec()
             )
         };
-        let lines: Vec<String> = names
-            .par_iter()
-            .map(|rel| fs::symlink_metadata(dir.join(rel)).map(|m| line(rel, &m)))
-            .collect::<io::Result<_>>()
-            .ok()?;
+        // `DirEntry::metadata` stats relative to the open directory (and
+        // never follows a link); subdirectories are walked in parallel.
+        fn go(
+            base: &Path,
+            rel: &Path,
+            line: &(dyn Fn(&Path, &fs::Metadata) -> String + Sync),
+        ) -> io::Result<Vec<(PathBuf, String)>> {
+            let mut out = Vec::new();
+            let mut subdirs = Vec::new();
+            for item in fs::read_dir(base.join(rel))? {
+                let item = item?;
+                let child = rel.join(item.file_name());
+                let m = item.metadata()?;
+                out.push((child.clone(), line(&child, &m)));
+                if m.is_dir() {
+                    subdirs.push(child);
+                }
+            }
+            let below: Vec<Vec<(PathBuf, String)>> = subdirs
+                .par_iter()
+                .map(|d| go(base, d, line))
+                .collect::<io::Result<_>>()?;
+            out.extend(below.into_iter().flatten());
+            Ok(out)
+        }
+        let mut lines = go(&dir, Path::new(""), &line).ok()?;
+        lines.sort();
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
         h.update(line(Path::new("."), &top));
-        for l in &lines {
+        for (_, l) in &lines {
             h.update(l.as_bytes());
         }
         Some(storehash::hex(&h.finalize()[..16]))

@@ -25,6 +25,7 @@
 use crate::config::SystemConfig;
 use crate::modules::index::TreeFile;
 use crate::store::{Store, StorePath};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -184,7 +185,7 @@ pub struct Cache {
 /// Each object's metadata stamp, for an entry.
 fn stamps_of(store: &Store, objects: &[&StorePath]) -> Option<Vec<(String, String)>> {
     objects
-        .iter()
+        .par_iter()
         .map(|sp| Some((sp.base_name(), store.metadata_stamp(sp)?)))
         .collect()
 }
@@ -194,9 +195,13 @@ fn stamps_of(store: &Store, objects: &[&StorePath]) -> Option<Vec<(String, Strin
 /// `Some(true)` when they are intact but a stamp changed (the entry should
 /// be written again with the new stamps), `None` when one is not intact.
 fn intact(store: &Store, objects: &[&StorePath], recorded: &[(String, String)]) -> Option<bool> {
+    let now: Vec<Option<String>> = objects
+        .par_iter()
+        .map(|sp| store.metadata_stamp(sp))
+        .collect();
     let mut changed = false;
-    for sp in objects {
-        let now = store.metadata_stamp(sp)?;
+    for (sp, now) in objects.iter().zip(now) {
+        let now = now?;
         let was = recorded.iter().find(|(n, _)| *n == sp.base_name());
         if was.is_some_and(|(_, st)| *st == now) {
             continue;

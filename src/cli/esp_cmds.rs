@@ -195,6 +195,16 @@ fn run_install(
     Ok(report)
 }
 
+/// Open (read-only) the directory ESP a `switch` to a configuration with
+/// `boot` will install to, so a missing or refused ESP fails before
+/// anything is built. An image (`--image`) is checked when it is written.
+pub(super) fn check_esp(ctx: &Ctx, boot: &BootSection) -> anyhow::Result<()> {
+    if ctx.image.is_none() {
+        open_esp(ctx, boot.esp.as_deref())?;
+    }
+    Ok(())
+}
+
 /// Called after every profile change (switch, rollback, set-default,
 /// delete, gc): install right away when an ESP is configured or given.
 /// `boot` is the `[boot]` section of the configuration just switched to;

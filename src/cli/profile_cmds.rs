@@ -29,6 +29,7 @@ pub(super) fn build(ctx: &Ctx, config: &Path) -> anyhow::Result<ExitCode> {
 
 pub(super) fn switch(ctx: &Ctx, config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = load(config)?;
+    esp_cmds::check_esp(ctx, &cfg.boot)?;
     let store = Store::open(&ctx.state)?;
     let profile = Profile::new(&ctx.state);
     let lock = profile.lock(!ctx.no_wait)?;
