@@ -190,7 +190,8 @@ pub(super) fn gc(
     }
     // The boot menu drops the deleted generations before their files go;
     // if it cannot, the profile is put back and nothing is deleted.
-    esp_cmds::follow_profile_change(ctx, &profile, &before, &lock, None)?;
+    esp_cmds::follow_profile_change(ctx, &profile, &before, &lock, None)
+        .context("gc deleted nothing")?;
     let report = gc::collect(&store, &profile, booted_object.as_ref(), &lock, &store_lock)?;
     for n in &victims {
         println!("deleted generation {n}");
@@ -218,13 +219,13 @@ pub(super) fn verify(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     if bad.is_empty() {
         println!(
-            "{} store object(s) verified, all match their hashes",
+            "{} store object(s) verified, all match their hashes, modes and owners",
             objects.len()
         );
         Ok(ExitCode::SUCCESS)
     } else {
         println!(
-            "{} of {} store object(s) do not match their hashes",
+            "{} of {} store object(s) failed verification (contents, modes or owners)",
             bad.len(),
             objects.len()
         );
