@@ -367,6 +367,23 @@ fn symlinks_below_root_never_lead_outside_it() {
             "does not exist below",
         ],
     );
+    // efivars: `set-oneshot` writes a variable below `<root>/sys`; a link
+    // from there to another directory is not followed.
+    let fake_vars = t.path().join("fake-sys");
+    fs::create_dir_all(fake_vars.join("firmware/efi/efivars")).unwrap();
+    let vars_before = snapshot(&fake_vars);
+    let root3 = t.path().join("efivars");
+    ok(run(&root3, &["switch", "--config", s(&cfg)]));
+    symlink(&fake_vars, root3.join("sys")).unwrap();
+    fails_with(
+        &run(&root3, &["set-oneshot", "1"]),
+        &["sys is a symlink to", "does not exist below"],
+    );
+    assert_same(
+        &vars_before,
+        &snapshot(&fake_vars),
+        "efivars outside the tree changed",
+    );
     let root2 = t.path().join("esp-dotdot");
     fs::create_dir_all(&root2).unwrap();
     let dotdot = write_config(

@@ -584,3 +584,47 @@ pub(super) fn booted_generation(ctx: &Ctx) -> Option<u32> {
         .find(|g| g.target == sp)
         .map(|g| g.number)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::esp::dir::Mount;
+    use crate::state::State;
+
+    fn vfat(point: &Path) -> Mount {
+        Mount {
+            point: point.to_path_buf(),
+            fstype: "vfat".into(),
+        }
+    }
+
+    #[test]
+    fn the_esp_probe_never_follows_a_link_out_of_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(t.path()).unwrap();
+        let host_esp = base.join("host-esp");
+        let root = base.join("root");
+        std::fs::create_dir_all(&host_esp).unwrap();
+        std::fs::create_dir_all(root.join("boot")).unwrap();
+        std::os::unix::fs::symlink(&host_esp, root.join("boot/efi")).unwrap();
+        let state = State::open(&root).unwrap();
+        // The host's ESP is a FAT mount, but the tree's link to it is not
+        // the tree's ESP.
+        assert_eq!(probe_in_root(&state, &[vfat(&host_esp)]), None);
+        // A link that stays inside the tree is followed.
+        std::fs::remove_file(root.join("boot/efi")).unwrap();
+        std::fs::create_dir_all(root.join("efi")).unwrap();
+        std::os::unix::fs::symlink("/efi", root.join("boot/efi")).unwrap();
+        let inside = root.join("efi");
+        assert_eq!(
+            probe_in_root(&state, &[vfat(&inside)]),
+            Some(inside.clone())
+        );
+        // Not FAT: not an ESP.
+        let ext4 = Mount {
+            point: inside,
+            fstype: "ext4".into(),
+        };
+        assert_eq!(probe_in_root(&state, &[ext4]), None);
+    }
+}
