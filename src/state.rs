@@ -17,6 +17,13 @@
 //! confines genboot against whatever links the tree holds when a command
 //! starts; a process that swaps directories for symlinks *while* genboot runs
 //! is not covered (that would need file-descriptor-relative calls throughout).
+//! `openat2(RESOLVE_IN_ROOT)` gives the same answer, but as a file
+//! descriptor: the store, profile and ESP code works on paths, so the
+//! descriptor would have to be turned back into a path through `/proc`, which
+//! buys nothing over this walk and adds an `unsafe` call and a `/proc`
+//! dependency (genboot also runs in stage 2 and in minimal containers).
+//! Refusing every symlink instead would break trees where `/var/lib/genboot`
+//! is a link to another disk, which are legitimate.
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
