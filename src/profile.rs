@@ -333,7 +333,7 @@ fn set_link_mtime(path: &Path, date: SystemTime) -> io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::other("path contains NUL"))?;
     let t = libc::timespec {
-        tv_sec: since.as_secs() as libc::time_t,
+        tv_sec: since.as_secs().try_into().unwrap_or(i64::MAX as _),
         tv_nsec: since.subsec_nanos() as _,
     };
     let times = [t, t];

@@ -962,10 +962,13 @@ fn exchange(a: &Path, b: &Path) -> Result<(), StoreError> {
             .map_err(|_| io_err("rename", p)(io::Error::other("path contains NUL")))
     };
     let (ca, cb) = (c(a)?, c(b)?);
+    // The raw system call: the musl that Rust's static target bundles has
+    // no renameat2 wrapper.
     // SAFETY: both are valid NUL-terminated paths that outlive the call;
-    // renameat2 only reads them.
+    // renameat2 only reads them, and takes exactly these five arguments.
     let rc = unsafe {
-        libc::renameat2(
+        libc::syscall(
+            libc::SYS_renameat2,
             libc::AT_FDCWD,
             ca.as_ptr(),
             libc::AT_FDCWD,
