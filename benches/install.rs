@@ -94,10 +94,11 @@ fn main() {
     let _ = std::fs::remove_dir_all(&tmp);
     let root = tmp.join("root");
     std::fs::create_dir_all(&root).unwrap();
-    let state = State::new(&root);
+    let state = State::open(&root).unwrap();
     let store = Store::open(&state).unwrap();
     let profile = Profile::new(&state);
     let lock = profile.lock(true).unwrap();
+    let store_lock = store.lock(genboot::store::LockKind::Shared, true).unwrap();
 
     // Three kernel objects: generic, cloud, generic with one byte appended.
     let generic = kernel("linux-image-6.1.0-50-amd64");
@@ -111,7 +112,9 @@ fn main() {
     let t = Instant::now();
     for i in 1..=GENERATIONS {
         let (img, mods) = &kernels[(i % 3) as usize];
-        let built = genboot::build::build(&store, &config(img, mods, &format!("gen={i}"))).unwrap();
+        let built =
+            genboot::build::build(&store, &config(img, mods, &format!("gen={i}")), &store_lock)
+                .unwrap();
         profile.add(&built.generation, &lock).unwrap();
     }
     let build_secs = t.elapsed().as_secs_f64();
@@ -168,7 +171,12 @@ fn main() {
     ];
     // One more generation (a new kernel parameter on a kernel already
     // there): only its entry, the recovery entry and loader.conf change.
-    let built = genboot::build::build(&store, &config(&generic.0, &generic.1, "gen=new")).unwrap();
+    let built = genboot::build::build(
+        &store,
+        &config(&generic.0, &generic.1, "gen=new"),
+        &store_lock,
+    )
+    .unwrap();
     profile.add(&built.generation, &lock).unwrap();
     let inputs2 = plan();
     rows.insert(

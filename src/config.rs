@@ -24,14 +24,66 @@ pub enum ConfigError {
         what: String,
         hint: String,
     },
-    #[error("{path}: [{section}] {key}: {what}\nHint: {hint}")]
+    #[error("{path}{at}: [{section}] {key}: {what}\nHint: {hint}", at = at_suffix(.at))]
     Invalid {
         path: PathBuf,
+        /// Line and column of the value, when it can be found in the file.
+        at: Option<(u32, u32)>,
         section: &'static str,
         key: &'static str,
         what: String,
         hint: String,
     },
+}
+
+fn at_suffix(at: &Option<(u32, u32)>) -> String {
+    match at {
+        Some((line, column)) => format!(":{line}:{column}"),
+        None => String::new(),
+    }
+}
+
+/// Line and column (from 1) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Where `[section] key` (element `index` of an array value) is written.
+fn locate(text: &str, section: &str, key: &str, index: Option<usize>) -> Option<(u32, u32)> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let (_, sec) = doc.get_ref().iter().find(|(k, _)| k.get_ref() == section)?;
+    let DeValue::Table(table) = sec.get_ref() else {
+        return None;
+    };
+    let (_, value) = table.iter().find(|(k, _)| k.get_ref() == key)?;
+    let span = match (index, value.get_ref()) {
+        (Some(i), DeValue::Array(items)) => items.get(i)?.span(),
+        _ => value.span(),
+    };
+    let (line, column) = line_column(text, span.start);
+    Some((u32::try_from(line).ok()?, u32::try_from(column).ok()?))
+}
+
+/// Why `value` cannot go on the kernel command line, if it cannot: a
+/// control character ends or garbles the line, a `"` starts a quoted value
+/// that swallows the rest of the line (the `init=` genboot appends
+/// included), and a `--` word hands everything after it to the stage-2 init
+/// instead of the kernel and genboot-init.
+fn cmdline_problem(value: &str) -> Option<&'static str> {
+    if value.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if value.contains('"') {
+        Some("contains a double quote, which would make the kernel read the rest of the command line (the init= genboot appends included) as one quoted value")
+    } else if value.split_whitespace().any(|w| w == "--") {
+        Some("contains `--`, after which the kernel hands every parameter (the init= genboot appends included) to the stage-2 init")
+    } else {
+        None
+    }
 }
 
 fn key_suffix(key: &Option<String>) -> String {
@@ -191,18 +243,25 @@ impl SystemConfig {
         if let Some(a) = &cfg.initrd.activator {
             cfg.initrd.activator = Some(abs(a));
         }
-        cfg.check()?;
+        cfg.check(text)?;
         Ok(cfg)
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
-        let invalid = |section, key, what: String, hint: &str| ConfigError::Invalid {
+    /// Values that are well-typed but unusable; each error names the file,
+    /// the line and column of the value, and the key. Everything that ends
+    /// up on the kernel command line is checked here, before anything is
+    /// built or written.
+    fn check(&self, text: &str) -> Result<(), ConfigError> {
+        let invalid_at = |section, key, index, what: String, hint: &str| ConfigError::Invalid {
             path: self.source.clone(),
+            at: locate(text, section, key, index),
             section,
             key,
             what,
             hint: hint.to_string(),
         };
+        let invalid =
+            |section, key, what: String, hint: &str| invalid_at(section, key, None, what, hint);
         if self.system.label.trim().is_empty() || self.system.label.chars().any(char::is_control) {
             return Err(invalid(
                 "system",
@@ -211,7 +270,10 @@ impl SystemConfig {
                 "give a non-empty label without control characters, e.g. label = \"Debian 12\"",
             ));
         }
-        if !self.system.init.starts_with('/') || self.system.init.contains(char::is_whitespace) {
+        if !self.system.init.starts_with('/')
+            || self.system.init.contains(char::is_whitespace)
+            || self.system.init.contains(char::is_control)
+        {
             return Err(invalid(
                 "system",
                 "init",
@@ -224,6 +286,14 @@ impl SystemConfig {
             dev.strip_prefix(p)
                 .is_some_and(|v| !v.is_empty() && !v.contains(char::is_whitespace))
         }) || (dev.starts_with("/dev/") && !dev.contains(char::is_whitespace));
+        if let Some(why) = cmdline_problem(dev) {
+            return Err(invalid(
+                "root",
+                "device",
+                format!("{dev:?} {why}"),
+                "use PARTUUID=…, UUID=…, LABEL=… or a /dev/… path, without quotes",
+            ));
+        }
         if !ok_dev {
             return Err(invalid(
                 "root",
@@ -242,21 +312,48 @@ impl SystemConfig {
                 "e.g. fstype = \"ext4\"",
             ));
         }
-        if self.root.options.contains(char::is_whitespace) {
+        let options = &self.root.options;
+        if let Some(why) = cmdline_problem(options) {
             return Err(invalid(
                 "root",
                 "options",
-                format!("{:?} contains spaces", self.root.options),
+                format!("{options:?} {why}"),
+                "list plain mount options separated by commas, e.g. options = \"rw,noatime\"",
+            ));
+        }
+        if options.contains(char::is_whitespace) {
+            return Err(invalid(
+                "root",
+                "options",
+                format!("{options:?} contains spaces"),
                 "separate mount options with commas, e.g. options = \"rw,noatime\"",
             ));
         }
-        for p in &self.kernel.params {
-            if p.is_empty() || p.contains(char::is_control) {
-                return Err(invalid(
+        if options.split(',').any(|o| o.starts_with('-')) {
+            return Err(invalid(
+                "root",
+                "options",
+                format!("{options:?} has an option starting with '-'"),
+                "list plain mount options separated by commas, e.g. options = \"rw,noatime\"",
+            ));
+        }
+        for (i, p) in self.kernel.params.iter().enumerate() {
+            if p.trim().is_empty() {
+                return Err(invalid_at(
                     "kernel",
                     "params",
+                    Some(i),
                     format!("{p:?} is not a kernel parameter"),
-                    "one parameter per string, no newlines",
+                    "one parameter per string, e.g. params = [\"console=ttyS0\", \"quiet\"]",
+                ));
+            }
+            if let Some(why) = cmdline_problem(p) {
+                return Err(invalid_at(
+                    "kernel",
+                    "params",
+                    Some(i),
+                    format!("{p:?} {why}"),
+                    "remove it; one parameter per string, without quotes or `--` (genboot writes the command line itself)",
                 ));
             }
         }
@@ -399,6 +496,58 @@ label = "Test"
         assert!(e.contains("key `boot.tries`"), "{e}");
         assert!(e.contains("expected"), "{e}");
         assert!(e.contains(":13:9:"), "{e}");
+    }
+
+    #[test]
+    fn quotes_dashes_and_control_characters_are_refused_with_line_and_key() {
+        let params = |p: &str| {
+            MINIMAL.replace(
+                "modules = \"/lib/modules/6.1.0-50-amd64\"",
+                &format!(
+                    "modules = \"/lib/modules/6.1.0-50-amd64\"\nparams = [\n  \"quiet\",\n  {p},\n]"
+                ),
+            )
+        };
+        for (p, why) in [
+            (r#""foo=\"a""#, "double quote"),
+            (r#""--""#, "`--`"),
+            (r#""quiet -- x""#, "`--`"),
+            (r#""a\u0001b""#, "control character"),
+            (r#""a\nb""#, "control character"),
+            (r#"" ""#, "not a kernel parameter"),
+        ] {
+            let e = SystemConfig::parse(&params(p), Path::new("s.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("s.toml:7:3: [kernel] params: "), "{p}: {e}");
+            assert!(e.contains(why), "{p}: {e}");
+            assert!(e.contains("Hint:"), "{p}: {e}");
+        }
+        for (o, why) in [
+            (r#""rw,x=\"y""#, "double quote"),
+            (r#""rw,--""#, "starting with '-'"),
+            (r#""rw\u007f""#, "control character"),
+        ] {
+            let text = MINIMAL.replace(
+                "device = \"PARTUUID=8d5f3a6e-0000-4000-8000-000000000002\"",
+                &format!(
+                    "device = \"PARTUUID=8d5f3a6e-0000-4000-8000-000000000002\"\noptions = {o}"
+                ),
+            );
+            let e = SystemConfig::parse(&text, Path::new("s.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("s.toml:8:11: [root] options: "), "{o}: {e}");
+            assert!(e.contains(why), "{o}: {e}");
+        }
+        let text = MINIMAL.replace("PARTUUID=8d5f3a6e", "PARTUUID=\\\"8d5f3a6e");
+        let e = SystemConfig::parse(&text, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("s.toml:7:10: [root] device") && e.contains("double quote"),
+            "{e}"
+        );
     }
 
     #[test]

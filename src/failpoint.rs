@@ -3,6 +3,9 @@
 //! if the machine lost power there: the process exits at once, nothing after
 //! the point runs and nothing is cleaned up. `name=error` makes the step
 //! return an error instead (exercises the error path and its clean-up).
+//! `name=wait:FILE` holds the step until FILE exists, after writing
+//! `FILE.reached` (holding the pid): tests use it to stop one process at a
+//! step while another one runs, without sleeping.
 //!
 //! Every write step of the store, the profile and the ESP installer calls
 //! [`hit`] with its name; `genboot failpoints` lists them.
@@ -41,6 +44,10 @@ pub fn hit(name: &str) -> io::Result<()> {
         if point != name {
             continue;
         }
+        if let Some(file) = action.strip_prefix("wait:") {
+            wait_for(name, std::path::Path::new(file))?;
+            continue;
+        }
         if action == "error" {
             return Err(io::Error::other(format!(
                 "failpoint {name} injected an error"
@@ -48,6 +55,24 @@ pub fn hit(name: &str) -> io::Result<()> {
         }
         eprintln!("genboot: failpoint {name}: stopping as if power was lost");
         std::process::exit(99);
+    }
+    Ok(())
+}
+
+/// Announce that `name` was reached, then wait (bounded) until `file` exists.
+fn wait_for(name: &str, file: &std::path::Path) -> io::Result<()> {
+    let mut reached = file.as_os_str().to_owned();
+    reached.push(".reached");
+    std::fs::write(&reached, std::process::id().to_string())?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !file.exists() {
+        if std::time::Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "failpoint {name}: {} did not appear within 300 s",
+                file.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     Ok(())
 }

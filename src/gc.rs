@@ -1,9 +1,15 @@
 //! Garbage collection: delete profile generations by policy, then every
-//! store object that no remaining generation reaches.
+//! store object that no remaining generation reaches. The booted
+//! generation's object (`/run/genboot/booted`) is always a root, as NixOS's
+//! `/run/booted-system` is: the running system's kernel modules are bind
+//! mounted from it.
 
 use crate::profile::{closure, Lock, Profile, ProfileError};
-use crate::store::{Store, StoreError, StorePath};
+use crate::store::{LockKind, Store, StoreError, StoreLock, StorePath};
 use std::time::{Duration, SystemTime};
+
+/// The largest `--older-than` taken: 100 years.
+pub const MAX_AGE_SECS: u64 = 100 * 365 * 86400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -15,6 +21,8 @@ pub enum GcError {
         "--older-than {0:?} is not an age\nHint: write a number and a unit: 90s, 30m, 12h, 30d, 2w"
     )]
     BadAge(String),
+    #[error("--older-than {0:?} is too large: genboot takes ages up to 100 years (36500d)\nHint: give an age such as 30d or 12w; leave --older-than out to delete no generation by age")]
+    AgeTooLarge(String),
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -27,17 +35,21 @@ pub struct Policy {
 
 #[derive(Debug, Default)]
 pub struct Report {
-    pub generations: Vec<u32>,
     pub objects: Vec<StorePath>,
     pub bytes: u64,
 }
 
+/// `90s`, `30m`, `12h`, `30d`, `2w`; at most [`MAX_AGE_SECS`] (a number
+/// that does not fit is refused, never wrapped).
 pub fn parse_age(s: &str) -> Result<Duration, GcError> {
     let bad = || GcError::BadAge(s.to_string());
+    let too_large = || GcError::AgeTooLarge(s.to_string());
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
+    if n.is_empty() {
+        return Err(bad());
+    }
+    let unit_secs: u64 = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
@@ -45,7 +57,13 @@ pub fn parse_age(s: &str) -> Result<Duration, GcError> {
         "w" => 7 * 86400,
         _ => return Err(bad()),
     };
-    Ok(Duration::from_secs(n * secs))
+    // Only digits are left, so a parse error is an overflow.
+    let n: u64 = n.parse().map_err(|_| too_large())?;
+    let secs = n.checked_mul(unit_secs).ok_or_else(too_large)?;
+    if secs > MAX_AGE_SECS {
+        return Err(too_large());
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// Which generations the policy deletes: never the current one, nor any in
@@ -75,22 +93,26 @@ pub fn select(
     Ok(out)
 }
 
-/// Delete the selected generations, then unreachable objects and leftovers
-/// of interrupted builds.
+/// Delete every object that neither a profile generation nor `booted` (the
+/// running system's generation object) reaches, and the leftovers of
+/// interrupted builds. Needs the profile lock and the store's exclusive lock
+/// (no build is running, so every staging directory is a leftover).
 pub fn collect(
     store: &Store,
     profile: &Profile,
-    delete: &[u32],
-    lock: &Lock,
+    booted: Option<&StorePath>,
+    _lock: &Lock,
+    store_lock: &StoreLock,
 ) -> Result<Report, GcError> {
-    if !delete.is_empty() {
-        profile.delete(delete, lock)?;
-    }
-    let live = closure(store, &profile.roots()?)?;
-    let mut report = Report {
-        generations: delete.to_vec(),
-        ..Report::default()
-    };
+    assert_eq!(
+        store_lock.kind,
+        LockKind::Exclusive,
+        "gc needs the store to itself"
+    );
+    let mut roots = profile.roots()?;
+    roots.extend(booted.cloned());
+    let live = closure(store, &roots)?;
+    let mut report = Report::default();
     for sp in store.objects()? {
         if live.contains(&sp) {
             continue;
@@ -127,8 +149,28 @@ mod tests {
     fn ages_parse() {
         assert_eq!(parse_age("30d").unwrap(), Duration::from_secs(30 * 86400));
         assert_eq!(parse_age("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_age("36500d").unwrap(),
+            Duration::from_secs(MAX_AGE_SECS)
+        );
         assert!(parse_age("30").is_err());
         assert!(parse_age("d").is_err());
         assert!(parse_age("3y").is_err());
+        assert!(parse_age("-3d").is_err());
+    }
+
+    #[test]
+    fn ages_that_overflow_are_refused_not_wrapped() {
+        // 30500568904944 weeks in seconds wraps u64 to about 10 days.
+        for s in [
+            "30500568904944w",
+            "18446744073709551616s",
+            "99999999999999999999999d",
+            "36501d",
+        ] {
+            let e = parse_age(s).unwrap_err();
+            assert!(matches!(e, GcError::AgeTooLarge(_)), "{s}: {e}");
+            assert!(e.to_string().contains("too large"), "{e}");
+        }
     }
 }

@@ -3,10 +3,10 @@
 //! temporary name and renames it over the old one, under an exclusive lock.
 
 use crate::failpoint;
-use crate::state::State;
+use crate::state::{State, StateError};
 use crate::store::{fsync_dir, Store, StorePath};
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -18,6 +18,8 @@ pub enum ProfileError {
     NoSuchGeneration(u32),
     #[error("generation {0} is the current one and cannot be deleted\nHint: make another generation current first (`genboot rollback` or `genboot set-default N`)")]
     DeleteCurrent(u32),
+    #[error("generation {0} is the running system (genboot-init recorded it in /run/genboot/booted) and cannot be deleted: its kernel modules are mounted at /lib/modules\nHint: boot another generation first (`genboot set-default N`, then reboot), then delete it")]
+    DeleteBooted(u32),
     #[error("there is no generation before {0} to roll back to")]
     NothingToRollBack(u32),
     #[error(
@@ -34,6 +36,8 @@ pub enum ProfileError {
     },
     #[error("the state directory {path} is not writable: {source}\nHint: run as root, or pass --root DIR to work on a tree you own")]
     NotWritable { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ProfileError + 'a {
@@ -92,23 +96,25 @@ impl Profile {
             source,
         })?;
         let path = self.dir.join(".lock");
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|source| ProfileError::NotWritable {
-                path: path.clone(),
-                source,
-            })?;
+        // Never through a symlink or a hard link: the pid is written into it.
+        let mut file = match crate::state::open_lock_file(&path, "profile lock file") {
+            Ok(f) => f,
+            Err(StateError::Io { source, .. })
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EROFS | libc::EACCES | libc::EPERM)
+                ) =>
+            {
+                return Err(ProfileError::NotWritable { path, source })
+            }
+            Err(e) => return Err(e.into()),
+        };
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&path)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string();
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim().to_string();
                 let holder = if holder.is_empty() {
                     "unknown".to_string()
                 } else {
@@ -126,6 +132,7 @@ impl Profile {
             Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
         }
         file.set_len(0).map_err(io_err("write", &path))?;
+        file.rewind().map_err(io_err("write", &path))?;
         write!(file, "{}", std::process::id()).map_err(io_err("write", &path))?;
         Ok(Lock { _file: file })
     }
@@ -237,8 +244,15 @@ impl Profile {
         Ok(prev.number)
     }
 
-    /// Delete generation links (never the current one).
-    pub fn delete(&self, numbers: &[u32], _lock: &Lock) -> Result<(), ProfileError> {
+    /// Delete generation links: never the current one, nor `booted`, the
+    /// generation the running system booted (like NixOS's
+    /// `/run/booted-system`, it stays until the next boot).
+    pub fn delete(
+        &self,
+        numbers: &[u32],
+        booted: Option<u32>,
+        _lock: &Lock,
+    ) -> Result<(), ProfileError> {
         let gens = self.generations()?;
         for n in numbers {
             let g = gens
@@ -247,6 +261,9 @@ impl Profile {
                 .ok_or(ProfileError::NoSuchGeneration(*n))?;
             if g.current {
                 return Err(ProfileError::DeleteCurrent(*n));
+            }
+            if booted == Some(*n) {
+                return Err(ProfileError::DeleteBooted(*n));
             }
         }
         for n in numbers {
@@ -262,6 +279,78 @@ impl Profile {
     pub fn roots(&self) -> Result<Vec<StorePath>, ProfileError> {
         Ok(self.generations()?.into_iter().map(|g| g.target).collect())
     }
+
+    /// Put the profile back as `before` (from [`Profile::generations`]) was:
+    /// links added since are removed, links removed since come back with
+    /// their old dates, and `system` points where it pointed. Used when the
+    /// boot menu cannot follow a profile change, so the error changes
+    /// nothing.
+    pub fn restore(&self, before: &[Generation], lock: &Lock) -> Result<(), ProfileError> {
+        let now = self.generations()?;
+        for b in before {
+            if now.iter().any(|g| g.number == b.number) {
+                continue;
+            }
+            let link = self.dir.join(link_name(b.number));
+            let tmp = self.dir.join(format!(".{}.tmp", link_name(b.number)));
+            let _ = fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(format!("../store/{}", b.target.base_name()), &tmp)
+                .map_err(io_err("create link", &tmp))?;
+            set_link_mtime(&tmp, b.date).map_err(io_err("set the date of", &tmp))?;
+            fs::rename(&tmp, &link).map_err(io_err("rename", &link))?;
+        }
+        match before.iter().find(|g| g.current) {
+            Some(c) => self.set_current(c.number, lock)?,
+            None => {
+                let cur = self.dir.join(CURRENT);
+                match fs::remove_file(&cur) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(io_err("remove", &cur)(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for g in &now {
+            if !before.iter().any(|b| b.number == g.number) {
+                let link = self.dir.join(link_name(g.number));
+                fs::remove_file(&link).map_err(io_err("remove", &link))?;
+            }
+        }
+        fsync_dir(&self.dir)
+            .map_err(|e| io_err("sync", &self.dir)(io::Error::other(e.to_string())))?;
+        Ok(())
+    }
+}
+
+/// Set a symlink's own modification time (the generation's date).
+#[allow(unsafe_code)]
+fn set_link_mtime(path: &Path, date: SystemTime) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let since = date
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("path contains NUL"))?;
+    let t = libc::timespec {
+        tv_sec: since.as_secs().try_into().unwrap_or(i64::MAX as _),
+        tv_nsec: since.subsec_nanos() as _,
+    };
+    let times = [t, t];
+    // SAFETY: `c` is a valid NUL-terminated path and `times` two valid
+    // timespecs; both outlive the call, which only reads them.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Everything reachable from `roots` through references.
@@ -275,7 +364,7 @@ pub fn closure(
         if !seen.insert(sp.clone()) {
             continue;
         }
-        if store.path(&sp).exists() {
+        if store.has(&sp) {
             todo.extend(store.references(&sp)?);
         }
     }

@@ -6,14 +6,14 @@
 //! changed after that. Hashing is parallel over files and streams each file.
 
 use crate::failpoint;
-use crate::state::{State, STORE_DIR};
+use crate::state::{State, StateError, STORE_DIR};
 use genboot_init::storehash::{self, Entry, EntryKind, SELF_MASK};
 use rayon::prelude::*;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,16 @@ pub enum StoreError {
         name: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("the store {path} is in use: {what}\nHint: wait for it to finish, or run without --no-wait to wait for it")]
+    Busy { path: PathBuf, what: &'static str },
+    #[error(transparent)]
+    State(Box<StateError>),
+}
+
+impl From<StateError> for StoreError {
+    fn from(e: StateError) -> StoreError {
+        StoreError::State(Box::new(e))
+    }
 }
 
 pub(crate) fn io_err<'a>(
@@ -94,6 +104,34 @@ pub struct BuildOptions<'a> {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub dir: PathBuf,
+    /// `<state>/cache`, the build input cache (resolved like the store).
+    pub(crate) cache_dir: PathBuf,
+    /// `<state>/.store.lock`, beside the store so the store holds objects only.
+    lock_file: PathBuf,
+}
+
+/// Which store lock: builds share it, `gc` holds it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// Adding objects (`build`, `switch`, `image`) and reading them (`verify`).
+    Shared,
+    /// Deleting objects and leftovers of interrupted builds (`gc`).
+    Exclusive,
+}
+
+/// A held store lock (`<state>/.store.lock`, flock(2)); released on drop.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: fs::File,
+    pub kind: LockKind,
+}
+
+/// What sits where an object is about to land.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Existing {
+    Missing,
+    Good,
+    Bad(String),
 }
 
 /// A verification failure.
@@ -134,6 +172,7 @@ pub fn check_name(name: &str) -> Result<(), StoreError> {
 impl Store {
     /// Open the store below `state`, creating it if needed.
     pub fn open(state: &State) -> Result<Store, StoreError> {
+        // Resolved inside --root: whatever part is missing holds no symlink.
         let dir = state.store_dir();
         fs::create_dir_all(&dir).map_err(|source| StoreError::NotWritable {
             path: state.dir.clone(),
@@ -147,14 +186,83 @@ impl Store {
                 path: dir.clone(),
                 source,
             })?;
-        Ok(Store { dir })
+        Ok(Store {
+            dir,
+            cache_dir: state.cache_dir(),
+            lock_file: state.dir.join(".store.lock"),
+        })
     }
 
     /// Open an existing store without writing to it.
     pub fn open_read_only(state: &State) -> Store {
         Store {
             dir: state.store_dir(),
+            cache_dir: state.cache_dir(),
+            lock_file: state.dir.join(".store.lock"),
         }
+    }
+
+    /// Take the store lock. Builds share it; `gc` takes it alone, so it
+    /// never deletes a build's staging directory or an object a running
+    /// build has made but not yet linked. Without `wait`, fail at once when
+    /// it is held the other way.
+    pub fn lock(&self, kind: LockKind, wait: bool) -> Result<StoreLock, StoreError> {
+        let path = &self.lock_file;
+        let file = crate::state::open_lock_file(path, "store lock file")?;
+        let tried = match kind {
+            LockKind::Shared => file.try_lock_shared(),
+            LockKind::Exclusive => file.try_lock(),
+        };
+        let what = match kind {
+            LockKind::Shared => "`genboot gc` is deleting unreachable objects",
+            LockKind::Exclusive => "a build is adding objects",
+        };
+        match tried {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                if !wait {
+                    return Err(StoreError::Busy {
+                        path: self.dir.clone(),
+                        what,
+                    });
+                }
+                eprintln!("genboot: waiting: {what} in {}", self.dir.display());
+                match kind {
+                    LockKind::Shared => file.lock_shared(),
+                    LockKind::Exclusive => file.lock(),
+                }
+                .map_err(io_err("lock", path))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", path)(e)),
+        }
+        Ok(StoreLock { _file: file, kind })
+    }
+
+    /// The shared lock for a command that only reads the store; `None` when
+    /// the store cannot hold a lock file (read-only), where nothing can
+    /// delete objects either.
+    pub fn lock_for_reading(&self, wait: bool) -> Result<Option<StoreLock>, StoreError> {
+        if !self.dir.is_dir() {
+            return Ok(None);
+        }
+        match self.lock(LockKind::Shared, wait) {
+            Ok(l) => Ok(Some(l)),
+            Err(StoreError::State(e))
+                if matches!(&*e, StateError::Io { source, .. } if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EROFS | libc::EACCES | libc::EPERM)
+                )) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `sp` is in the store: a real directory (a symlink or a file
+    /// under an object's name is not an object).
+    pub fn has(&self, sp: &StorePath) -> bool {
+        fs::symlink_metadata(self.path(sp)).is_ok_and(|m| m.is_dir())
     }
 
     /// Host path of an object.
@@ -227,8 +335,11 @@ impl Store {
             name: name.to_string(),
         };
         failpoint::hit("store::hashed").map_err(io_err("hash", tmp))?;
-        let dest = self.path(&sp);
-        if dest.exists() {
+        // An object already there is reused only after it is checked like
+        // `verify` checks it: a damaged one (or a symlink or file under its
+        // name) is replaced by this fresh copy.
+        let existing = self.existing(&sp)?;
+        if existing == Existing::Good {
             remove_tree(tmp)?;
             return Ok(sp);
         }
@@ -238,10 +349,59 @@ impl Store {
         make_read_only(tmp, &entries)?;
         syncfs(tmp)?;
         failpoint::hit("store::synced").map_err(io_err("sync", tmp))?;
-        fs::rename(tmp, &dest).map_err(io_err("rename into place", &dest))?;
+        self.land(tmp, &sp, existing)?;
         fsync_dir(&self.dir)?;
-        failpoint::hit("store::renamed").map_err(io_err("rename", &dest))?;
+        failpoint::hit("store::renamed").map_err(io_err("rename", &self.path(&sp)))?;
         Ok(sp)
+    }
+
+    fn existing(&self, sp: &StorePath) -> Result<Existing, StoreError> {
+        let dest = self.path(sp);
+        match fs::symlink_metadata(&dest) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Existing::Missing),
+            Err(e) => Err(io_err("look up", &dest)(e)),
+            Ok(_) => Ok(match self.verify_object(sp)? {
+                None => Existing::Good,
+                Some(problem) => Existing::Bad(problem),
+            }),
+        }
+    }
+
+    /// Move the finished staging directory `tmp` to its place. Another build
+    /// may land the same object first (builds run concurrently under the
+    /// shared lock): losing that race to a good object is success.
+    fn land(&self, tmp: &Path, sp: &StorePath, existing: Existing) -> Result<(), StoreError> {
+        let dest = self.path(sp);
+        let problem = match existing {
+            Existing::Bad(problem) => problem,
+            Existing::Good | Existing::Missing => match fs::rename(tmp, &dest) {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOTEMPTY | libc::EEXIST | libc::ENOTDIR | libc::EISDIR)
+                    ) =>
+                {
+                    match self.existing(sp)? {
+                        Existing::Good => return remove_tree(tmp),
+                        Existing::Bad(problem) => problem,
+                        Existing::Missing => {
+                            return Err(io_err("rename into place", &dest)(e));
+                        }
+                    }
+                }
+                Err(e) => return Err(io_err("rename into place", &dest)(e)),
+            },
+        };
+        // Swap the fresh copy in atomically: the name never goes missing
+        // (a running system may be reading the old object through it).
+        exchange(tmp, &dest)?;
+        eprintln!(
+            "genboot: warning: store object {} was damaged ({problem}); replaced it with a fresh copy",
+            dest.display()
+        );
+        // `tmp` now holds the damaged object.
+        remove_tree(tmp)
     }
 
     /// Add a copy of `src` (a file or a directory tree) as object `name`.
@@ -295,13 +455,117 @@ impl Store {
         Ok(out)
     }
 
-    /// Re-hash one object; `Some(problem)` if it does not match its name.
+    /// Check one object as `verify` does; `Some(problem)` if it is not a
+    /// real directory, a file or directory has another mode than the store
+    /// gives (directories 0555, files 0444 or 0555: nothing writable,
+    /// setuid, setgid or sticky), is owned by anyone but the user genboot
+    /// runs as (root on a real system), or the contents do not hash to the
+    /// object's name.
     pub fn verify_object(&self, sp: &StorePath) -> Result<Option<String>, StoreError> {
         let dir = self.path(sp);
-        let entries = scan(&dir)?;
+        let meta = fs::symlink_metadata(&dir).map_err(io_err("look up", &dir))?;
+        if meta.file_type().is_symlink() {
+            let to = fs::read_link(&dir).unwrap_or_default();
+            return Ok(Some(format!(
+                "it is a symlink to {}, not a directory",
+                to.display()
+            )));
+        }
+        if !meta.is_dir() {
+            return Ok(Some("it is not a directory".into()));
+        }
+        let scanned = match scan_full(&dir) {
+            Ok(s) => s,
+            Err(e) => return Ok(Some(e.to_string())),
+        };
+        let mut problems = Vec::new();
+        let owner = expected_owner();
+        if let Some(p) = perm_problem(".", true, &Perm::of(&meta), owner) {
+            problems.push(p);
+        }
+        for (e, perm) in &scanned {
+            let is_dir = match e.kind {
+                EntryKind::Dir => true,
+                EntryKind::File { .. } => false,
+                EntryKind::Symlink { .. } => continue,
+            };
+            if let Some(p) = perm_problem(&String::from_utf8_lossy(&e.path), is_dir, perm, owner) {
+                problems.push(p);
+            }
+        }
+        if problems.len() > 3 {
+            let more = problems.len() - 3;
+            problems.truncate(3);
+            problems.push(format!("and {more} more with wrong modes or owners"));
+        }
         let own: [u8; 32] = sp.hash.as_bytes().try_into().expect("hash is 32 bytes");
+        let entries = scanned.into_iter().map(|(e, _)| e).collect();
         let hash = hash_entries(&dir, &sp.name, entries, Some(&own))?;
-        Ok((hash != sp.hash).then(|| format!("contents hash to {hash}")))
+        if hash != sp.hash {
+            problems.insert(0, format!("contents hash to {hash}"));
+        }
+        Ok((!problems.is_empty()).then(|| problems.join("; ")))
+    }
+
+    /// A fingerprint of an object's metadata (paths, modes, owners, sizes,
+    /// inode numbers, mtimes and ctimes), read without reading contents: it
+    /// changes when anything writes to the object. `None` if `sp` is not a
+    /// real directory.
+    pub fn metadata_stamp(&self, sp: &StorePath) -> Option<String> {
+        let dir = self.path(sp);
+        let top = fs::symlink_metadata(&dir).ok()?;
+        if !top.is_dir() {
+            return None;
+        }
+        let line = |rel: &Path, m: &fs::Metadata| {
+            format!(
+                "{} {:o} {}:{} {} {} {}.{} {}.{}\n",
+                rel.display(),
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.len(),
+                m.ino(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec()
+            )
+        };
+        // `DirEntry::metadata` stats relative to the open directory (and
+        // never follows a link); subdirectories are walked in parallel.
+        fn go(
+            base: &Path,
+            rel: &Path,
+            line: &(dyn Fn(&Path, &fs::Metadata) -> String + Sync),
+        ) -> io::Result<Vec<(PathBuf, String)>> {
+            let mut out = Vec::new();
+            let mut subdirs = Vec::new();
+            for item in fs::read_dir(base.join(rel))? {
+                let item = item?;
+                let child = rel.join(item.file_name());
+                let m = item.metadata()?;
+                out.push((child.clone(), line(&child, &m)));
+                if m.is_dir() {
+                    subdirs.push(child);
+                }
+            }
+            let below: Vec<Vec<(PathBuf, String)>> = subdirs
+                .par_iter()
+                .map(|d| go(base, d, line))
+                .collect::<io::Result<_>>()?;
+            out.extend(below.into_iter().flatten());
+            Ok(out)
+        }
+        let mut lines = go(&dir, Path::new(""), &line).ok()?;
+        lines.sort();
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(line(Path::new("."), &top));
+        for (_, l) in &lines {
+            h.update(l.as_bytes());
+        }
+        Some(storehash::hex(&h.finalize()[..16]))
     }
 
     /// Re-hash every object.
@@ -423,10 +687,71 @@ fn check_links(
     Ok(())
 }
 
+/// Mode and owner of one entry.
+#[derive(Debug, Clone, Copy)]
+struct Perm {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl Perm {
+    fn of(m: &fs::Metadata) -> Perm {
+        Perm {
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+        }
+    }
+}
+
+/// Store files and directories belong to the user genboot runs as: root
+/// on a real system (a user who builds a tree below --root owns it).
+#[allow(unsafe_code)]
+fn expected_owner() -> (u32, u32) {
+    // SAFETY: geteuid and getegid take no arguments, cannot fail and touch
+    // no memory of ours.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
+fn perm_problem(path: &str, is_dir: bool, p: &Perm, owner: (u32, u32)) -> Option<String> {
+    let ok_mode = if is_dir {
+        p.mode == 0o555
+    } else {
+        p.mode == 0o444 || p.mode == 0o555
+    };
+    if !ok_mode {
+        let expected = if is_dir { "0555" } else { "0444 or 0555" };
+        return Some(format!(
+            "{path} has mode {:04o}, expected {expected}",
+            p.mode
+        ));
+    }
+    if (p.uid, p.gid) != owner {
+        return Some(format!(
+            "{path} is owned by {}:{}, expected {}:{}",
+            p.uid, p.gid, owner.0, owner.1
+        ));
+    }
+    None
+}
+
 /// List the entries of an object directory, sorted; file digests are not
 /// computed yet (zeroed).
 fn scan(dir: &Path) -> Result<Vec<Entry>, StoreError> {
-    fn walk(base: &Path, rel: &Path, out: &mut Vec<Entry>) -> Result<(), StoreError> {
+    Ok(scan_full(dir)?.into_iter().map(|(e, _)| e).collect())
+}
+
+/// [`scan`], with each entry's mode and owner. The directory itself must be
+/// a real directory, not a symlink to one.
+fn scan_full(dir: &Path) -> Result<Vec<(Entry, Perm)>, StoreError> {
+    let top = fs::symlink_metadata(dir).map_err(io_err("look up", dir))?;
+    if !top.is_dir() {
+        return Err(io_err("list", dir)(io::Error::from_raw_os_error(
+            libc::ENOTDIR,
+        )));
+    }
+    fn walk(base: &Path, rel: &Path, out: &mut Vec<(Entry, Perm)>) -> Result<(), StoreError> {
         let here = base.join(rel);
         for item in fs::read_dir(&here).map_err(io_err("list", &here))? {
             let item = item.map_err(io_err("list", &here))?;
@@ -435,29 +760,39 @@ fn scan(dir: &Path) -> Result<Vec<Entry>, StoreError> {
             let rel_path = rel.join(item.file_name());
             let bytes = rel_path.as_os_str().as_bytes().to_vec();
             let ft = meta.file_type();
+            let perm = Perm::of(&meta);
             if ft.is_dir() {
-                out.push(Entry {
-                    path: bytes,
-                    kind: EntryKind::Dir,
-                });
+                out.push((
+                    Entry {
+                        path: bytes,
+                        kind: EntryKind::Dir,
+                    },
+                    perm,
+                ));
                 walk(base, &rel_path, out)?;
             } else if ft.is_symlink() {
                 let target = fs::read_link(&path).map_err(io_err("read link", &path))?;
-                out.push(Entry {
-                    path: bytes,
-                    kind: EntryKind::Symlink {
-                        target: target.as_os_str().as_bytes().to_vec(),
+                out.push((
+                    Entry {
+                        path: bytes,
+                        kind: EntryKind::Symlink {
+                            target: target.as_os_str().as_bytes().to_vec(),
+                        },
                     },
-                });
+                    perm,
+                ));
             } else if ft.is_file() {
-                out.push(Entry {
-                    path: bytes,
-                    kind: EntryKind::File {
-                        executable: meta.permissions().mode() & 0o100 != 0,
-                        size: meta.len(),
-                        digest: [0; 32],
+                out.push((
+                    Entry {
+                        path: bytes,
+                        kind: EntryKind::File {
+                            executable: meta.permissions().mode() & 0o100 != 0,
+                            size: meta.len(),
+                            digest: [0; 32],
+                        },
                     },
-                });
+                    perm,
+                ));
             } else {
                 return Err(StoreError::SpecialFile { path });
             }
@@ -466,7 +801,7 @@ fn scan(dir: &Path) -> Result<Vec<Entry>, StoreError> {
     }
     let mut out = Vec::new();
     walk(dir, Path::new(""), &mut out)?;
-    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out.sort_by(|a, b| a.0.path.cmp(&b.0.path));
     Ok(out)
 }
 
@@ -598,12 +933,64 @@ pub fn remove_tree(path: &Path) -> Result<(), StoreError> {
             }
         }
     }
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("remove", path)(e)),
+        // A symlink or file (where an object or staging directory should
+        // be): remove the name, never what a link points at.
+        Ok(m) if !m.is_dir() => return fs::remove_file(path).map_err(io_err("remove", path)),
+        Ok(_) => {}
+    }
     unlock(path);
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err("remove", path)(e)),
     }
+}
+
+/// Swap two names atomically (`renameat2(RENAME_EXCHANGE)`). On a file
+/// system without it, fall back to two renames; between them the object's
+/// name is missing for an instant, which only a reader opening it at that
+/// moment notices (open files stay valid), and which a crash there leaves
+/// as a missing object that the next build makes again.
+#[allow(unsafe_code)]
+fn exchange(a: &Path, b: &Path) -> Result<(), StoreError> {
+    use std::ffi::CString;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io_err("rename", p)(io::Error::other("path contains NUL")))
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
+    // The raw system call: the musl that Rust's static target bundles has
+    // no renameat2 wrapper.
+    // SAFETY: both are valid NUL-terminated paths that outlive the call;
+    // renameat2 only reads them, and takes exactly these five arguments.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+        return Err(io_err("swap into place", b)(e));
+    }
+    let aside = a.with_file_name(format!(
+        ".tmp-{}-{}-damaged",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    fs::rename(b, &aside).map_err(io_err("move aside", b))?;
+    fs::rename(a, b).map_err(io_err("rename into place", b))?;
+    fs::rename(&aside, a).map_err(io_err("rename", &aside))
 }
 
 /// Flush the whole file system holding `path` (one call instead of an
@@ -633,7 +1020,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let t = tempfile::tempdir().unwrap();
-        let s = Store::open(&State::new(t.path())).unwrap();
+        let s = Store::open(&State::open(t.path()).unwrap()).unwrap();
         (t, s)
     }
 

@@ -1,20 +1,31 @@
 //! The build input cache: fingerprints of what the objects are made from
-//! — paths, sizes, mtimes and inode numbers of the genboot executable, the
-//! kernel image, every file of the module tree and the activator, plus the
-//! configuration values that matter — mapped to the objects a build made
-//! from them. Two levels: `tree-<key>.json` for the kernel and
+//! — paths, sizes, mtimes, ctimes and inode numbers of the genboot
+//! executable, the kernel image, every file of the module tree and the
+//! activator, plus the configuration values that matter — mapped to the
+//! objects a build made from them. Two levels: `tree-<key>.json` for the kernel and
 //! kernel-modules objects (same kernel, same tree), `build-<key>.json` for
 //! those plus the initrd (same initrd settings too). A warm build stats the
 //! tree instead of reading 390 MB; another initrd module set re-reads only
 //! the `.modinfo` sections, not the whole tree.
 //!
+//! The ctime is what makes a stamp trustworthy: size and mtime can be put
+//! back after an edit (`touch -r`), the ctime cannot. A file changed within
+//! [`RACY_NS`] before a build began may share its ctime with a later edit
+//! (timestamps are as coarse as the clock tick, or a second on some file
+//! systems), so such a build records no entry, as git treats "racily
+//! clean" files.
+//!
 //! A hit counts only while its objects are in the store (`gc` may have
-//! removed them). The cache is advisory: a torn or unreadable entry is a
-//! miss, and entries are written without fsync.
+//! removed them) and unchanged: an entry records each object's metadata
+//! stamp ([`Store::metadata_stamp`]); when it differs, the object is
+//! re-hashed and the hit dropped if it no longer matches its name. The
+//! cache is advisory: a torn or unreadable entry is a miss, and entries are
+//! written without fsync.
 
 use crate::config::SystemConfig;
 use crate::modules::index::TreeFile;
 use crate::store::{Store, StorePath};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -22,7 +33,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Bump when the objects built from the same inputs change.
-const CACHE_FORMAT: u32 = 1;
+const CACHE_FORMAT: u32 = 2;
+
+/// Inputs changed less than this before a build began are too fresh to
+/// vouch for (see the module documentation): 2 s, above the timestamp
+/// granularity of every Linux file system a module tree lives on.
+pub const RACY_NS: i128 = 2_000_000_000;
 
 /// What a cached build made.
 #[derive(Debug, Clone)]
@@ -41,6 +57,7 @@ pub struct Hit {
 pub struct Stamp {
     pub size: u64,
     pub mtime_ns: i128,
+    pub ctime_ns: i128,
     pub ino: u64,
 }
 
@@ -49,8 +66,16 @@ pub fn stamp(path: &Path) -> Option<Stamp> {
     Some(Stamp {
         size: m.len(),
         mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         ino: m.ino(),
     })
+}
+
+/// Now, in nanoseconds since the epoch (for the racy check).
+pub fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,21 +86,36 @@ struct Entry {
     initrd: String,
     warnings: Vec<String>,
     watch: Vec<(PathBuf, Option<Stamp>)>,
+    /// Each object's metadata stamp when the entry was written.
+    stamps: Vec<(String, String)>,
 }
 
-/// The fingerprints (hex) of a build's inputs: `.0` covers what the kernel
-/// and kernel-modules objects are made from (genboot, the kernel image, the
-/// module tree), `.1` everything (adds the initrd settings and the
-/// activator).
-pub fn fingerprints(cfg: &SystemConfig, files: &[TreeFile], activator: &Path) -> (String, String) {
+/// The fingerprints (hex) of a build's inputs.
+#[derive(Debug, Clone)]
+pub struct Fingerprints {
+    /// What the kernel and kernel-modules objects are made from (genboot,
+    /// the kernel image, the module tree).
+    pub tree: String,
+    /// Everything (adds the initrd settings and the activator).
+    pub all: String,
+    /// The newest change (ctime or mtime) among the input files.
+    pub newest_change_ns: i128,
+}
+
+pub fn fingerprints(cfg: &SystemConfig, files: &[TreeFile], activator: &Path) -> Fingerprints {
+    let mut newest = i128::MIN;
     let mut s = String::with_capacity(files.len() * 80);
     let _ = writeln!(
         s,
         "genboot {} cache {CACHE_FORMAT}",
         env!("CARGO_PKG_VERSION")
     );
-    let file = |s: &mut String, label: &str, p: &Path| {
-        let _ = writeln!(s, "{label} {} {:?}", p.display(), stamp(p));
+    let mut file = |s: &mut String, label: &str, p: &Path| {
+        let st = stamp(p);
+        if let Some(st) = &st {
+            newest = newest.max(st.ctime_ns).max(st.mtime_ns);
+        }
+        let _ = writeln!(s, "{label} {} {st:?}", p.display());
     };
     // The program itself: a rebuilt genboot may write objects differently.
     if let Ok(exe) = std::env::current_exe() {
@@ -84,7 +124,11 @@ pub fn fingerprints(cfg: &SystemConfig, files: &[TreeFile], activator: &Path) ->
     file(&mut s, "kernel", &cfg.kernel.image);
     let _ = writeln!(s, "modules-dir {}", cfg.kernel.modules.display());
     for f in files {
-        let _ = writeln!(s, "{} {} {} {}", f.rel, f.size, f.mtime_ns, f.ino);
+        let _ = writeln!(
+            s,
+            "{} {} {} {} {}",
+            f.rel, f.size, f.mtime_ns, f.ctime_ns, f.ino
+        );
     }
     let tree = hex(&s);
     file(&mut s, "activator", activator);
@@ -94,7 +138,21 @@ pub fn fingerprints(cfg: &SystemConfig, files: &[TreeFile], activator: &Path) ->
         "compression {} {:?} strict-firmware {}",
         cfg.initrd.compression, cfg.initrd.level, cfg.initrd.strict_firmware
     );
-    (tree, hex(&s))
+    for f in files {
+        newest = newest.max(f.ctime_ns).max(f.mtime_ns);
+    }
+    Fingerprints {
+        tree,
+        all: hex(&s),
+        newest_change_ns: newest,
+    }
+}
+
+/// Whether inputs whose newest change is `newest_ns` may be recorded for a
+/// build that began at `started_ns`: not when they changed within
+/// [`RACY_NS`] of it (or after it).
+pub fn settled(newest_ns: i128, started_ns: i128) -> bool {
+    newest_ns < started_ns - RACY_NS
 }
 
 fn hex(s: &str) -> String {
@@ -117,62 +175,98 @@ struct TreeEntry {
     release: String,
     kernel: String,
     kernel_modules: String,
+    stamps: Vec<(String, String)>,
 }
 
 pub struct Cache {
     dir: PathBuf,
 }
 
+/// Each object's metadata stamp, for an entry.
+fn stamps_of(store: &Store, objects: &[&StorePath]) -> Option<Vec<(String, String)>> {
+    objects
+        .par_iter()
+        .map(|sp| Some((sp.base_name(), store.metadata_stamp(sp)?)))
+        .collect()
+}
+
+/// Whether the objects of an entry are still there and as they were: a
+/// changed metadata stamp is a doubt, settled by re-hashing the object.
+/// `Some(true)` when they are intact but a stamp changed (the entry should
+/// be written again with the new stamps), `None` when one is not intact.
+fn intact(store: &Store, objects: &[&StorePath], recorded: &[(String, String)]) -> Option<bool> {
+    let now: Vec<Option<String>> = objects
+        .par_iter()
+        .map(|sp| store.metadata_stamp(sp))
+        .collect();
+    let mut changed = false;
+    for (sp, now) in objects.iter().zip(now) {
+        let now = now?;
+        let was = recorded.iter().find(|(n, _)| *n == sp.base_name());
+        if was.is_some_and(|(_, st)| *st == now) {
+            continue;
+        }
+        if !matches!(store.verify_object(sp), Ok(None)) {
+            return None;
+        }
+        changed = true;
+    }
+    Some(changed)
+}
+
 impl Cache {
-    /// `<state>/cache` for the store `<state>/store`.
+    /// The store's input cache (`<state>/cache`).
     pub fn new(store: &Store) -> Cache {
-        let state = store.dir.parent().unwrap_or(&store.dir);
         Cache {
-            dir: state.join("cache"),
+            dir: store.cache_dir.clone(),
         }
     }
 
     /// The kernel objects for the tree fingerprint `key`, if still in the
-    /// store.
+    /// store and intact.
     pub fn lookup_tree(&self, key: &str, store: &Store) -> Option<TreeHit> {
-        let data = std::fs::read(self.dir.join(format!("tree-{key}.json"))).ok()?;
+        let data = self.read(&format!("tree-{key}.json"))?;
         let e: TreeEntry = serde_json::from_slice(&data).ok()?;
         let hit = TreeHit {
             release: e.release,
             kernel: StorePath::parse(&e.kernel)?,
             kernel_modules: StorePath::parse(&e.kernel_modules)?,
         };
-        (store.path(&hit.kernel).is_dir() && store.path(&hit.kernel_modules).is_dir())
-            .then_some(hit)
+        if intact(store, &[&hit.kernel, &hit.kernel_modules], &e.stamps)? {
+            self.store_tree(key, &hit, store);
+        }
+        Some(hit)
     }
 
-    pub fn store_tree(&self, key: &str, hit: &TreeHit) {
+    pub fn store_tree(&self, key: &str, hit: &TreeHit, store: &Store) {
+        let Some(stamps) = stamps_of(store, &[&hit.kernel, &hit.kernel_modules]) else {
+            return;
+        };
         let e = TreeEntry {
             release: hit.release.clone(),
             kernel: hit.kernel.base_name(),
             kernel_modules: hit.kernel_modules.base_name(),
+            stamps,
         };
         if let Ok(bytes) = serde_json::to_vec(&e) {
             self.write(&format!("tree-{key}.json"), &bytes);
         }
     }
 
+    fn read(&self, name: &str) -> Option<Vec<u8>> {
+        crate::state::read_state_file(&self.dir.join(name), "cache entry")
+            .ok()
+            .flatten()
+    }
+
     fn write(&self, name: &str, bytes: &[u8]) {
-        let _ = std::fs::create_dir_all(&self.dir);
-        let tmp = self.dir.join(format!(".tmp-{}-{name}", std::process::id()));
-        if std::fs::write(&tmp, bytes).is_ok()
-            && std::fs::rename(&tmp, self.dir.join(name)).is_err()
-        {
-            let _ = std::fs::remove_file(&tmp);
+        if std::fs::create_dir_all(&self.dir).is_ok() {
+            let _ = crate::state::write_state_file(&self.dir.join(name), bytes, false);
         }
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(format!("build-{key}.json"))
-    }
-
     pub fn lookup(&self, key: &str, store: &Store) -> Option<Hit> {
-        let data = std::fs::read(self.path(key)).ok()?;
+        let data = self.read(&format!("build-{key}.json"))?;
         let e: Entry = serde_json::from_slice(&data).ok()?;
         let hit = Hit {
             release: e.release,
@@ -182,15 +276,25 @@ impl Cache {
             warnings: e.warnings,
             watch: e.watch,
         };
-        let present = [&hit.kernel, &hit.kernel_modules, &hit.initrd]
-            .iter()
-            .all(|sp| store.path(sp).is_dir());
-        let unchanged = hit.watch.iter().all(|(p, st)| stamp(p) == *st);
-        (present && unchanged).then_some(hit)
+        if !hit.watch.iter().all(|(p, st)| stamp(p) == *st) {
+            return None;
+        }
+        if intact(
+            store,
+            &[&hit.kernel, &hit.kernel_modules, &hit.initrd],
+            &e.stamps,
+        )? {
+            self.store(key, &hit, store);
+        }
+        Some(hit)
     }
 
     /// Record a build; failures only cost the next build its speed.
-    pub fn store(&self, key: &str, hit: &Hit) {
+    pub fn store(&self, key: &str, hit: &Hit, store: &Store) {
+        let Some(stamps) = stamps_of(store, &[&hit.kernel, &hit.kernel_modules, &hit.initrd])
+        else {
+            return;
+        };
         let e = Entry {
             release: hit.release.clone(),
             kernel: hit.kernel.base_name(),
@@ -198,9 +302,51 @@ impl Cache {
             initrd: hit.initrd.base_name(),
             warnings: hit.warnings.clone(),
             watch: hit.watch.clone(),
+            stamps,
         };
         if let Ok(bytes) = serde_json::to_vec(&e) {
             self.write(&format!("build-{key}.json"), &bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> SystemConfig {
+        SystemConfig::parse(
+            "[kernel]\nimage = \"/nonexistent/vmlinuz\"\nmodules = \"/nonexistent/modules\"\n\
+             [root]\ndevice = \"LABEL=root\"\n[system]\nlabel = \"T\"\n",
+            Path::new("/etc/genboot/system.toml"),
+        )
+        .unwrap()
+    }
+
+    fn file(ctime_ns: i128) -> TreeFile {
+        TreeFile {
+            rel: "kernel/fs/x.ko".into(),
+            size: 100,
+            mtime_ns: 1_000_000_000,
+            ctime_ns,
+            ino: 7,
+        }
+    }
+
+    #[test]
+    fn an_edit_with_size_and_mtime_restored_changes_the_fingerprint() {
+        let a = fingerprints(&cfg(), &[file(5_000_000_000)], Path::new("/nonexistent"));
+        let b = fingerprints(&cfg(), &[file(5_000_000_001)], Path::new("/nonexistent"));
+        assert_ne!(a.tree, b.tree);
+        assert_ne!(a.all, b.all);
+        assert!(b.newest_change_ns >= 5_000_000_001);
+    }
+
+    #[test]
+    fn fresh_inputs_are_not_recorded() {
+        let started = 100 * RACY_NS;
+        assert!(settled(started - RACY_NS - 1, started));
+        assert!(!settled(started - RACY_NS, started));
+        assert!(!settled(started + 1, started));
     }
 }

@@ -10,7 +10,7 @@ use crate::initrd::{self, InitrdError};
 use crate::kernel;
 use crate::modules::{self, modinfo::ModuleCompression, ModuleIndex, ModulesError};
 use crate::state::STORE_DIR;
-use crate::store::{BuildOptions, Store, StoreError, StorePath};
+use crate::store::{BuildOptions, Store, StoreError, StoreLock, StorePath};
 use genboot_init::storehash::SELF_MASK;
 use rayon::prelude::*;
 use std::collections::BTreeSet;
@@ -49,18 +49,23 @@ pub struct Built {
     pub boot: BootJson,
 }
 
-/// Build the generation for `cfg` into `store`.
+/// Build the generation for `cfg` into `store`, under the store's lock
+/// (shared: builds run side by side, `gc` waits for them).
 ///
 /// Everything is checked before anything is written: a bad kernel image,
 /// module tree, module name or missing strict firmware leaves the store as
 /// it was. The kernel, kernel-modules and initrd objects of unchanged
 /// inputs are found through the input cache (`<state>/cache/`) without
 /// reading the module tree again.
-pub fn build(store: &Store, cfg: &SystemConfig) -> Result<Built, BuildError> {
+pub fn build(store: &Store, cfg: &SystemConfig, _lock: &StoreLock) -> Result<Built, BuildError> {
     let progress = Progress::new();
+    let started_ns = cache::now_ns();
     let activator = initrd::find_activator(cfg.initrd.activator.as_deref())?;
     let files = modules::index::walk(&cfg.kernel.modules)?;
-    let (tree_key, key) = cache::fingerprints(cfg, &files, &activator);
+    let prints = cache::fingerprints(cfg, &files, &activator);
+    let (tree_key, key) = (prints.tree.clone(), prints.all.clone());
+    // Inputs changed just before the build cannot vouch for a later build.
+    let record = cache::settled(prints.newest_change_ns, started_ns);
     let cache = cache::Cache::new(store);
     if let Some(hit) = cache.lookup(&key, store) {
         progress.step("inputs unchanged; reusing the kernel, modules and initrd objects");
@@ -124,6 +129,11 @@ pub fn build(store: &Store, cfg: &SystemConfig) -> Result<Built, BuildError> {
         .iter()
         .map(|f| (f.source.clone(), cache::stamp(&f.source)))
         .collect();
+    let record = record
+        && watch.iter().all(|(_, st)| {
+            st.as_ref()
+                .is_none_or(|s| cache::settled(s.ctime_ns.max(s.mtime_ns), started_ns))
+        });
     for (_, file) in &missing_names {
         for p in modules::closure::firmware_candidates(&fw_dir, kver, file) {
             watch.push((p, None));
@@ -149,14 +159,17 @@ pub fn build(store: &Store, cfg: &SystemConfig) -> Result<Built, BuildError> {
                 BuildOptions::default(),
                 |dir| fill_kernel_modules(dir, &index, &files),
             )?;
-            cache.store_tree(
-                &tree_key,
-                &cache::TreeHit {
-                    release: kver.to_string(),
-                    kernel: kernel.clone(),
-                    kernel_modules: kernel_modules.clone(),
-                },
-            );
+            if record {
+                cache.store_tree(
+                    &tree_key,
+                    &cache::TreeHit {
+                        release: kver.to_string(),
+                        kernel: kernel.clone(),
+                        kernel_modules: kernel_modules.clone(),
+                    },
+                    store,
+                );
+            }
             (kernel, kernel_modules)
         }
     };
@@ -182,17 +195,20 @@ pub fn build(store: &Store, cfg: &SystemConfig) -> Result<Built, BuildError> {
         std::fs::write(dir.join("initrd"), &compressed)
     })?;
     progress.step(&format!("initrd: {} bytes", compressed.len()));
-    cache.store(
-        &key,
-        &cache::Hit {
-            release: kver.to_string(),
-            kernel: kernel.clone(),
-            kernel_modules: kernel_modules.clone(),
-            initrd: initrd_obj.clone(),
-            warnings,
-            watch,
-        },
-    );
+    if record {
+        cache.store(
+            &key,
+            &cache::Hit {
+                release: kver.to_string(),
+                kernel: kernel.clone(),
+                kernel_modules: kernel_modules.clone(),
+                initrd: initrd_obj.clone(),
+                warnings,
+                watch,
+            },
+            store,
+        );
+    }
     let built = assemble(
         store,
         cfg,

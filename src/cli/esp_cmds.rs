@@ -3,7 +3,9 @@
 //!
 //! Which ESP: `--image FILE`, else `--esp PATH`, else `[boot] esp` of the
 //! configuration (below `--root`), else a FAT file system mounted at
-//! `/efi`, `/boot` or `/boot/efi` below `--root`.
+//! `/efi`, `/boot` or `/boot/efi` below `--root`. Paths below `--root` are
+//! resolved inside it ([`crate::state::resolve_in_root`]): a link in the
+//! tree never leads to the host's ESP.
 //!
 //! The `[boot]` settings the installer uses besides the ESP (`limit`,
 //! `timeout`) come from the configuration of the last `switch`/`image`;
@@ -16,7 +18,7 @@ use crate::config::{BootSection, SystemConfig};
 use crate::esp::dir::DirEsp;
 use crate::esp::image::ImageEsp;
 use crate::esp::{self, Esp, InstallOptions};
-use crate::profile::{Generation, Profile};
+use crate::profile::{Generation, Lock, Profile};
 use crate::store::{Store, StorePath};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -39,23 +41,28 @@ fn settings_path(ctx: &Ctx) -> PathBuf {
     ctx.state.dir.join(SETTINGS)
 }
 
-fn load_settings(ctx: &Ctx) -> Settings {
-    std::fs::read(settings_path(ctx))
-        .ok()
+/// The saved settings; a missing or unreadable file gives the defaults, a
+/// symlink in its place is an error (it is never read through).
+fn load_settings(ctx: &Ctx) -> anyhow::Result<Settings> {
+    let data = crate::state::read_state_file(&settings_path(ctx), "settings file")?;
+    Ok(data
         .and_then(|d| serde_json::from_slice(&d).ok())
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 fn save_settings(ctx: &Ctx, s: &Settings) -> anyhow::Result<()> {
     let path = settings_path(ctx);
     let mut data = serde_json::to_vec_pretty(s)?;
     data.push(b'\n');
-    if std::fs::read(&path).ok().as_deref() == Some(&data[..]) {
+    if crate::state::read_state_file(&path, "settings file")
+        .ok()
+        .flatten()
+        .as_deref()
+        == Some(&data[..])
+    {
         return Ok(());
     }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, &data)
-        .and_then(|_| std::fs::rename(&tmp, &path))
+    crate::state::write_state_file(&path, &data, true)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -77,19 +84,39 @@ fn open_esp(ctx: &Ctx, configured: Option<&Path>) -> anyhow::Result<Option<Box<d
         return Ok(Some(Box::new(DirEsp::open(p)?)));
     }
     if let Some(p) = configured {
-        let below = ctx.state.root.join(p.strip_prefix("/").unwrap_or(p));
-        return Ok(Some(Box::new(DirEsp::open(&below).with_context(|| {
-            format!("[boot] esp = {:?} in the configuration", p.display())
-        })?)));
+        let context = || format!("[boot] esp = {:?} in the configuration", p.display());
+        let below = ctx.state.in_root(p).with_context(context)?;
+        return Ok(Some(Box::new(DirEsp::open(&below).with_context(context)?)));
     }
-    match DirEsp::probe(&ctx.state.root) {
+    match probe_in_root(&ctx.state, &crate::esp::dir::mounts()) {
         Some(p) => Ok(Some(Box::new(DirEsp::open(&p)?))),
         None => Ok(None),
     }
 }
 
+/// A FAT file system mounted at `/efi`, `/boot` or `/boot/efi` below
+/// `--root`, each candidate resolved inside it (so `<root>/boot/efi ->
+/// /boot/efi` is `<root>/boot/efi`, not the host's ESP).
+fn probe_in_root(
+    state: &crate::state::State,
+    mounts: &[crate::esp::dir::Mount],
+) -> Option<PathBuf> {
+    ["/efi", "/boot", "/boot/efi"].iter().find_map(|p| {
+        let dir = state.in_root(Path::new(p)).ok()?;
+        mounts
+            .iter()
+            .any(|m| m.point == dir && crate::esp::dir::is_fat(&m.fstype))
+            .then_some(dir)
+    })
+}
+
+/// Read a small file of the system below `--root`, resolved inside it.
+fn read_in_root(ctx: &Ctx, path: &str) -> Option<String> {
+    std::fs::read_to_string(ctx.state.in_root(Path::new(path)).ok()?).ok()
+}
+
 fn machine_id(ctx: &Ctx) -> Option<String> {
-    let text = std::fs::read_to_string(ctx.state.root.join("etc/machine-id")).ok()?;
+    let text = read_in_root(ctx, "/etc/machine-id")?;
     let id = text.trim();
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
 }
@@ -168,28 +195,80 @@ fn run_install(
     Ok(report)
 }
 
-/// Called after every profile change (switch, rollback, set-default,
-/// delete, gc): install right away when an ESP is configured or given.
-/// `boot` is the `[boot]` section of the configuration just switched to.
-pub(super) fn after_profile_change(ctx: &Ctx, boot: Option<&BootSection>) -> anyhow::Result<()> {
-    let mut settings = load_settings(ctx);
-    if let Some(b) = boot {
-        settings = settings_from(b);
-        save_settings(ctx, &settings)?;
-    }
-    match open_esp(ctx, settings.esp.as_deref())? {
-        Some(esp) => {
-            run_install(ctx, esp, &settings, None)?;
-        }
-        None => eprintln!(
-            "genboot: note: no ESP found (no --esp/--image, no [boot] esp, nothing mounted at /efi, /boot, /boot/efi); the boot menu was not updated"
-        ),
+/// Open (read-only) the directory ESP a `switch` to a configuration with
+/// `boot` will install to, so a missing or refused ESP fails before
+/// anything is built. An image (`--image`) is checked when it is written.
+pub(super) fn check_esp(ctx: &Ctx, boot: &BootSection) -> anyhow::Result<()> {
+    if ctx.image.is_none() {
+        open_esp(ctx, boot.esp.as_deref())?;
     }
     Ok(())
 }
 
+/// Called after every profile change (switch, rollback, set-default,
+/// delete, gc): install right away when an ESP is configured or given.
+/// `boot` is the `[boot]` section of the configuration just switched to;
+/// it is saved for later commands once the install worked.
+///
+/// When the install fails, the profile is put back as `before` (the
+/// generations before the change) was, so the command's error changes
+/// nothing: NixOS moves the profile first and leaves it moved when the
+/// boot loader install fails, which leaves `list` naming a current
+/// generation the machine does not boot. The installer's own order (new
+/// files, entries, then `loader.conf`, then removals) keeps the ESP booting
+/// its previous default when it stops halfway; the next install removes
+/// what the failed one wrote.
+pub(super) fn follow_profile_change(
+    ctx: &Ctx,
+    profile: &Profile,
+    before: &[Generation],
+    lock: &Lock,
+    boot: Option<&BootSection>,
+) -> anyhow::Result<()> {
+    let result = (|| -> anyhow::Result<()> {
+        let settings = match boot {
+            Some(b) => settings_from(b),
+            None => load_settings(ctx)?,
+        };
+        match open_esp(ctx, settings.esp.as_deref())? {
+            Some(esp) => {
+                run_install(ctx, esp, &settings, None)?;
+            }
+            None => eprintln!(
+                "genboot: note: no ESP found (no --esp/--image, no [boot] esp, nothing mounted at /efi, /boot, /boot/efi); the boot menu was not updated"
+            ),
+        }
+        Ok(())
+    })();
+    let Err(e) = result else {
+        if let Some(b) = boot {
+            if let Err(e) = save_settings(ctx, &settings_from(b)) {
+                eprintln!("genboot: warning: the [boot] settings were not saved for later commands: {e:#}");
+            }
+        }
+        return Ok(());
+    };
+    let was = before
+        .iter()
+        .find(|g| g.current)
+        .map_or("none".to_string(), |g| g.number.to_string());
+    let now = profile
+        .current_number()
+        .ok()
+        .flatten()
+        .map_or("none".to_string(), |n| n.to_string());
+    match profile.restore(before, lock) {
+        Ok(()) => Err(e.context(format!(
+            "the boot menu could not be updated, so the profile was put back as it was: the current generation is {was} again and the ESP still boots what it booted before (the next install removes anything this attempt wrote there)"
+        ))),
+        Err(re) => Err(e.context(format!(
+            "the boot menu could not be updated, and putting the profile back failed too ({re}): the profile says generation {now} is current, but the ESP was not updated\nHint: fix the problem below and run `genboot install`, or run `genboot set-default {was}`"
+        ))),
+    }
+}
+
 pub(super) fn install(ctx: &Ctx, loader: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let settings = load_settings(ctx);
+    let settings = load_settings(ctx)?;
     let profile = Profile::new(&ctx.state);
     let _lock = profile.lock(!ctx.no_wait)?;
     let esp = open_esp(ctx, settings.esp.as_deref())?.ok_or_else(|| esp::EspError::NotFound {
@@ -235,14 +314,19 @@ pub(super) fn image(
             );
         }
     }
+    // Every configuration is read and checked before anything is built.
+    let loaded = configs
+        .iter()
+        .map(|c| SystemConfig::load(c))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut last: Option<SystemConfig> = None;
     {
         let store = Store::open(&ctx.state)?;
         let profile = Profile::new(&ctx.state);
         let lock = profile.lock(!ctx.no_wait)?;
-        for c in configs {
-            let cfg = SystemConfig::load(c)?;
-            let built = crate::build::build(&store, &cfg)
+        let store_lock = store.lock(crate::store::LockKind::Shared, !ctx.no_wait)?;
+        for (c, cfg) in configs.iter().zip(loaded) {
+            let built = crate::build::build(&store, &cfg, &store_lock)
                 .with_context(|| format!("building {}", c.display()))?;
             let (n, new) = profile.add(&built.generation, &lock)?;
             eprintln!(
@@ -262,7 +346,7 @@ pub(super) fn image(
             save_settings(ctx, &s)?;
             s
         }
-        None => load_settings(ctx),
+        None => load_settings(ctx)?,
     };
     // The root file system must hold the whole tree (the store holds every
     // generation's kernel modules): check, or size the image to fit.
@@ -309,8 +393,8 @@ pub(super) fn image(
     Ok(ExitCode::SUCCESS)
 }
 
-fn efivars(ctx: &Ctx) -> PathBuf {
-    ctx.state.root.join("sys/firmware/efi/efivars")
+fn efivars(ctx: &Ctx) -> anyhow::Result<PathBuf> {
+    Ok(ctx.state.in_root(Path::new("/sys/firmware/efi/efivars"))?)
 }
 
 /// A UTF-16LE, NUL-terminated EFI string variable's value (after the
@@ -327,13 +411,13 @@ fn read_efi_string(path: &Path) -> Option<String> {
 }
 
 pub(super) fn bless(ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let settings = load_settings(ctx);
+    let settings = load_settings(ctx)?;
     let mut esp =
         open_esp(ctx, settings.esp.as_deref())?.ok_or_else(|| esp::EspError::NotFound {
             root: ctx.state.root.clone(),
         })?;
     // systemd-boot says which file it booted, counter included.
-    let var = efivars(ctx).join(format!("LoaderBootCountPath-{LOADER_GUID}"));
+    let var = efivars(ctx)?.join(format!("LoaderBootCountPath-{LOADER_GUID}"));
     let file = read_efi_string(&var)
         .and_then(|p| p.replace('\\', "/").rsplit('/').next().map(str::to_string));
     let generation = booted_generation(ctx);
@@ -358,7 +442,7 @@ pub(super) fn set_oneshot(ctx: &Ctx, number: u32) -> anyhow::Result<ExitCode> {
     if !profile.generations()?.iter().any(|g| g.number == number) {
         return Err(crate::profile::ProfileError::NoSuchGeneration(number).into());
     }
-    let dir = efivars(ctx);
+    let dir = efivars(ctx)?;
     if !dir.is_dir() {
         anyhow::bail!(
             "this machine was not booted through EFI ({} does not exist), so there is no boot loader variable to set\nHint: use `genboot set-default {number}` to make it the default, or pick it in the boot menu",
@@ -373,14 +457,26 @@ pub(super) fn set_oneshot(ctx: &Ctx, number: u32) -> anyhow::Result<ExitCode> {
     {
         data.extend_from_slice(&u.to_le_bytes());
     }
-    if var.exists() {
+    if std::fs::symlink_metadata(&var).is_ok_and(|m| m.is_file()) {
         // efivarfs files are immutable; chattr -i lifts it (as systemd does).
         let _ = std::process::Command::new("chattr")
             .arg("-i")
             .arg(&var)
             .status();
     }
-    std::fs::write(&var, &data).with_context(|| format!("cannot write {}", var.display()))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // One write (efivarfs takes the variable in one go), never through a link.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&var)
+            .and_then(|mut f| f.write_all(&data))
+            .with_context(|| format!("cannot write {}", var.display()))?;
+    }
     eprintln!("genboot: the next boot (only) starts generation {number}");
     Ok(ExitCode::SUCCESS)
 }
@@ -408,7 +504,7 @@ struct Status {
 
 pub(super) fn status(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
     let profile = Profile::new(&ctx.state);
-    let settings = load_settings(ctx);
+    let settings = load_settings(ctx)?;
     let mut st = Status {
         booted: booted_generation(ctx),
         booted_path: read_booted(ctx).map(|(p, _)| p),
@@ -468,8 +564,8 @@ pub(super) fn status(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// `/run/genboot/booted` below `--root`: the store path and its object.
-fn read_booted(ctx: &Ctx) -> Option<(String, StorePath)> {
-    let text = std::fs::read_to_string(ctx.state.root.join("run/genboot/booted")).ok()?;
+pub(super) fn read_booted(ctx: &Ctx) -> Option<(String, StorePath)> {
+    let text = read_in_root(ctx, "/run/genboot/booted")?;
     let path = text.lines().next()?.trim().to_string();
     let store = Store::open_read_only(&ctx.state);
     let (sp, _) = store.resolve_boot_path(&path)?;
@@ -487,4 +583,48 @@ pub(super) fn booted_generation(ctx: &Ctx) -> Option<u32> {
         .rev()
         .find(|g| g.target == sp)
         .map(|g| g.number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::esp::dir::Mount;
+    use crate::state::State;
+
+    fn vfat(point: &Path) -> Mount {
+        Mount {
+            point: point.to_path_buf(),
+            fstype: "vfat".into(),
+        }
+    }
+
+    #[test]
+    fn the_esp_probe_never_follows_a_link_out_of_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(t.path()).unwrap();
+        let host_esp = base.join("host-esp");
+        let root = base.join("root");
+        std::fs::create_dir_all(&host_esp).unwrap();
+        std::fs::create_dir_all(root.join("boot")).unwrap();
+        std::os::unix::fs::symlink(&host_esp, root.join("boot/efi")).unwrap();
+        let state = State::open(&root).unwrap();
+        // The host's ESP is a FAT mount, but the tree's link to it is not
+        // the tree's ESP.
+        assert_eq!(probe_in_root(&state, &[vfat(&host_esp)]), None);
+        // A link that stays inside the tree is followed.
+        std::fs::remove_file(root.join("boot/efi")).unwrap();
+        std::fs::create_dir_all(root.join("efi")).unwrap();
+        std::os::unix::fs::symlink("/efi", root.join("boot/efi")).unwrap();
+        let inside = root.join("efi");
+        assert_eq!(
+            probe_in_root(&state, &[vfat(&inside)]),
+            Some(inside.clone())
+        );
+        // Not FAT: not an ESP.
+        let ext4 = Mount {
+            point: inside,
+            fstype: "ext4".into(),
+        };
+        assert_eq!(probe_in_root(&state, &[ext4]), None);
+    }
 }

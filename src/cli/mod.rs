@@ -56,7 +56,7 @@ pub enum Command {
     Rollback,
     /// Make generation N current (the default boot entry).
     SetDefault { number: u32 },
-    /// Delete generations (never the current one).
+    /// Delete generations (never the current one, nor the one running).
     Delete {
         #[arg(required = true)]
         numbers: Vec<u32>,
@@ -70,7 +70,7 @@ pub enum Command {
         #[arg(long, value_name = "AGE")]
         older_than: Option<String>,
     },
-    /// Re-hash every store object and report each mismatch (exit code 1 if any).
+    /// Re-hash every store object, check modes and owners; report each mismatch (exit code 1 if any).
     Verify,
     /// Write the boot menu for the profile's generations to the ESP.
     Install {
@@ -122,8 +122,15 @@ pub struct Ctx {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let state = match State::open(&cli.root) {
+        Ok(s) => s,
+        Err(e) => {
+            print_error(&e.into());
+            return ExitCode::from(1);
+        }
+    };
     let ctx = Ctx {
-        state: State::new(&cli.root),
+        state,
         no_wait: cli.no_wait,
         esp: cli.esp,
         image: cli.image,

@@ -5,7 +5,7 @@ use super::{esp_cmds, Ctx};
 use crate::bootspec::BootJson;
 use crate::config::SystemConfig;
 use crate::profile::{Generation, Profile};
-use crate::store::Store;
+use crate::store::{LockKind, Store};
 use crate::{build, gc};
 use anyhow::Context;
 use std::io::Write;
@@ -20,19 +20,23 @@ fn load(config: &Path) -> anyhow::Result<SystemConfig> {
 pub(super) fn build(ctx: &Ctx, config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = load(config)?;
     let store = Store::open(&ctx.state)?;
-    let built =
-        build::build(&store, &cfg).with_context(|| format!("building {}", config.display()))?;
+    let store_lock = store.lock(LockKind::Shared, !ctx.no_wait)?;
+    let built = build::build(&store, &cfg, &store_lock)
+        .with_context(|| format!("building {}", config.display()))?;
     println!("{}", store.path(&built.generation).display());
     Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn switch(ctx: &Ctx, config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = load(config)?;
+    esp_cmds::check_esp(ctx, &cfg.boot)?;
     let store = Store::open(&ctx.state)?;
     let profile = Profile::new(&ctx.state);
     let lock = profile.lock(!ctx.no_wait)?;
-    let built =
-        build::build(&store, &cfg).with_context(|| format!("building {}", config.display()))?;
+    let store_lock = store.lock(LockKind::Shared, !ctx.no_wait)?;
+    let built = build::build(&store, &cfg, &store_lock)
+        .with_context(|| format!("building {}", config.display()))?;
+    let before = profile.generations()?;
     let (n, new) = profile.add(&built.generation, &lock)?;
     if new {
         eprintln!(
@@ -42,7 +46,7 @@ pub(super) fn switch(ctx: &Ctx, config: &Path) -> anyhow::Result<ExitCode> {
     } else {
         eprintln!("genboot: generation {n} is already current with this configuration");
     }
-    esp_cmds::after_profile_change(ctx, Some(&cfg.boot))?;
+    esp_cmds::follow_profile_change(ctx, &profile, &before, &lock, Some(&cfg.boot))?;
     println!("{}", store.path(&built.generation).display());
     Ok(ExitCode::SUCCESS)
 }
@@ -129,31 +133,34 @@ pub(super) fn list(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
 pub(super) fn rollback(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let profile = Profile::new(&ctx.state);
     let lock = profile.lock(!ctx.no_wait)?;
+    let before = profile.generations()?;
     let n = profile.rollback(&lock)?;
     eprintln!("genboot: rolled back to generation {n}");
-    esp_cmds::after_profile_change(ctx, None)?;
+    esp_cmds::follow_profile_change(ctx, &profile, &before, &lock, None)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn set_default(ctx: &Ctx, n: u32) -> anyhow::Result<ExitCode> {
     let profile = Profile::new(&ctx.state);
     let lock = profile.lock(!ctx.no_wait)?;
+    let before = profile.generations()?;
     profile.set_current(n, &lock)?;
     eprintln!("genboot: generation {n} is now current");
-    esp_cmds::after_profile_change(ctx, None)?;
+    esp_cmds::follow_profile_change(ctx, &profile, &before, &lock, None)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn delete(ctx: &Ctx, numbers: &[u32]) -> anyhow::Result<ExitCode> {
     let profile = Profile::new(&ctx.state);
     let lock = profile.lock(!ctx.no_wait)?;
-    profile.delete(numbers, &lock)?;
+    let before = profile.generations()?;
+    profile.delete(numbers, esp_cmds::booted_generation(ctx), &lock)?;
     let list: Vec<String> = numbers.iter().map(u32::to_string).collect();
     eprintln!(
         "genboot: deleted generation(s) {}; `genboot gc` frees their store objects",
         list.join(", ")
     );
-    esp_cmds::after_profile_change(ctx, None)?;
+    esp_cmds::follow_profile_change(ctx, &profile, &before, &lock, None)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -169,14 +176,24 @@ pub(super) fn gc(
     let store = Store::open(&ctx.state)?;
     let profile = Profile::new(&ctx.state);
     let lock = profile.lock(!ctx.no_wait)?;
-    let protect = esp_cmds::booted_generation(ctx)
-        .into_iter()
-        .collect::<Vec<_>>();
+    // Alone in the store: no build's staging directory or fresh object goes.
+    let store_lock = store.lock(LockKind::Exclusive, !ctx.no_wait)?;
+    // The running system: its generation stays in the profile and its
+    // object (with everything it reaches) in the store, whatever the policy.
+    let booted_object = esp_cmds::read_booted(ctx).map(|(_, sp)| sp);
+    let booted = esp_cmds::booted_generation(ctx);
+    let protect = booted.into_iter().collect::<Vec<_>>();
     let victims = gc::select(&profile, policy, &protect, SystemTime::now())?;
-    // Remove deleted generations from the boot menu before their files go.
-    let report = gc::collect(&store, &profile, &victims, &lock)?;
-    esp_cmds::after_profile_change(ctx, None)?;
-    for n in &report.generations {
+    let before = profile.generations()?;
+    if !victims.is_empty() {
+        profile.delete(&victims, booted, &lock)?;
+    }
+    // The boot menu drops the deleted generations before their files go;
+    // if it cannot, the profile is put back and nothing is deleted.
+    esp_cmds::follow_profile_change(ctx, &profile, &before, &lock, None)
+        .context("gc deleted nothing")?;
+    let report = gc::collect(&store, &profile, booted_object.as_ref(), &lock, &store_lock)?;
+    for n in &victims {
         println!("deleted generation {n}");
     }
     for sp in &report.objects {
@@ -184,7 +201,7 @@ pub(super) fn gc(
     }
     println!(
         "{} generation(s), {} store object(s), {:.1} MiB freed",
-        report.generations.len(),
+        victims.len(),
         report.objects.len(),
         report.bytes as f64 / (1024.0 * 1024.0)
     );
@@ -193,6 +210,8 @@ pub(super) fn gc(
 
 pub(super) fn verify(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = Store::open_read_only(&ctx.state);
+    // Shared with builds; `gc` does not delete objects under it.
+    let _store_lock = store.lock_for_reading(!ctx.no_wait)?;
     let objects = store.objects()?;
     let bad = store.verify()?;
     for m in &bad {
@@ -200,13 +219,13 @@ pub(super) fn verify(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     if bad.is_empty() {
         println!(
-            "{} store object(s) verified, all match their hashes",
+            "{} store object(s) verified, all match their hashes, modes and owners",
             objects.len()
         );
         Ok(ExitCode::SUCCESS)
     } else {
         println!(
-            "{} of {} store object(s) do not match their hashes",
+            "{} of {} store object(s) failed verification (contents, modes or owners)",
             bad.len(),
             objects.len()
         );

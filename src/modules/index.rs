@@ -31,6 +31,9 @@ pub struct TreeFile {
     pub rel: String,
     pub size: u64,
     pub mtime_ns: i128,
+    /// The inode change time: no one can set it back, so an edit with the
+    /// size and mtime restored still shows here.
+    pub ctime_ns: i128,
     pub ino: u64,
 }
 
@@ -89,6 +92,7 @@ pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
                 rel,
                 size: meta.len(),
                 mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+                ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
                 ino: meta.ino(),
             })
         })
