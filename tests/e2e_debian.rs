@@ -105,3 +105,86 @@ fn debian_root_boots_to_multi_user_with_systemd() {
     // test failed (the next run removes them then).
     std::fs::remove_dir_all(&s.dir).expect("remove the scenario's directory");
 }
+
+/// `qemu/deb-cache` resolves from this machine's apt lists: a kernel
+/// package that left the mirror becomes the newest of its series and
+/// flavour that the list does not already use (never base's kernel), a
+/// pinned version that left becomes the current one, both said on stderr;
+/// an unknown package is an error naming the list line and `apt-get
+/// update`. (`--dry-run`: nothing is downloaded, the repository untouched.)
+#[test]
+fn deb_cache_substitutes_vanished_kernels_and_pins_and_names_missing_packages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |list: &str| {
+        let path = tmp.path().join("packages");
+        std::fs::write(&path, list).unwrap();
+        std::process::Command::new(common::repo().join("qemu/deb-cache"))
+            .arg("--dry-run")
+            .env("GENBOOT_DEBIAN_DIR", tmp.path().join("top"))
+            .env("GENBOOT_DEBIAN_PACKAGES", &path)
+            .output()
+            .expect("qemu/deb-cache runs")
+    };
+    let out =
+        run("base less=0.0-vanished\nbase linux-image-amd64\nextra linux-image-6.1.0-1-amd64\n");
+    let (stdout, stderr) = (common::stdout(&out), common::stderr(&out));
+    assert!(
+        out.status.success(),
+        "deb-cache --dry-run failed:\n{stderr}"
+    );
+    let resolved: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(resolved.len(), 3, "one resolved line per entry:\n{stdout}");
+    assert_eq!(resolved[0][..2], ["base", "less"]);
+    assert_ne!(resolved[0][2], "0.0-vanished");
+    assert!(
+        stderr.contains("less=0.0-vanished") && stderr.contains("using the current version"),
+        "the vanished pin should be reported:\n{stderr}"
+    );
+    let kernel = resolved[2][1];
+    assert!(
+        kernel.starts_with("linux-image-6.1.0-")
+            && kernel.ends_with("-amd64")
+            && kernel != "linux-image-6.1.0-1-amd64",
+        "the vanished kernel should become another 6.1 amd64 kernel; got {kernel}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "linux-image-6.1.0-1-amd64 ({}:3) is gone from the mirror; using {kernel} instead",
+            tmp.path().join("packages").display()
+        )),
+        "the substitution should be reported with the list line:\n{stderr}"
+    );
+    // Not the kernel linux-image-amd64 (base) installs.
+    let base = std::process::Command::new("apt-cache")
+        .args(["depends", "linux-image-amd64"])
+        .output()
+        .expect("apt-cache runs");
+    let base = common::stdout(&base);
+    assert!(
+        !base.contains(kernel),
+        "the substitute {kernel} must not be base's kernel:\n{base}"
+    );
+
+    let out = run("base less\nextra genboot-no-such-package\n");
+    let stderr = common::stderr(&out);
+    assert!(!out.status.success(), "an unknown package must fail");
+    assert!(
+        stderr.contains("genboot-no-such-package")
+            && stderr.contains(":2)")
+            && stderr.contains("apt-get update"),
+        "the error should name the package, its line and `apt-get update`:\n{stderr}"
+    );
+    assert!(
+        !tmp.path().join("top/mirror").exists()
+            && std::fs::read_dir(tmp.path().join("top/debs"))
+                .map(|d| d
+                    .filter(|e| e.as_ref().unwrap().file_name() != "partial")
+                    .count())
+                .unwrap_or(0)
+                == 0,
+        "a dry run downloads nothing and writes no repository"
+    );
+}

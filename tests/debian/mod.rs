@@ -39,7 +39,8 @@ pub const SETTLE: Duration = Duration::from_secs(300);
 
 /// The cached root with the base packages plus `extra` (each must be in
 /// `qemu/debian-packages`). Read-only: copy it ([`copy_root`]) before
-/// changing anything, or use it only as a source.
+/// changing anything, or use it only as a source. `GENBOOT_DEBIAN_DIR`
+/// moves `target/debian`, as for the scripts.
 pub fn debian_root(extra: &[&str]) -> PathBuf {
     static ROOTS: Mutex<Vec<(Vec<String>, PathBuf)>> = Mutex::new(Vec::new());
     let mut key: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -50,7 +51,10 @@ pub fn debian_root(extra: &[&str]) -> PathBuf {
     if let Some((_, p)) = roots.iter().find(|(k, _)| *k == key) {
         return p.clone();
     }
-    let release = common::repo().join("target/debian/mirror/dists/bookworm/Release");
+    let top = std::env::var_os("GENBOOT_DEBIAN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::repo().join("target/debian"));
+    let release = top.join("mirror/dists/bookworm/Release");
     assert!(
         release.is_file(),
         "the local Debian package repository {} is missing: run `qemu/deb-cache` \
