@@ -188,3 +188,92 @@ fn deb_cache_substitutes_vanished_kernels_and_pins_and_names_missing_packages() 
         "a dry run downloads nothing and writes no repository"
     );
 }
+
+/// Every "extra" package of `qemu/debian-packages` installs in the base
+/// root from the local repository alone, through the root's own apt
+/// configuration (what a scenario does in the running system after
+/// `debian::install_mirror`). In a private mount namespace: the repository
+/// is bound where the root's sources.list points, apt's state is on tmpfs,
+/// so the cached root stays as it is.
+#[test]
+fn extras_install_offline_in_the_root_from_the_local_repository() {
+    let root = debian::debian_root(&[]);
+    let mirror = debian::mirror();
+    let resolved = std::fs::read_to_string(mirror.join("resolved")).unwrap();
+    let extras: Vec<&str> = resolved
+        .lines()
+        .filter_map(|l| l.strip_prefix("extra "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        !extras.is_empty(),
+        "qemu/debian-packages lists no extra package"
+    );
+    // print-uris gives URL-encoded file: URIs; each file must be there.
+    let script = format!(
+        r#"set -e
+r='{root}'
+mount --bind -o ro '{mirror}' "$r/{guest}"
+mount -t tmpfs tmpfs "$r/var/lib/apt/lists"
+mount -t tmpfs tmpfs "$r/var/cache/apt"
+chroot "$r" apt-get update
+chroot "$r" apt-get install --simulate {extras}
+chroot "$r" apt-get install --print-uris -qq {extras} > "$r/var/cache/apt/uris"
+while read -r uri file _; do
+  path=${{uri#\'file:}}; path=${{path%\'}}; path=${{path//%/\\x}}
+  if [ -f "$r$(printf '%b' "$path")" ]; then echo "present: $file"; else echo "missing: $uri"; fi
+done < "$r/var/cache/apt/uris"
+"#,
+        root = root.display(),
+        mirror = mirror.display(),
+        guest = debian::GUEST_MIRROR,
+        extras = extras.join(" ")
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "bash", "-c", &script])
+        .output()
+        .expect("unshare runs");
+    let (stdout, stderr) = (common::stdout(&out), common::stderr(&out));
+    assert!(
+        out.status.success(),
+        "apt in the root failed:\n{stdout}\n{stderr}"
+    );
+    // Only the local repository was asked.
+    for l in stdout
+        .lines()
+        .filter(|l| l.starts_with("Get:") || l.starts_with("Hit:") || l.starts_with("Ign:"))
+    {
+        assert!(
+            l.contains("file:/var/lib/genboot-test/mirror"),
+            "apt in the root reached another source: {l}"
+        );
+    }
+    for p in &extras {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("Inst {p} "))),
+            "apt in the root should install {p}:\n{stdout}"
+        );
+        let deb = format!("present: {p}_");
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&deb)),
+            "apt in the root should fetch {p} from the local repository:\n{stdout}"
+        );
+    }
+    let missing: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("missing: "))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files apt in the root would fetch are not in the repository:\n{}",
+        missing.join("\n")
+    );
+    assert!(
+        !root.join("var/lib/apt/lists").read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("genboot-test")),
+        "the cached root must stay as it was"
+    );
+}

@@ -51,10 +51,7 @@ pub fn debian_root(extra: &[&str]) -> PathBuf {
     if let Some((_, p)) = roots.iter().find(|(k, _)| *k == key) {
         return p.clone();
     }
-    let top = std::env::var_os("GENBOOT_DEBIAN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::repo().join("target/debian"));
-    let release = top.join("mirror/dists/bookworm/Release");
+    let release = mirror().join("dists/bookworm/Release");
     assert!(
         release.is_file(),
         "the local Debian package repository {} is missing: run `qemu/deb-cache` \
@@ -217,6 +214,41 @@ pub fn install_static_genboot(root: &Path) {
     let dest = root.join("usr/local/bin/genboot");
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
     std::fs::copy(vm::static_genboot(), &dest).expect("copy the static genboot into the root");
+}
+
+/// Where a root's apt finds the local repository (its `sources.list`:
+/// `deb [trusted=yes] file:/var/lib/genboot-test/mirror bookworm main`).
+pub const GUEST_MIRROR: &str = "var/lib/genboot-test/mirror";
+
+/// The local repository `qemu/deb-cache` made (`target/debian/mirror`).
+pub fn mirror() -> PathBuf {
+    let top = std::env::var_os("GENBOOT_DEBIAN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::repo().join("target/debian"));
+    top.join("mirror")
+}
+
+/// Put the local repository into a root copy where its apt looks
+/// ([`GUEST_MIRROR`]), so that `apt-get update && apt-get install` work in
+/// the running test system without a network: hard links when the root is
+/// on the same file system (no extra space), else a copy.
+pub fn install_mirror(root: &Path) {
+    let dest = root.join(GUEST_MIRROR);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).unwrap();
+    }
+    let linked = Command::new("cp")
+        .arg("-al")
+        .arg(mirror())
+        .arg(&dest)
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !linked {
+        let _ = std::fs::remove_dir_all(&dest);
+        vm::run_ok(Command::new("cp").arg("-a").arg(mirror()).arg(&dest));
+    }
 }
 
 /// The agent's report on the systemd boot, read from the console.
