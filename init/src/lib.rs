@@ -10,6 +10,7 @@
 pub mod activate;
 pub(crate) mod alias;
 pub mod cmdline;
+pub mod inroot;
 pub(crate) mod json;
 pub mod manifest;
 pub(crate) mod probe;
