@@ -414,24 +414,33 @@ impl<S: Sys> Boot<'_, S> {
         let spec = args.root.clone();
         let timeout = args.timeout;
         let start = self.sys.now_us();
-        let mut next_note = start + 5_000_000;
+        let timeout_us = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        let mut next_note = start.saturating_add(5_000_000);
         let mut round = 0u32;
+        let mut notes: Vec<String> = Vec::new();
+        let mut said = 0usize;
         loop {
-            if let Some(found) = find_root(self.sys, &spec) {
+            let found = find_root(self.sys, &spec, &mut notes);
+            // Each odd thing a disk says is said once.
+            while let Some(note) = notes.get(said).cloned() {
+                self.say(&format!("warning: {note}"));
+                said += 1;
+            }
+            if let Some(found) = found {
                 let detail = format!("{spec} is {}", found.0);
                 self.done(Step::WaitRoot, &detail);
                 return Ok(found);
             }
             let now = self.sys.now_us();
-            if now.saturating_sub(start) >= timeout.as_micros() as u64 {
+            if now.saturating_sub(start) >= timeout_us {
                 break;
             }
             if now >= next_note {
                 let msg = format!("waiting for root device {spec} ...");
                 self.say(&msg);
-                next_note = now + 5_000_000;
+                next_note = now.saturating_add(5_000_000);
             }
-            round += 1;
+            round = round.wrapping_add(1);
             if round.is_multiple_of(10) {
                 self.modalias_pass(m, loaded);
             }
@@ -447,6 +456,9 @@ impl<S: Sys> Boot<'_, S> {
                 "; modules that failed to load: {}",
                 failed.join(" ")
             ));
+        }
+        if !notes.is_empty() {
+            hint.push_str(&format!("; skipped: {}", notes.join("; ")));
         }
         fail(
             Step::WaitRoot,
@@ -1264,32 +1276,70 @@ fn block_devices<S: Sys>(sys: &mut S) -> Vec<String> {
     names
 }
 
-/// The partition's PARTUUID, read from its disk's GPT.
-fn partuuid_of<S: Sys>(sys: &mut S, name: &str) -> Option<String> {
-    let n: u64 = read_trim(sys, &format!("/sys/class/block/{name}/partition"))?
-        .parse()
-        .ok()?;
-    let link = sys.read_link(&format!("/sys/class/block/{name}")).ok()?;
+/// Logical block sizes a disk may report (`queue/logical_block_size`).
+const SECTOR_SIZES: [u64; 8] = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
+
+/// The partition's PARTUUID, read from its disk's GPT. `Ok(None)`: not a
+/// partition, no GPT, an unused entry; `Err`: the disk says something
+/// impossible (a note for the console, naming the disk).
+fn partuuid_of<S: Sys>(sys: &mut S, name: &str) -> Result<Option<String>, String> {
+    let Some(n) = read_trim(sys, &format!("/sys/class/block/{name}/partition"))
+        .and_then(|t| t.parse::<u64>().ok())
+    else {
+        return Ok(None);
+    };
+    let Ok(link) = sys.read_link(&format!("/sys/class/block/{name}")) else {
+        return Ok(None);
+    };
     let mut parts = link.trim_end_matches('/').rsplit('/');
-    parts.next()?;
-    let disk = parts.next()?.to_string();
-    let ss: u64 = read_trim(
+    parts.next();
+    let Some(disk) = parts.next().map(str::to_string) else {
+        return Ok(None);
+    };
+    let ss = match read_trim(
         sys,
         &format!("/sys/class/block/{disk}/queue/logical_block_size"),
-    )
-    .and_then(|s| s.parse().ok())
-    .unwrap_or(512);
+    ) {
+        None => 512,
+        Some(t) => match t.parse::<u64>() {
+            Ok(v) if SECTOR_SIZES.contains(&v) => v,
+            _ => {
+                return Err(format!(
+                    "{disk}: logical block size {t:?} is not a power of two from 512 to 65536; its GPT is not read"
+                ))
+            }
+        },
+    };
     let dev = format!("/dev/{}", disk.replace('!', "/"));
-    let h = probe::gpt_header(&sys.read_at(&dev, ss, ss as usize).ok()?)?;
-    if n == 0 || n > h.entries as u64 {
-        return None;
+    let Some(h) = sys
+        .read_at(&dev, ss, ss as usize)
+        .ok()
+        .and_then(|b| probe::gpt_header(&b))
+    else {
+        return Ok(None);
+    };
+    if n == 0 || n > u64::from(h.entries) {
+        return Ok(None);
     }
-    let off = h.entries_lba * ss + (n - 1) * h.entry_size as u64;
-    probe::gpt_entry_partuuid(&sys.read_at(&dev, off, 128).ok()?)
+    let Some(off) = h.entry_offset(n, ss) else {
+        return Err(format!(
+            "{disk}: the GPT header puts partition entry {n} past any disk (entries at LBA {}, {} bytes each); the GPT is damaged",
+            h.entries_lba, h.entry_size
+        ));
+    };
+    Ok(sys
+        .read_at(&dev, off, 128)
+        .ok()
+        .and_then(|e| probe::gpt_entry_partuuid(&e)))
 }
 
-/// Look once for the root device: its `/dev` path and what its superblock says.
-fn find_root<S: Sys>(sys: &mut S, spec: &RootSpec) -> Option<(String, Option<FsInfo>)> {
+/// Look once for the root device: its `/dev` path and what its superblock
+/// says. Disks that say something impossible are skipped with a note.
+fn find_root<S: Sys>(
+    sys: &mut S,
+    spec: &RootSpec,
+    notes: &mut Vec<String>,
+) -> Option<(String, Option<FsInfo>)> {
     let probe_dev = |sys: &mut S, dev: &str| {
         sys.read_at(dev, 0, probe::PROBE_LEN)
             .ok()
@@ -1306,9 +1356,15 @@ fn find_root<S: Sys>(sys: &mut S, spec: &RootSpec) -> Option<(String, Option<FsI
             continue;
         }
         let hit = match spec {
-            RootSpec::PartUuid(u) => {
-                partuuid_of(sys, &name).is_some_and(|p| p.eq_ignore_ascii_case(u))
-            }
+            RootSpec::PartUuid(u) => match partuuid_of(sys, &name) {
+                Ok(p) => p.is_some_and(|p| p.eq_ignore_ascii_case(u)),
+                Err(note) => {
+                    if !notes.contains(&note) {
+                        notes.push(note);
+                    }
+                    false
+                }
+            },
             RootSpec::Uuid(u) => {
                 probe_dev(sys, &dev).is_some_and(|f| f.uuid.eq_ignore_ascii_case(u))
             }

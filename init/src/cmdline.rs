@@ -201,6 +201,9 @@ impl std::fmt::Display for RootSpec {
 
 /// The default of `genboot.timeout=`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most `genboot.timeout=` accepts: one day. More is a typo, and would
+/// overflow the microsecond clock arithmetic of the wait.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 
 /// What genboot-init takes from the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +223,12 @@ pub struct BootArgs {
     pub timeout: Duration,
 }
 
+fn too_long(t: &str) -> String {
+    format!(
+        "genboot.timeout={t} is more than {MAX_TIMEOUT_SECS} seconds (one day); give the seconds to wait for the root device, 1 to {MAX_TIMEOUT_SECS}"
+    )
+}
+
 impl BootArgs {
     pub fn from_cmdline(c: &Cmdline) -> Result<BootArgs, String> {
         let root = match c.value("root") {
@@ -229,10 +238,17 @@ impl BootArgs {
         let timeout = match c.value("genboot.timeout") {
             None => DEFAULT_TIMEOUT,
             Some(t) => match t.parse::<u64>() {
-                Ok(s) if s > 0 => Duration::from_secs(s),
+                Ok(s) if (1..=MAX_TIMEOUT_SECS).contains(&s) => Duration::from_secs(s),
+                // Above the maximum, or above what 64 bits hold.
+                Ok(s) if s > MAX_TIMEOUT_SECS => {
+                    return Err(too_long(t));
+                }
+                Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+                    return Err(too_long(t));
+                }
                 _ => {
                     return Err(format!(
-                        "genboot.timeout={t} is not a whole number of seconds above 0"
+                        "genboot.timeout={t} is not a whole number of seconds from 1 to {MAX_TIMEOUT_SECS}"
                     ))
                 }
             },
@@ -393,5 +409,37 @@ mod tests {
         assert!(e.contains("genboot.timeout=x"), "{e}");
         let c = Cmdline::parse("root=/dev/a");
         assert_eq!(BootArgs::from_cmdline(&c).unwrap().timeout, DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn absurd_timeouts_are_refused_not_truncated() {
+        // Issue 10, item 17: 18446744073709552 s is 2^64 us and a bit; it
+        // truncated to a few seconds when turned into microseconds.
+        for t in [
+            "18446744073709552",
+            "18446744073709551615",
+            "99999999999999999999999",
+            "86401",
+        ] {
+            let c = Cmdline::parse(&format!("root=/dev/a genboot.timeout={t}"));
+            let e = BootArgs::from_cmdline(&c).unwrap_err();
+            assert!(
+                e.contains(&format!("genboot.timeout={t} is more than 86400 seconds")),
+                "{e}"
+            );
+        }
+        for t in ["0", "-1", "1e3", "", "000"] {
+            let c = Cmdline::parse(&format!("root=/dev/a genboot.timeout={t}"));
+            let e = BootArgs::from_cmdline(&c).unwrap_err();
+            assert!(
+                e.contains("is not a whole number of seconds from 1 to 86400"),
+                "{t}: {e}"
+            );
+        }
+        let c = Cmdline::parse("root=/dev/a genboot.timeout=86400");
+        assert_eq!(
+            BootArgs::from_cmdline(&c).unwrap().timeout,
+            Duration::from_secs(86_400)
+        );
     }
 }

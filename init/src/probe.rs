@@ -41,6 +41,21 @@ pub fn gpt_header(sector: &[u8]) -> Option<GptHeader> {
     Some(h)
 }
 
+impl GptHeader {
+    /// The byte offset of partition entry `n` (from 1) on a disk with
+    /// `sector`-byte logical blocks; `None` when `n` is not in the table or
+    /// the offset does not fit in 64 bits (a damaged or hostile header:
+    /// `entries_lba` is read from the disk).
+    pub fn entry_offset(&self, n: u64, sector: u64) -> Option<u64> {
+        if n == 0 || n > u64::from(self.entries) {
+            return None;
+        }
+        self.entries_lba
+            .checked_mul(sector)?
+            .checked_add((n - 1).checked_mul(u64::from(self.entry_size))?)
+    }
+}
+
 /// A GUID as text (mixed-endian, as GPT stores it), lower case.
 pub fn guid_text(g: &[u8]) -> String {
     format!(
@@ -202,6 +217,31 @@ pub(crate) mod tests {
             None,
             "entry 1 is unused"
         );
+    }
+
+    #[test]
+    fn entry_offsets_are_checked() {
+        let h = GptHeader {
+            entries_lba: 2,
+            entries: 128,
+            entry_size: 128,
+        };
+        assert_eq!(h.entry_offset(1, 512), Some(1024));
+        assert_eq!(h.entry_offset(128, 4096), Some(8192 + 127 * 128));
+        assert_eq!(h.entry_offset(0, 512), None);
+        assert_eq!(h.entry_offset(129, 512), None);
+        // Issue 10, item 17: entries_lba 2^62 overflows times 512.
+        let h = GptHeader {
+            entries_lba: 1 << 62,
+            ..h
+        };
+        assert_eq!(h.entry_offset(1, 512), None);
+        let h = GptHeader {
+            entries_lba: u64::MAX / 512,
+            entries: u32::MAX,
+            entry_size: u32::MAX,
+        };
+        assert_eq!(h.entry_offset(u64::from(u32::MAX), 512), None);
     }
 
     #[test]

@@ -956,3 +956,49 @@ fn verify_names_the_first_bad_entries_and_counts_the_rest() {
         &format!("lib/modules/{KVER}/m0.ko has mode 0644; lib/modules/{KVER}/m1.ko has mode 0644; lib/modules/{KVER}/m2.ko has mode 0644 and 2 more"),
     );
 }
+
+// ---- numbers read from disks and the command line ----
+
+#[test]
+fn a_gpt_entries_lba_that_overflows_is_a_damaged_disk_not_a_match() {
+    // Issue 10, item 17: entries_lba * 512 overflowed (a panic with
+    // overflow checks, else a wrap). 2^55 + 2 wraps to 1024, where the real
+    // entries are: unchecked, this damaged GPT would still "match".
+    let mut f = world(&format!(
+        "root=PARTUUID={PARTUUID} genboot.timeout=1 init={}/init",
+        gen()
+    ));
+    let mut disk = gpt_disk(1, ROOT_PARTUUID_ON_DISK);
+    disk[512 + 72..512 + 80].copy_from_slice(&((1u64 << 55) + 2).to_le_bytes());
+    f.file("/dev/vda", &disk, DEVTMPFS);
+    let f = fails_at(f, Step::WaitRoot, "did not appear within 1 s");
+    let note = "vda: the GPT header puts partition entry 1 past any disk (entries at LBA 36028797018963970, 128 bytes each); the GPT is damaged";
+    let warning = format!("genboot-init: warning: {note}");
+    let warned = f.console.iter().filter(|l| **l == warning).count();
+    assert_eq!(warned, 1, "said once: {:#?}", f.console);
+    assert!(console_has(&f, &format!("skipped: {note}")));
+}
+
+#[test]
+fn an_absurd_logical_block_size_is_not_used_as_a_read_length() {
+    let mut f = world(&format!(
+        "root=PARTUUID={PARTUUID} genboot.timeout=1 init={}/init",
+        gen()
+    ));
+    let lbs = "/sys/devices/pci0000:00/0000:00:04.0/virtio1/block/vda/queue/logical_block_size";
+    f.file(lbs, b"1099511627776\n", SYSFS);
+    let f = fails_at(f, Step::WaitRoot, "did not appear");
+    assert!(console_has(
+        &f,
+        "vda: logical block size \"1099511627776\" is not a power of two from 512 to 65536"
+    ));
+}
+
+#[test]
+fn an_absurd_timeout_is_refused_at_the_cmdline_step() {
+    fails_at(
+        world(&cmdline("genboot.timeout=18446744073709552")),
+        Step::Cmdline,
+        "genboot.timeout=18446744073709552 is more than 86400 seconds",
+    );
+}
