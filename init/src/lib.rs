@@ -7,6 +7,18 @@
 //! the installer can check `root=` and the `genboot.*` switches the way the
 //! activator reads them.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo
+    )
+)]
+
 pub mod activate;
 pub(crate) mod alias;
 pub mod cmdline;

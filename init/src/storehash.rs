@@ -52,11 +52,11 @@ pub struct Entry {
 
 /// Hex of a digest, lower case.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
+        s.push(digit(b >> 4));
+        s.push(digit(b & 15));
     }
     s
 }
@@ -192,22 +192,22 @@ pub fn object_hash(name: &str, entries: &[Entry]) -> String {
         }
     }
     let digest: [u8; 32] = h.finalize().into();
-    hex(&digest)[..HASH_LEN].to_string()
+    // The first HASH_LEN hex digits: those of the first HASH_LEN / 2 bytes.
+    hex(digest.get(..HASH_LEN / 2).unwrap_or_default())
 }
 
 /// Split a store directory name `<hash>-<name>` into its parts.
 pub fn split_store_name(dir_name: &str) -> Option<(&str, &str)> {
-    if dir_name.len() < HASH_LEN + 2 || dir_name.as_bytes()[HASH_LEN] != b'-' {
-        return None;
-    }
-    let (hash, rest) = dir_name.split_at(HASH_LEN);
-    if !hash
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    let (hash, rest) = dir_name.split_at_checked(HASH_LEN)?;
+    let name = rest.strip_prefix('-')?;
+    if name.is_empty()
+        || !hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
         return None;
     }
-    Some((hash, &rest[1..]))
+    Some((hash, name))
 }
 
 /// Walk `dir` and hash it sequentially: the activator's verifier. The
@@ -282,6 +282,7 @@ pub fn hash_tree(dir: &std::path::Path, name: &str, own: Option<&[u8; 32]>) -> i
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
