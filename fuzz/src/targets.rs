@@ -227,10 +227,10 @@ fn cmdline(data: &[u8]) -> u64 {
             a.debug as u8,
             a.shell_on_fail as u8,
             a.init.is_some() as u8,
-            bucket(a.init_args.len()),
-            bucket(a.fstypes.len()),
-            bucket(a.rootflags.len()),
-            bucket(a.timeout.as_secs() as usize),
+            a.init_args.is_empty() as u8,
+            a.fstypes.is_empty() as u8,
+            a.rootflags.is_empty() as u8,
+            (a.timeout == genboot_init::cmdline::DEFAULT_TIMEOUT) as u8,
         ],
         Err(e) => vec![
             b'e',
@@ -248,7 +248,10 @@ fn cmdline(data: &[u8]) -> u64 {
     };
     feature(&[
         &outcome,
-        &[bucket(c.params.len()), bucket(c.init_args.len())],
+        &[
+            bucket(c.params.len()).min(4),
+            bucket(c.init_args.len()).min(3),
+        ],
     ])
 }
 
@@ -636,7 +639,20 @@ fn bzimage(data: &[u8]) -> u64 {
     }
     let mut outcome = match &header {
         Ok(_) => vec![b'o'],
-        Err(e) => shape(e),
+        Err(e) => vec![
+            b'e',
+            class(
+                e,
+                &[
+                    "too short",
+                    "HdrS",
+                    "past the end",
+                    "not terminated",
+                    "not text",
+                    "has no release",
+                ],
+            ),
+        ],
     };
     // The whole check the builder runs on [kernel] image: header, release
     // as a store name, PE/EFI stub (goblin).
@@ -650,8 +666,12 @@ fn bzimage(data: &[u8]) -> u64 {
                     outcome.push(b'k');
                 }
                 Err(KernelError::NoEfiStub { why, .. }) => {
+                    // goblin's messages quote offsets and names: its first
+                    // three words are the kind.
                     outcome.extend(b"pe ");
-                    outcome.extend(shape(&why));
+                    for w in why.split_whitespace().take(3) {
+                        outcome.extend(shape(w));
+                    }
                 }
                 Err(KernelError::BadRelease { .. }) => outcome.extend(b"release"),
                 Err(_) => outcome.push(b'e'),
