@@ -78,30 +78,39 @@ fn initrd_modules(k: &Kernel) -> Vec<&'static str> {
 }
 
 /// The stage-2 tree: busybox, an init script that prints markers and loads
-/// a module the initrd does not have.
+/// a module the initrd does not have. Shaped like stock Debian where links
+/// matter: `/sbin -> usr/sbin` (relative) and `/usr/sbin/init ->
+/// /lib/genboot-test/init` (absolute, as Debian's `/usr/sbin/init ->
+/// /lib/systemd/systemd`); and harsher than Debian, `/lib -> /usr/lib`
+/// (absolute), so the generation's modules are bound onto `/usr/lib/modules`
+/// only if genboot-init resolves the root's links inside the root.
 fn write_stage2(root: &Path) {
+    use std::os::unix::fs::symlink;
     for d in [
         "bin",
-        "sbin",
+        "usr/sbin",
+        "usr/lib/modules",
+        "usr/lib/genboot-test",
         "dev",
         "proc",
         "sys",
         "run",
         "tmp",
         "etc",
-        "lib/modules",
     ] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
+    symlink("usr/sbin", root.join("sbin")).unwrap();
+    symlink("/usr/lib", root.join("lib")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox"))
         .expect("/bin/busybox (apt: busybox-static)");
     for applet in [
         "sh", "cat", "echo", "grep", "ls", "mount", "uname", "sleep", "sync", "head", "cut",
     ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     for applet in ["modprobe", "lsmod", "reboot", "poweroff"] {
-        std::os::unix::fs::symlink("../bin/busybox", root.join("sbin").join(applet)).unwrap();
+        symlink("../../bin/busybox", root.join("usr/sbin").join(applet)).unwrap();
     }
     let init = format!(
         r#"#!/bin/sh
@@ -112,7 +121,7 @@ if modprobe {m} && grep -q '^{m} ' /proc/modules && grep -q '^fat ' /proc/module
 else
   echo "STAGE2-MODPROBE-FAILED {m}"; ls -l /lib/modules /lib/modules/*
 fi
-echo "STAGE2-MODULES-MOUNT $(grep ' /lib/modules ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
+echo "STAGE2-MODULES-MOUNT $(grep ' /usr/lib/modules ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
 cat /run/genboot/timings.json
 echo STAGE2-DONE
 sync
@@ -120,13 +129,11 @@ reboot -f
 "#,
         m = STAGE2_MODULE
     );
-    std::fs::write(root.join("sbin/init"), init).unwrap();
+    let script = root.join("usr/lib/genboot-test/init");
+    std::fs::write(&script, init).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        root.join("sbin/init"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    symlink("/lib/genboot-test/init", root.join("usr/sbin/init")).unwrap();
 }
 
 fn make_system(k: &Kernel) -> System {

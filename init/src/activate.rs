@@ -7,6 +7,7 @@
 
 use crate::alias;
 use crate::cmdline::{BootArgs, Cmdline, RootSpec};
+use crate::inroot::{resolve_in_root, Follow};
 use crate::json;
 use crate::manifest::{self, Manifest};
 use crate::probe::{self, FsInfo};
@@ -106,22 +107,30 @@ pub enum Outcome {
     RebootFailed,
 }
 
+/// A store object on the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Object {
+    hash: String,
+    name: String,
+    /// Where it is now: below [`SYSROOT`], every link resolved inside the root.
+    dir: String,
+}
+
 /// A generation found on the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Generation {
-    /// `/var/lib/genboot/store/<hash>-<name>`.
+    /// `/var/lib/genboot/store/<hash>-<name>`, as stage 2 sees it.
     path: String,
-    hash: String,
-    name: String,
-    /// `(<hash>-<name>)` of the kernel-modules object, when linked.
-    kernel_modules: Option<(String, String)>,
+    object: Object,
+    /// The kernel-modules object, when linked.
+    kernel_modules: Option<Object>,
 }
 
 struct Boot<'a, S: Sys> {
     sys: &'a mut S,
     steps: Vec<(&'static str, u64)>,
-    args: Option<BootArgs>,
-    /// Whether a shell may be started on failure (known before `args`).
+    /// Whether a shell may be started on failure (known as soon as the
+    /// command line is read, even when it is not valid).
     shell_on_fail: bool,
     /// Where the root is: `None` before it is mounted.
     root_at: Option<&'static str>,
@@ -175,8 +184,10 @@ impl<S: Sys> Boot<'_, S> {
         s
     }
 
-    fn args(&self) -> &BootArgs {
-        self.args.as_ref().expect("command line parsed")
+    /// `path` on the root file system (mounted at [`SYSROOT`]), resolved
+    /// inside it.
+    fn on_root(&mut self, path: &str, follow: Follow) -> io::Result<String> {
+        resolve_in_root(self.sys, SYSROOT, path, follow)
     }
 
     // ---- steps ----
@@ -225,7 +236,7 @@ impl<S: Sys> Boot<'_, S> {
         Ok(())
     }
 
-    fn cmdline(&mut self) -> Result<(), Failure> {
+    fn cmdline(&mut self) -> Result<BootArgs, Failure> {
         let text = match self.sys.read_file("/proc/cmdline") {
             Ok(t) => String::from_utf8_lossy(&t).into_owned(),
             Err(e) => {
@@ -261,9 +272,8 @@ impl<S: Sys> Boot<'_, S> {
                 ""
             },
         );
-        self.args = Some(args);
         self.done(Step::Cmdline, &detail);
-        Ok(())
+        Ok(args)
     }
 
     fn manifest(&mut self) -> Result<Manifest, Failure> {
@@ -396,31 +406,41 @@ impl<S: Sys> Boot<'_, S> {
 
     fn wait_root(
         &mut self,
+        args: &BootArgs,
         m: &Manifest,
         loaded: &mut Vec<String>,
         failed: &[String],
     ) -> Result<(String, Option<FsInfo>), Failure> {
-        let spec = self.args().root.clone();
-        let timeout = self.args().timeout;
+        let spec = args.root.clone();
+        let timeout = args.timeout;
         let start = self.sys.now_us();
-        let mut next_note = start + 5_000_000;
+        let timeout_us = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        let mut next_note = start.saturating_add(5_000_000);
         let mut round = 0u32;
+        let mut notes: Vec<String> = Vec::new();
+        let mut said = 0usize;
         loop {
-            if let Some(found) = find_root(self.sys, &spec) {
+            let found = find_root(self.sys, &spec, &mut notes);
+            // Each odd thing a disk says is said once.
+            while let Some(note) = notes.get(said).cloned() {
+                self.say(&format!("warning: {note}"));
+                said += 1;
+            }
+            if let Some(found) = found {
                 let detail = format!("{spec} is {}", found.0);
                 self.done(Step::WaitRoot, &detail);
                 return Ok(found);
             }
             let now = self.sys.now_us();
-            if now.saturating_sub(start) >= timeout.as_micros() as u64 {
+            if now.saturating_sub(start) >= timeout_us {
                 break;
             }
             if now >= next_note {
                 let msg = format!("waiting for root device {spec} ...");
                 self.say(&msg);
-                next_note = now + 5_000_000;
+                next_note = now.saturating_add(5_000_000);
             }
-            round += 1;
+            round = round.wrapping_add(1);
             if round.is_multiple_of(10) {
                 self.modalias_pass(m, loaded);
             }
@@ -437,6 +457,9 @@ impl<S: Sys> Boot<'_, S> {
                 failed.join(" ")
             ));
         }
+        if !notes.is_empty() {
+            hint.push_str(&format!("; skipped: {}", notes.join("; ")));
+        }
         fail(
             Step::WaitRoot,
             format!(
@@ -447,8 +470,12 @@ impl<S: Sys> Boot<'_, S> {
         )
     }
 
-    fn mount_root(&mut self, dev: &str, fs: Option<&FsInfo>) -> Result<(), Failure> {
-        let args = self.args().clone();
+    fn mount_root(
+        &mut self,
+        args: &BootArgs,
+        dev: &str,
+        fs: Option<&FsInfo>,
+    ) -> Result<(), Failure> {
         let mut types = args.fstypes.clone();
         if types.is_empty() {
             match fs {
@@ -501,8 +528,8 @@ impl<S: Sys> Boot<'_, S> {
         )
     }
 
-    fn generation(&mut self) -> Result<Generation, Failure> {
-        let Some(init) = self.args().init.clone() else {
+    fn generation(&mut self, args: &BootArgs) -> Result<Generation, Failure> {
+        let Some(init) = args.init.clone() else {
             return fail(
                 Step::Generation,
                 "no init= on the kernel command line",
@@ -532,26 +559,51 @@ impl<S: Sys> Boot<'_, S> {
             return bad_form("the store object is not a genboot-system generation");
         }
         let (hash, name) = (hash.to_string(), name.to_string());
-        let on_root = format!("{SYSROOT}{gen}");
+        let on_root = match self.on_root(gen, Follow::NotLast) {
+            Ok(p) => p,
+            Err(e) => {
+                return fail(
+                    Step::Generation,
+                    format!(
+                        "generation {gen} is not on the root file system {}: {}",
+                        args.root,
+                        errno_text(&e)
+                    ),
+                    "a directory on the way to the store is a broken or looping symlink; boot another generation and fix the root",
+                )
+            }
+        };
         match self.sys.lstat(&on_root) {
             Ok(m) if m.kind == Kind::Dir => {}
             _ => {
                 return fail(
                     Step::Generation,
-                    format!("generation {gen} is not on the root file system {}", self.args().root),
+                    format!("generation {gen} is not on the root file system {}", args.root),
                     "it may have been garbage-collected or root= names another system; pick another entry in the boot menu",
                 )
             }
         }
+        // Inside the generation every path is its own: nothing is resolved
+        // through a link (`on_root` holds none).
         let bj = format!("{on_root}/boot.json");
-        let text = match self.sys.read_file(&bj) {
+        let text = match self.sys.lstat(&bj) {
+            Ok(m) if m.kind == Kind::File => self.sys.read_file(&bj),
+            Ok(_) => Err(io::Error::from_raw_os_error(libc::EISDIR)),
+            Err(e) => Err(e),
+        };
+        let text = match text {
             Ok(t) => String::from_utf8_lossy(&t).into_owned(),
             Err(e) => {
+                let why = if e.raw_os_error() == Some(libc::EISDIR) {
+                    "not a file".to_string()
+                } else {
+                    errno_text(&e)
+                };
                 return fail(
                     Step::Generation,
-                    format!("cannot read {gen}/boot.json: {}", errno_text(&e)),
+                    format!("cannot read {gen}/boot.json: {why}"),
                     "the generation is damaged; run `genboot verify` from another generation",
-                )
+                );
             }
         };
         let v = match json::parse(&text) {
@@ -604,26 +656,11 @@ impl<S: Sys> Boot<'_, S> {
                 "the boot entry pairs the wrong kernel and generation; run `genboot install` or pick another entry",
             );
         }
-        // The stage-2 init the generation names must be on the root.
-        let link = format!("{on_root}/init");
-        match self.sys.read_link(&link) {
-            Ok(target) => {
-                let resolved = if target.starts_with('/') {
-                    format!("{SYSROOT}{target}")
-                } else {
-                    format!("{on_root}/{target}")
-                };
-                match self.sys.stat(&resolved) {
-                    Ok(m) if m.kind == Kind::File => {}
-                    _ => {
-                        return fail(
-                            Step::Generation,
-                            format!("{gen}/init points to {target}, which is not a file on the root"),
-                            "install the stage-2 init on the root file system, or set system.init in system.toml and rebuild",
-                        )
-                    }
-                }
-            }
+        // The stage-2 init the generation names must be on the root, found
+        // the way stage 2 will find it: every link resolved inside the root
+        // (Debian: /sbin -> usr/sbin, /usr/sbin/init -> /lib/systemd/systemd).
+        let target = match self.sys.read_link(&format!("{on_root}/init")) {
+            Ok(t) => t,
             Err(e) => {
                 return fail(
                     Step::Generation,
@@ -631,23 +668,59 @@ impl<S: Sys> Boot<'_, S> {
                     "the generation is damaged; run `genboot verify`",
                 )
             }
+        };
+        let not_there = |why: String| -> Result<Generation, Failure> {
+            fail(
+                Step::Generation,
+                format!("{gen}/init points to {target}, which is not a file on the root: {why}"),
+                "install the stage-2 init on the root file system, or set system.init in system.toml and rebuild",
+            )
+        };
+        let resolved = match self.on_root(&format!("{gen}/init"), Follow::All) {
+            Ok(p) => p,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return not_there(format!(
+                    "more than {} symbolic links on the way (a loop?)",
+                    crate::inroot::MAX_LINKS
+                ))
+            }
+            Err(e) => return not_there(errno_text(&e)),
+        };
+        let shown = in_root_text(&resolved);
+        match self.sys.lstat(&resolved) {
+            Ok(m) if m.kind == Kind::File && m.mode & 0o111 != 0 => {}
+            Ok(m) if m.kind == Kind::File => {
+                return not_there(format!("{shown} is not executable (mode {:04o})", m.mode))
+            }
+            Ok(_) => return not_there(format!("{shown} is not a regular file")),
+            Err(e) => return not_there(format!("{shown}: {}", errno_text(&e))),
         }
         let kernel_modules = match self.sys.read_link(&format!("{on_root}/kernel-modules")) {
             Ok(t) => {
                 let base = t.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+                let in_store = t.trim_end_matches('/') == format!("../{base}")
+                    || t.trim_end_matches('/') == format!("{STORE_DIR}/{base}");
                 match storehash::split_store_name(base) {
-                    Some((h, n)) => {
-                        let dir = format!("{SYSROOT}{STORE_DIR}/{base}");
-                        if !matches!(self.sys.stat(&dir), Ok(m) if m.kind == Kind::Dir) {
-                            return fail(
-                                Step::Generation,
-                                format!("the generation's kernel-modules object {STORE_DIR}/{base} is not on the root"),
-                                "the store is damaged (an object was deleted by hand?); boot another generation and run `genboot verify`",
-                            );
-                        }
-                        Some((h.to_string(), n.to_string()))
+                    Some((h, n)) if in_store => {
+                        let obj = format!("{STORE_DIR}/{base}");
+                        let dir = self.on_root(&obj, Follow::NotLast);
+                        let dir = match dir {
+                            Ok(d) if matches!(self.sys.lstat(&d), Ok(m) if m.kind == Kind::Dir) => d,
+                            _ => {
+                                return fail(
+                                    Step::Generation,
+                                    format!("the generation's kernel-modules object {obj} is not on the root"),
+                                    "the store is damaged (an object was deleted by hand?); boot another generation and run `genboot verify`",
+                                )
+                            }
+                        };
+                        Some(Object {
+                            hash: h.to_string(),
+                            name: n.to_string(),
+                            dir,
+                        })
                     }
-                    None => {
+                    _ => {
                         return fail(
                             Step::Generation,
                             format!("{gen}/kernel-modules points to {t}, not a store object"),
@@ -658,23 +731,35 @@ impl<S: Sys> Boot<'_, S> {
             }
             Err(_) => None,
         };
-        let detail = format!("{gen} (kernel {release})");
+        let detail = format!("{gen} (kernel {release}, init {})", in_root_text(&resolved));
         self.done(Step::Generation, &detail);
         Ok(Generation {
             path: gen.to_string(),
-            hash,
-            name,
+            object: Object {
+                hash,
+                name,
+                dir: on_root,
+            },
             kernel_modules,
         })
     }
 
     fn verify(&mut self, g: &Generation) -> Result<(), Failure> {
-        let mut objects = vec![(g.hash.clone(), g.name.clone())];
+        let mut objects = vec![g.object.clone()];
         objects.extend(g.kernel_modules.clone());
-        for (hash, name) in &objects {
-            let dir = format!("{SYSROOT}{STORE_DIR}/{hash}-{name}");
-            let own: [u8; 32] = hash.as_bytes().try_into().expect("32 hex digits");
-            match self.sys.hash_tree(&dir, name, &own) {
+        for o in &objects {
+            let (hash, name) = (&o.hash, &o.name);
+            let Ok(own) = <[u8; storehash::HASH_LEN]>::try_from(hash.as_bytes()) else {
+                return fail(
+                    Step::Verify,
+                    format!(
+                        "{STORE_DIR}/{hash}-{name}: the hash is not {} characters",
+                        storehash::HASH_LEN
+                    ),
+                    "the generation is damaged; run `genboot verify`",
+                );
+            };
+            match self.sys.hash_tree(&o.dir, name, &own) {
                 Ok(h) if &h == hash => {}
                 Ok(h) => {
                     return fail(
@@ -691,19 +776,43 @@ impl<S: Sys> Boot<'_, S> {
                     )
                 }
             }
+            let mut bad = Vec::new();
+            let mut count = 0usize;
+            check_modes(self.sys, &o.dir, "", 0, &mut bad, &mut count);
+            if count > 0 {
+                let more = if count > bad.len() {
+                    format!(" and {} more", count - bad.len())
+                } else {
+                    String::new()
+                };
+                return fail(
+                    Step::Verify,
+                    format!(
+                        "{STORE_DIR}/{hash}-{name} has entries a store object must not have: {}{more}",
+                        bad.join("; ")
+                    ),
+                    "store objects are read-only and owned by root (files 0444 or 0555, directories 0555); this one was changed by hand or tampered with: boot another generation and run `genboot verify`, then rebuild",
+                );
+            }
         }
-        let detail = format!("{} store objects match their hashes", objects.len());
+        let detail = format!(
+            "{} store objects match their hashes, read-only and owned by root",
+            objects.len()
+        );
         self.done(Step::Verify, &detail);
         Ok(())
     }
 
+    /// Create `path` and its missing parents. `path` holds no symlink (it
+    /// comes from [`resolve_in_root`]), so nothing is created through one.
     fn mkdir_p(&mut self, path: &str) -> io::Result<()> {
         if self.sys.stat(path).is_ok() {
             return Ok(());
         }
-        let parent = &path[..path.rfind('/').unwrap_or(0)];
-        if !parent.is_empty() {
-            self.mkdir_p(parent)?;
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            if !parent.is_empty() {
+                self.mkdir_p(parent)?;
+            }
         }
         match self.sys.mkdir(path, 0o755) {
             Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(e),
@@ -711,22 +820,51 @@ impl<S: Sys> Boot<'_, S> {
         }
     }
 
-    fn bind_modules(&mut self, g: &Generation) -> Result<(), Failure> {
-        if g.kernel_modules.is_none() {
+    fn bind_modules(&mut self, args: &BootArgs, g: &Generation) -> Result<(), Failure> {
+        let Some(km) = &g.kernel_modules else {
             self.done(
                 Step::BindModules,
                 "the generation has no kernel-modules object; stage 2 uses the root's /lib/modules",
             );
             return Ok(());
-        }
-        let ro = self.args().read_only;
+        };
+        let ro = args.read_only;
         let mut bound = Vec::new();
         for sub in ["lib/modules", "lib/firmware"] {
-            let src = format!("{SYSROOT}{}/kernel-modules/{sub}", g.path);
-            let target = format!("{SYSROOT}/{sub}");
+            // Both ends resolved inside the root: on Debian /lib is a link
+            // (to usr/lib), and a link to an absolute path would otherwise
+            // put the bind into the initramfs.
+            let inside = format!("{}/", km.dir);
+            let src = match self.on_root(
+                &format!("{STORE_DIR}/{}-{}/{sub}", km.hash, km.name),
+                Follow::All,
+            ) {
+                Ok(p) if p.starts_with(&inside) => p,
+                Ok(p) => {
+                    let msg = format!(
+                        "warning: {sub} in the kernel-modules object leads out of it (to {}); not bound",
+                        in_root_text(&p)
+                    );
+                    self.say(&msg);
+                    continue;
+                }
+                Err(_) => continue,
+            };
             if !matches!(self.sys.stat(&src), Ok(m) if m.kind == Kind::Dir) {
                 continue;
             }
+            let target = match self.on_root(&format!("/{sub}"), Follow::All) {
+                Ok(t) => t,
+                Err(e) => {
+                    let msg = format!(
+                        "warning: /{sub} on the root cannot be resolved: {}; stage 2 goes without the generation's /{sub}",
+                        errno_text(&e)
+                    );
+                    self.say(&msg);
+                    continue;
+                }
+            };
+            let shown = in_root_text(&target);
             if !matches!(self.sys.stat(&target), Ok(m) if m.kind == Kind::Dir) {
                 if ro {
                     let msg = format!("warning: /{sub} is missing on the read-only root; stage 2 goes without the generation's /{sub}");
@@ -735,7 +873,7 @@ impl<S: Sys> Boot<'_, S> {
                 }
                 if let Err(e) = self.mkdir_p(&target) {
                     let msg = format!(
-                        "warning: cannot create /{sub} on the root: {}",
+                        "warning: cannot create {shown} on the root: {}",
                         errno_text(&e)
                     );
                     self.say(&msg);
@@ -753,10 +891,14 @@ impl<S: Sys> Boot<'_, S> {
                 return fail(
                     Step::BindModules,
                     format!("cannot bind {src} on {target}: {}", errno_text(&e)),
-                    "the root's /lib may be a symlink out of the root or the generation is damaged; run `genboot verify`",
+                    "the generation may be damaged; run `genboot verify`",
                 );
             }
-            bound.push(format!("/{sub}"));
+            bound.push(if shown == format!("/{sub}") {
+                shown
+            } else {
+                format!("/{sub} (at {shown})")
+            });
         }
         let detail = if bound.is_empty() {
             "nothing bound".to_string()
@@ -814,7 +956,16 @@ impl<S: Sys> Boot<'_, S> {
 
     fn move_api(&mut self) -> Result<(), Failure> {
         for d in ["/dev", "/proc", "/sys", "/run"] {
-            let target = format!("{SYSROOT}{d}");
+            let target = match self.on_root(d, Follow::All) {
+                Ok(t) => t,
+                Err(e) => {
+                    return fail(
+                        Step::MoveApi,
+                        format!("{d} on the root cannot be resolved: {}", errno_text(&e)),
+                        "make /dev /proc /sys /run plain directories on the root file system",
+                    )
+                }
+            };
             if self.sys.stat(&target).is_err() {
                 if let Err(e) = self.sys.mkdir(&target, 0o755) {
                     return fail(
@@ -882,8 +1033,7 @@ impl<S: Sys> Boot<'_, S> {
         Ok(())
     }
 
-    fn exec(&mut self, g: &Generation) -> Result<Outcome, Failure> {
-        let args = self.args().clone();
+    fn exec(&mut self, args: &BootArgs, g: &Generation) -> Result<Outcome, Failure> {
         let (path, argv) = if args.recovery {
             ("/bin/sh".to_string(), vec!["sh".to_string()])
         } else {
@@ -923,13 +1073,12 @@ impl<S: Sys> Boot<'_, S> {
 
     // ---- failure policy ----
 
+    /// The root whose `/bin/sh` can be started, if any. The shell is looked
+    /// for inside the root (Debian: `/bin -> usr/bin`, `sh -> dash`), as
+    /// `run_shell` will find it after its chroot.
     fn shell_reachable(&mut self) -> Option<&'static str> {
         let root = self.root_at?;
-        let sh = if root == "/" {
-            "/bin/sh".to_string()
-        } else {
-            format!("{root}/bin/sh")
-        };
+        let sh = resolve_in_root(self.sys, root, "/bin/sh", Follow::All).ok()?;
         match self.sys.stat(&sh) {
             Ok(m) if m.kind == Kind::File => Some(root),
             _ => None,
@@ -978,6 +1127,82 @@ impl<S: Sys> Boot<'_, S> {
             }
         }
         self.reboot(f.step)
+    }
+}
+
+/// A path below [`SYSROOT`] as the root file system sees it.
+fn in_root_text(path: &str) -> String {
+    match path.strip_prefix(SYSROOT) {
+        Some("") => "/".to_string(),
+        Some(rest) if rest.starts_with('/') => rest.to_string(),
+        _ => path.to_string(),
+    }
+}
+
+/// Up to this many bad entries are named in a `genboot.verify` failure.
+const MODE_PROBLEMS_SHOWN: usize = 3;
+/// Store objects nest no deeper than this (a module tree: about 8).
+const MAX_OBJECT_DEPTH: u32 = 64;
+
+/// Check the modes and owner of everything in a store object (`dir` is the
+/// object, `rel` the part below it): files 0444 or 0555, directories 0555,
+/// all owned by root, nothing but files, directories and symlinks. The
+/// store hash covers contents and the owner-execute bit only, so this is
+/// what notices a setuid or world-writable file. Counts the bad entries,
+/// names the first few.
+fn check_modes<S: Sys>(
+    sys: &mut S,
+    dir: &str,
+    rel: &str,
+    depth: u32,
+    bad: &mut Vec<String>,
+    count: &mut usize,
+) {
+    fn note(what: String, bad: &mut Vec<String>, count: &mut usize) {
+        *count += 1;
+        if bad.len() < MODE_PROBLEMS_SHOWN {
+            bad.push(what);
+        }
+    }
+    let here = if rel.is_empty() {
+        dir.to_string()
+    } else {
+        format!("{dir}/{rel}")
+    };
+    let shown = if rel.is_empty() { "." } else { rel };
+    let m = match sys.lstat(&here) {
+        Ok(m) => m,
+        Err(e) => return note(format!("{shown}: {}", errno_text(&e)), bad, count),
+    };
+    if m.uid != 0 {
+        note(format!("{shown} is owned by uid {}", m.uid), bad, count);
+    }
+    match m.kind {
+        Kind::Symlink => {}
+        Kind::File if m.mode == 0o444 || m.mode == 0o555 => {}
+        Kind::File => note(format!("{shown} has mode {:04o}", m.mode), bad, count),
+        Kind::Other => note(format!("{shown} is a device, fifo or socket"), bad, count),
+        Kind::Dir => {
+            if m.mode != 0o555 {
+                note(format!("{shown}/ has mode {:04o}", m.mode), bad, count);
+            }
+            if depth >= MAX_OBJECT_DEPTH {
+                return note(format!("{shown}/ is nested too deep"), bad, count);
+            }
+            let mut names = match sys.read_dir(&here) {
+                Ok(v) => v,
+                Err(e) => return note(format!("{shown}/: {}", errno_text(&e)), bad, count),
+            };
+            names.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, _) in names {
+                let sub = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                check_modes(sys, dir, &sub, depth + 1, bad, count);
+            }
+        }
     }
 }
 
@@ -1051,32 +1276,70 @@ fn block_devices<S: Sys>(sys: &mut S) -> Vec<String> {
     names
 }
 
-/// The partition's PARTUUID, read from its disk's GPT.
-fn partuuid_of<S: Sys>(sys: &mut S, name: &str) -> Option<String> {
-    let n: u64 = read_trim(sys, &format!("/sys/class/block/{name}/partition"))?
-        .parse()
-        .ok()?;
-    let link = sys.read_link(&format!("/sys/class/block/{name}")).ok()?;
+/// Logical block sizes a disk may report (`queue/logical_block_size`).
+const SECTOR_SIZES: [u64; 8] = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
+
+/// The partition's PARTUUID, read from its disk's GPT. `Ok(None)`: not a
+/// partition, no GPT, an unused entry; `Err`: the disk says something
+/// impossible (a note for the console, naming the disk).
+fn partuuid_of<S: Sys>(sys: &mut S, name: &str) -> Result<Option<String>, String> {
+    let Some(n) = read_trim(sys, &format!("/sys/class/block/{name}/partition"))
+        .and_then(|t| t.parse::<u64>().ok())
+    else {
+        return Ok(None);
+    };
+    let Ok(link) = sys.read_link(&format!("/sys/class/block/{name}")) else {
+        return Ok(None);
+    };
     let mut parts = link.trim_end_matches('/').rsplit('/');
-    parts.next()?;
-    let disk = parts.next()?.to_string();
-    let ss: u64 = read_trim(
+    parts.next();
+    let Some(disk) = parts.next().map(str::to_string) else {
+        return Ok(None);
+    };
+    let ss = match read_trim(
         sys,
         &format!("/sys/class/block/{disk}/queue/logical_block_size"),
-    )
-    .and_then(|s| s.parse().ok())
-    .unwrap_or(512);
+    ) {
+        None => 512,
+        Some(t) => match t.parse::<u64>() {
+            Ok(v) if SECTOR_SIZES.contains(&v) => v,
+            _ => {
+                return Err(format!(
+                    "{disk}: logical block size {t:?} is not a power of two from 512 to 65536; its GPT is not read"
+                ))
+            }
+        },
+    };
     let dev = format!("/dev/{}", disk.replace('!', "/"));
-    let h = probe::gpt_header(&sys.read_at(&dev, ss, ss as usize).ok()?)?;
-    if n == 0 || n > h.entries as u64 {
-        return None;
+    let Some(h) = sys
+        .read_at(&dev, ss, ss as usize)
+        .ok()
+        .and_then(|b| probe::gpt_header(&b))
+    else {
+        return Ok(None);
+    };
+    if n == 0 || n > u64::from(h.entries) {
+        return Ok(None);
     }
-    let off = h.entries_lba * ss + (n - 1) * h.entry_size as u64;
-    probe::gpt_entry_partuuid(&sys.read_at(&dev, off, 128).ok()?)
+    let Some(off) = h.entry_offset(n, ss) else {
+        return Err(format!(
+            "{disk}: the GPT header puts partition entry {n} past any disk (entries at LBA {}, {} bytes each); the GPT is damaged",
+            h.entries_lba, h.entry_size
+        ));
+    };
+    Ok(sys
+        .read_at(&dev, off, 128)
+        .ok()
+        .and_then(|e| probe::gpt_entry_partuuid(&e)))
 }
 
-/// Look once for the root device: its `/dev` path and what its superblock says.
-fn find_root<S: Sys>(sys: &mut S, spec: &RootSpec) -> Option<(String, Option<FsInfo>)> {
+/// Look once for the root device: its `/dev` path and what its superblock
+/// says. Disks that say something impossible are skipped with a note.
+fn find_root<S: Sys>(
+    sys: &mut S,
+    spec: &RootSpec,
+    notes: &mut Vec<String>,
+) -> Option<(String, Option<FsInfo>)> {
     let probe_dev = |sys: &mut S, dev: &str| {
         sys.read_at(dev, 0, probe::PROBE_LEN)
             .ok()
@@ -1093,9 +1356,15 @@ fn find_root<S: Sys>(sys: &mut S, spec: &RootSpec) -> Option<(String, Option<FsI
             continue;
         }
         let hit = match spec {
-            RootSpec::PartUuid(u) => {
-                partuuid_of(sys, &name).is_some_and(|p| p.eq_ignore_ascii_case(u))
-            }
+            RootSpec::PartUuid(u) => match partuuid_of(sys, &name) {
+                Ok(p) => p.is_some_and(|p| p.eq_ignore_ascii_case(u)),
+                Err(note) => {
+                    if !notes.contains(&note) {
+                        notes.push(note);
+                    }
+                    false
+                }
+            },
             RootSpec::Uuid(u) => {
                 probe_dev(sys, &dev).is_some_and(|f| f.uuid.eq_ignore_ascii_case(u))
             }
@@ -1140,7 +1409,6 @@ pub fn run<S: Sys>(sys: &mut S) -> Outcome {
     let mut boot = Boot {
         sys,
         steps: Vec::new(),
-        args: None,
         shell_on_fail: false,
         root_at: None,
     };
@@ -1152,26 +1420,26 @@ pub fn run<S: Sys>(sys: &mut S) -> Outcome {
 
 fn activate<S: Sys>(b: &mut Boot<'_, S>) -> Result<Outcome, Failure> {
     b.mount_api()?;
-    b.cmdline()?;
+    let args = b.cmdline()?;
     let m = b.manifest()?;
     let (mut loaded, mut failed) = (Vec::new(), Vec::new());
     b.modules(&m, &mut loaded, &mut failed);
     b.modalias(&m, &mut loaded);
-    let (dev, fs) = b.wait_root(&m, &mut loaded, &failed)?;
-    b.mount_root(&dev, fs.as_ref())?;
-    let g = b.generation()?;
-    if b.args().verify {
+    let (dev, fs) = b.wait_root(&args, &m, &mut loaded, &failed)?;
+    b.mount_root(&args, &dev, fs.as_ref())?;
+    let g = b.generation(&args)?;
+    if args.verify {
         b.verify(&g)?;
     }
-    b.bind_modules(&g)?;
+    b.bind_modules(&args, &g)?;
     b.record(&g)?;
-    if b.args().debug {
+    if args.debug {
         return Ok(b.debug_stop());
     }
     b.move_api()?;
     b.free_initramfs();
     b.switch_root()?;
-    b.exec(&g)
+    b.exec(&args, &g)
 }
 
 #[cfg(test)]

@@ -7,41 +7,39 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0usize, 0usize);
     // Where to resume after the last `*`: (pattern index after it, text index).
     let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() {
-            match pattern[p] {
-                b'*' => {
-                    star = Some((p + 1, t));
-                    p += 1;
+    while let Some(&c) = text.get(t) {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p + 1, t));
+                p += 1;
+                continue;
+            }
+            Some(b'?') => {
+                p += 1;
+                t += 1;
+                continue;
+            }
+            Some(b'[') => match class(pattern, p, c) {
+                Some((true, next)) => {
+                    p = next;
+                    t += 1;
                     continue;
                 }
-                b'?' => {
+                Some((false, _)) => {}
+                // An unclosed `[` is a literal.
+                None if c == b'[' => {
                     p += 1;
                     t += 1;
                     continue;
                 }
-                b'[' => {
-                    if let Some((matched, next)) = class(pattern, p, text[t]) {
-                        if matched {
-                            p = next;
-                            t += 1;
-                            continue;
-                        }
-                    } else if text[t] == b'[' {
-                        // An unclosed `[` is a literal.
-                        p += 1;
-                        t += 1;
-                        continue;
-                    }
-                }
-                c => {
-                    if c == text[t] {
-                        p += 1;
-                        t += 1;
-                        continue;
-                    }
-                }
+                None => {}
+            },
+            Some(&lit) if lit == c => {
+                p += 1;
+                t += 1;
+                continue;
             }
+            _ => {}
         }
         match star {
             Some((sp, st)) => {
@@ -52,7 +50,11 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
             None => return false,
         }
     }
-    pattern[p..].iter().all(|&c| c == b'*')
+    pattern
+        .get(p..)
+        .unwrap_or_default()
+        .iter()
+        .all(|&c| c == b'*')
 }
 
 /// Match `c` against the bracket expression at `pattern[start]` (`[`).
@@ -71,17 +73,19 @@ fn class(pattern: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
             return Some((matched != negate, i + 1));
         }
         first = false;
-        if pattern.get(i + 1) == Some(&b'-') && pattern.get(i + 2).is_some_and(|&h| h != b']') {
-            let hi = pattern[i + 2];
-            if lo <= c && c <= hi {
-                matched = true;
+        match (pattern.get(i + 1), pattern.get(i + 2)) {
+            (Some(b'-'), Some(&hi)) if hi != b']' => {
+                if lo <= c && c <= hi {
+                    matched = true;
+                }
+                i += 3;
             }
-            i += 3;
-        } else {
-            if lo == c {
-                matched = true;
+            _ => {
+                if lo == c {
+                    matched = true;
+                }
+                i += 1;
             }
-            i += 1;
         }
     }
 }
@@ -99,6 +103,7 @@ pub fn modules_for<'a>(table: &'a [(String, String)], modalias: &str) -> Vec<&'a
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -26,7 +26,7 @@ impl Cmdline {
         let mut out = Cmdline::default();
         let mut after_dashes = false;
         loop {
-            while i < b.len() && b[i].is_ascii_whitespace() {
+            while b.get(i).copied().is_some_and(is_space) {
                 i += 1;
             }
             if i >= b.len() {
@@ -97,32 +97,42 @@ impl Cmdline {
     }
 }
 
+/// The kernel's `isspace` (`lib/ctype.c`): space, `\t` to `\r` (with `\v`),
+/// and Latin-1's no-break space 0xA0, a byte the kernel splits on even
+/// inside a UTF-8 character.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t'..=b'\r' | 0xA0)
+}
+
 /// One argument starting at `start` (not whitespace): key, value, and the
-/// index after it. Mirrors the kernel's `next_arg`.
+/// index after it. Mirrors the kernel's `next_arg`, including that an `=`
+/// right at the start does not count (its "no `=` yet" is index 0).
 fn next_arg(b: &[u8], start: usize) -> (String, Option<String>, usize) {
+    let at = |k: usize| b.get(k).copied();
     let mut s = start;
     let mut in_quote = false;
     let mut quoted = false;
-    if b[s] == b'"' {
+    if at(s) == Some(b'"') {
         s += 1;
         in_quote = true;
         quoted = true;
     }
     let mut i = s;
     let mut equals = None;
-    while i < b.len() {
-        if b[i].is_ascii_whitespace() && !in_quote {
+    while let Some(c) = at(i) {
+        if is_space(c) && !in_quote {
             break;
         }
-        if equals.is_none() && b[i] == b'=' {
+        if equals.is_none() && c == b'=' && i > s {
             equals = Some(i);
         }
-        if b[i] == b'"' {
+        if c == b'"' {
             in_quote = !in_quote;
         }
         i += 1;
     }
     let end = i;
+    let last_is_quote = end > 0 && at(end - 1) == Some(b'"');
     // The kernel cuts a closing quote at end-1 when the value or the whole
     // parameter was quoted.
     let mut cut_end = end;
@@ -130,19 +140,21 @@ fn next_arg(b: &[u8], start: usize) -> (String, Option<String>, usize) {
         None => (None, None),
         Some(eq) => {
             let mut vs = eq + 1;
-            if vs < end && b[vs] == b'"' {
+            if vs < end && at(vs) == Some(b'"') {
                 vs += 1;
-                if end > 0 && b[end - 1] == b'"' && end > vs {
+                if last_is_quote && end > vs {
                     cut_end = end - 1;
                 }
             }
             (Some(eq), Some(vs))
         }
     };
-    if quoted && end > s && b[end - 1] == b'"' {
+    if quoted && end > s && last_is_quote {
         cut_end = cut_end.min(end - 1);
     }
-    let text = |a: usize, z: usize| String::from_utf8_lossy(&b[a..z.max(a)]).into_owned();
+    let text = |a: usize, z: usize| {
+        String::from_utf8_lossy(b.get(a..z.max(a)).unwrap_or_default()).into_owned()
+    };
     match (key_end, val) {
         (Some(k), Some(v)) => (text(s, k), Some(text(v, cut_end)), end),
         _ => (text(s, cut_end), None, end),
@@ -201,6 +213,9 @@ impl std::fmt::Display for RootSpec {
 
 /// The default of `genboot.timeout=`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most `genboot.timeout=` accepts: one day. More is a typo, and would
+/// overflow the microsecond clock arithmetic of the wait.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 
 /// What genboot-init takes from the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +235,12 @@ pub struct BootArgs {
     pub timeout: Duration,
 }
 
+fn too_long(t: &str) -> String {
+    format!(
+        "genboot.timeout={t} is more than {MAX_TIMEOUT_SECS} seconds (one day); give the seconds to wait for the root device, 1 to {MAX_TIMEOUT_SECS}"
+    )
+}
+
 impl BootArgs {
     pub fn from_cmdline(c: &Cmdline) -> Result<BootArgs, String> {
         let root = match c.value("root") {
@@ -229,10 +250,17 @@ impl BootArgs {
         let timeout = match c.value("genboot.timeout") {
             None => DEFAULT_TIMEOUT,
             Some(t) => match t.parse::<u64>() {
-                Ok(s) if s > 0 => Duration::from_secs(s),
+                Ok(s) if (1..=MAX_TIMEOUT_SECS).contains(&s) => Duration::from_secs(s),
+                // Above the maximum, or above what 64 bits hold.
+                Ok(s) if s > MAX_TIMEOUT_SECS => {
+                    return Err(too_long(t));
+                }
+                Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+                    return Err(too_long(t));
+                }
                 _ => {
                     return Err(format!(
-                        "genboot.timeout={t} is not a whole number of seconds above 0"
+                        "genboot.timeout={t} is not a whole number of seconds from 1 to {MAX_TIMEOUT_SECS}"
                     ))
                 }
             },
@@ -261,6 +289,7 @@ impl BootArgs {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -297,6 +326,20 @@ mod tests {
                 kv("z", None),
             ]
         );
+    }
+
+    #[test]
+    fn splits_where_the_kernel_does() {
+        // \v and the byte 0xA0 are spaces to the kernel's isspace; an `=`
+        // at the very start of a parameter is not its key/value separator.
+        let c = Cmdline::parse("a\u{b}b =x=y");
+        assert_eq!(
+            c.params,
+            vec![kv("a", None), kv("b", None), kv("=x", Some("y"))]
+        );
+        // "\u{a0}" is C2 A0 in UTF-8: the kernel splits after C2.
+        let c = Cmdline::parse("x\u{a0}y");
+        assert_eq!(c.params, vec![kv("x\u{fffd}", None), kv("y", None)]);
     }
 
     #[test]
@@ -393,5 +436,37 @@ mod tests {
         assert!(e.contains("genboot.timeout=x"), "{e}");
         let c = Cmdline::parse("root=/dev/a");
         assert_eq!(BootArgs::from_cmdline(&c).unwrap().timeout, DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn absurd_timeouts_are_refused_not_truncated() {
+        // Issue 10, item 17: 18446744073709552 s is 2^64 us and a bit; it
+        // truncated to a few seconds when turned into microseconds.
+        for t in [
+            "18446744073709552",
+            "18446744073709551615",
+            "99999999999999999999999",
+            "86401",
+        ] {
+            let c = Cmdline::parse(&format!("root=/dev/a genboot.timeout={t}"));
+            let e = BootArgs::from_cmdline(&c).unwrap_err();
+            assert!(
+                e.contains(&format!("genboot.timeout={t} is more than 86400 seconds")),
+                "{e}"
+            );
+        }
+        for t in ["0", "-1", "1e3", "", "000"] {
+            let c = Cmdline::parse(&format!("root=/dev/a genboot.timeout={t}"));
+            let e = BootArgs::from_cmdline(&c).unwrap_err();
+            assert!(
+                e.contains("is not a whole number of seconds from 1 to 86400"),
+                "{t}: {e}"
+            );
+        }
+        let c = Cmdline::parse("root=/dev/a genboot.timeout=86400");
+        assert_eq!(
+            BootArgs::from_cmdline(&c).unwrap().timeout,
+            Duration::from_secs(86_400)
+        );
     }
 }

@@ -52,8 +52,16 @@ impl Parser<'_> {
     fn err(&self, what: &str) -> String {
         format!("{what} at byte {}", self.i)
     }
+    /// The byte at the cursor, if any.
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+    /// Whether the rest starts with `s`.
+    fn at(&self, s: &[u8]) -> bool {
+        self.b.get(self.i..).is_some_and(|r| r.starts_with(s))
+    }
     fn ws(&mut self) {
-        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
         }
     }
@@ -67,7 +75,7 @@ impl Parser<'_> {
         }
     }
     fn lit(&mut self, word: &str, v: Value) -> Result<Value, String> {
-        if self.b[self.i..].starts_with(word.as_bytes()) {
+        if self.at(word.as_bytes()) {
             self.i += word.len();
             Ok(v)
         } else {
@@ -138,17 +146,14 @@ impl Parser<'_> {
             }
             Some(c) if *c == b'-' || c.is_ascii_digit() => {
                 let s = self.i;
-                while self.i < self.b.len()
-                    && matches!(
-                        self.b[self.i],
-                        b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
-                    )
-                {
+                while matches!(
+                    self.peek(),
+                    Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                ) {
                     self.i += 1;
                 }
-                Ok(Value::Number(
-                    String::from_utf8_lossy(&self.b[s..self.i]).into_owned(),
-                ))
+                let text = self.b.get(s..self.i).unwrap_or_default();
+                Ok(Value::Number(String::from_utf8_lossy(text).into_owned()))
             }
             Some(_) => Err(self.err("unexpected character")),
         };
@@ -193,8 +198,7 @@ impl Parser<'_> {
                         b't' => '\t',
                         b'u' => {
                             let mut u = self.hex4()?;
-                            if (0xD800..0xDC00).contains(&u) && self.b[self.i..].starts_with(b"\\u")
-                            {
+                            if (0xD800..0xDC00).contains(&u) && self.at(b"\\u") {
                                 self.i += 2;
                                 let lo = self.hex4()?;
                                 u = 0x10000
@@ -217,6 +221,7 @@ impl Parser<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

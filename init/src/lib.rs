@@ -5,13 +5,27 @@
 //! `manifest` and `storehash` are also used by the builder (`genboot`), so
 //! the two sides cannot drift apart; `cmdline` is public so the builder and
 //! the installer can check `root=` and the `genboot.*` switches the way the
-//! activator reads them.
+//! activator reads them. `alias`, `json` and `probe` are public for the fuzz
+//! harness (`fuzz/`), which feeds them hostile bytes; nothing else uses them.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo
+    )
+)]
 
 pub mod activate;
-pub(crate) mod alias;
+pub mod alias;
 pub mod cmdline;
-pub(crate) mod json;
+pub mod inroot;
+pub mod json;
 pub mod manifest;
-pub(crate) mod probe;
+pub mod probe;
 pub mod storehash;
 pub mod sys;

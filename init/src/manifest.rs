@@ -59,8 +59,16 @@ impl Manifest {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let mut f = line.split(' ');
             let bad = || format!("line {}: cannot read {line:?}", i + 1);
+            // Fields are non-empty and printable: nothing the writer could
+            // not write back the same (a stray `\r`, a tab, a second space).
+            if line
+                .split(' ')
+                .any(|f| f.is_empty() || f.chars().any(char::is_control))
+            {
+                return Err(bad());
+            }
+            let mut f = line.split(' ');
             match (f.next(), f.next(), f.next(), f.next()) {
                 (Some("kernel"), Some(r), None, None) => m.kernel_release = r.to_string(),
                 (Some("module"), Some(n), Some(p), None) => m.modules.push((n.into(), p.into())),
@@ -92,6 +100,27 @@ mod tests {
             firmware: vec!["/lib/firmware/a.bin".into()],
         };
         assert_eq!(Manifest::parse(&m.to_text()).unwrap(), m);
+    }
+
+    #[test]
+    fn rejects_control_characters_and_empty_fields() {
+        // Found by the fuzz harness (fuzz/, target manifest): a last line
+        // ending in a bare `\r` kept it in the value, and the value written
+        // back read differently.
+        for bad in [
+            "alias v* io_pci\r",
+            "module a\tb /x.ko",
+            "module  a /x.ko",
+            "firmware /a\u{7f}",
+            "kernel ",
+        ] {
+            let text = format!("genboot-initrd 1\nkernel x\n{bad}");
+            let e = Manifest::parse(&text).unwrap_err();
+            assert!(e.contains("line 3: cannot read"), "{bad:?}: {e}");
+        }
+        // CRLF line ends are still line ends.
+        let m = Manifest::parse("genboot-initrd 1\r\nkernel x\r\n").unwrap();
+        assert_eq!(m.kernel_release, "x");
     }
 
     #[test]

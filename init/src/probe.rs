@@ -15,25 +15,35 @@ pub struct GptHeader {
     pub entry_size: u32,
 }
 
-fn u16le(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
+// Bounds-checked readers: the bytes come from disks, and a panic in PID 1
+// is a kernel panic (indexing is denied crate-wide).
+
+/// `len` bytes of `b` at `at`, if `b` has them.
+fn at(b: &[u8], at: usize, len: usize) -> Option<&[u8]> {
+    b.get(at..at.checked_add(len)?)
 }
-fn u32le(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
+fn array<const N: usize>(b: &[u8], o: usize) -> Option<[u8; N]> {
+    b.get(o..)?.first_chunk::<N>().copied()
 }
-fn u64le(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+fn u16le(b: &[u8], o: usize) -> Option<u16> {
+    array(b, o).map(u16::from_le_bytes)
+}
+fn u32le(b: &[u8], o: usize) -> Option<u32> {
+    array(b, o).map(u32::from_le_bytes)
+}
+fn u64le(b: &[u8], o: usize) -> Option<u64> {
+    array(b, o).map(u64::from_le_bytes)
 }
 
 /// Parse the GPT header in `sector` (LBA 1). `None` if it is not one.
 pub fn gpt_header(sector: &[u8]) -> Option<GptHeader> {
-    if sector.len() < 92 || &sector[..8] != b"EFI PART" {
+    if sector.len() < 92 || at(sector, 0, 8)? != b"EFI PART" {
         return None;
     }
     let h = GptHeader {
-        entries_lba: u64le(sector, 72),
-        entries: u32le(sector, 80),
-        entry_size: u32le(sector, 84),
+        entries_lba: u64le(sector, 72)?,
+        entries: u32le(sector, 80)?,
+        entry_size: u32le(sector, 84)?,
     };
     if h.entry_size < 128 || h.entries == 0 || h.entries_lba < 2 {
         return None;
@@ -41,30 +51,41 @@ pub fn gpt_header(sector: &[u8]) -> Option<GptHeader> {
     Some(h)
 }
 
+impl GptHeader {
+    /// The byte offset of partition entry `n` (from 1) on a disk with
+    /// `sector`-byte logical blocks; `None` when `n` is not in the table or
+    /// the offset does not fit in 64 bits (a damaged or hostile header:
+    /// `entries_lba` is read from the disk).
+    pub fn entry_offset(&self, n: u64, sector: u64) -> Option<u64> {
+        if n == 0 || n > u64::from(self.entries) {
+            return None;
+        }
+        self.entries_lba
+            .checked_mul(sector)?
+            .checked_add((n - 1).checked_mul(u64::from(self.entry_size))?)
+    }
+}
+
 /// A GUID as text (mixed-endian, as GPT stores it), lower case.
-pub fn guid_text(g: &[u8]) -> String {
+pub fn guid_text(g: &[u8; 16]) -> String {
+    let [a0, a1, a2, a3, b0, b1, c0, c1, d @ ..] = *g;
+    let [d0, d1, d2, d3, d4, d5, d6, d7] = d;
     format!(
-        "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-        u32le(g, 0),
-        u16le(g, 4),
-        u16le(g, 6),
-        g[8],
-        g[9],
-        g[10],
-        g[11],
-        g[12],
-        g[13],
-        g[14],
-        g[15]
+        "{:08x}-{:04x}-{:04x}-{d0:02x}{d1:02x}-{d2:02x}{d3:02x}{d4:02x}{d5:02x}{d6:02x}{d7:02x}",
+        u32::from_le_bytes([a0, a1, a2, a3]),
+        u16::from_le_bytes([b0, b1]),
+        u16::from_le_bytes([c0, c1]),
     )
 }
 
-/// The unique partition GUID of a GPT entry; `None` for an unused entry.
+/// The unique partition GUID of a GPT entry; `None` for an unused entry
+/// or fewer than 32 bytes.
 pub fn gpt_entry_partuuid(entry: &[u8]) -> Option<String> {
-    if entry.len() < 32 || entry[..16].iter().all(|&b| b == 0) {
+    let type_guid = at(entry, 0, 16)?;
+    if type_guid.iter().all(|&b| b == 0) {
         return None;
     }
-    Some(guid_text(&entry[16..32]))
+    Some(guid_text(&array(entry, 16)?))
 }
 
 /// What a superblock says.
@@ -76,80 +97,101 @@ pub struct FsInfo {
     pub label: String,
 }
 
+/// Text up to the first NUL.
 fn cstr(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
+    let text = b.split(|&c| c == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(text).into_owned()
 }
 
 /// Identify the file system whose first bytes are `b` (ideally
 /// [`PROBE_LEN`] of them): ext2/3/4, xfs, btrfs or vfat.
 pub fn probe_fs(b: &[u8]) -> Option<FsInfo> {
-    // xfs: superblock at 0.
-    if b.len() >= 120 && &b[..4] == b"XFSB" {
-        return Some(FsInfo {
-            fstype: "xfs",
-            uuid: guid_be(&b[32..48]),
-            label: cstr(&b[108..120]),
-        });
+    xfs(b)
+        .or_else(|| ext4(b))
+        .or_else(|| btrfs(b))
+        .or_else(|| vfat(b))
+}
+
+/// xfs: superblock at 0.
+fn xfs(b: &[u8]) -> Option<FsInfo> {
+    if at(b, 0, 4)? != b"XFSB" {
+        return None;
     }
-    // ext2/3/4: superblock at 1024, magic 0xEF53 at 0x38.
-    if b.len() >= 1024 + 0x88 && u16le(b, 1024 + 0x38) == 0xEF53 {
-        let sb = &b[1024..];
-        return Some(FsInfo {
-            fstype: "ext4",
-            uuid: guid_be(&sb[0x68..0x78]),
-            label: cstr(&sb[0x78..0x88]),
-        });
+    Some(FsInfo {
+        fstype: "xfs",
+        uuid: guid_be(&array(b, 32)?),
+        label: cstr(at(b, 108, 12)?),
+    })
+}
+
+/// ext2/3/4: superblock at 1024, magic 0xEF53 at 0x38.
+fn ext4(b: &[u8]) -> Option<FsInfo> {
+    let sb = at(b, 1024, 0x88)?;
+    if u16le(sb, 0x38)? != 0xEF53 {
+        return None;
     }
-    // btrfs: superblock at 64 KiB, magic at 0x40.
-    if b.len() >= 0x10000 + 0x12b + 256 && &b[0x10000 + 0x40..0x10000 + 0x48] == b"_BHRfS_M" {
-        let sb = &b[0x10000..];
-        return Some(FsInfo {
-            fstype: "btrfs",
-            uuid: guid_be(&sb[0x20..0x30]),
-            label: cstr(&sb[0x12b..0x12b + 256]),
-        });
+    Some(FsInfo {
+        fstype: "ext4",
+        uuid: guid_be(&array(sb, 0x68)?),
+        label: cstr(at(sb, 0x78, 16)?),
+    })
+}
+
+/// btrfs: superblock at 64 KiB, magic at 0x40.
+fn btrfs(b: &[u8]) -> Option<FsInfo> {
+    let sb = at(b, 0x10000, 0x12b + 256)?;
+    if at(sb, 0x40, 8)? != b"_BHRfS_M" {
+        return None;
     }
-    // vfat: boot sector signature, then the FAT32 or FAT12/16 extended BPB.
-    if b.len() >= 512 && b[510] == 0x55 && b[511] == 0xAA {
-        let (serial_at, label_at) = if &b[0x52..0x57] == b"FAT32" {
-            (0x43, 0x47)
-        } else if &b[0x36..0x39] == b"FAT" {
-            (0x27, 0x2B)
+    Some(FsInfo {
+        fstype: "btrfs",
+        uuid: guid_be(&array(sb, 0x20)?),
+        label: cstr(at(sb, 0x12b, 256)?),
+    })
+}
+
+/// vfat: boot sector signature, then the FAT32 or FAT12/16 extended BPB.
+fn vfat(b: &[u8]) -> Option<FsInfo> {
+    if at(b, 510, 2)? != [0x55, 0xAA] {
+        return None;
+    }
+    let (serial_at, label_at) = if at(b, 0x52, 5)? == b"FAT32" {
+        (0x43, 0x47)
+    } else if at(b, 0x36, 3)? == b"FAT" {
+        (0x27, 0x2B)
+    } else {
+        return None;
+    };
+    let serial = u32le(b, serial_at)?;
+    let label = String::from_utf8_lossy(at(b, label_at, 11)?)
+        .trim_end()
+        .to_string();
+    Some(FsInfo {
+        fstype: "vfat",
+        uuid: format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff),
+        label: if label == "NO NAME" {
+            String::new()
         } else {
-            return None;
-        };
-        let serial = u32le(b, serial_at);
-        let label = String::from_utf8_lossy(&b[label_at..label_at + 11])
-            .trim_end()
-            .to_string();
-        return Some(FsInfo {
-            fstype: "vfat",
-            uuid: format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff),
-            label: if label == "NO NAME" {
-                String::new()
-            } else {
-                label
-            },
-        });
-    }
-    None
+            label
+        },
+    })
 }
 
 /// A UUID stored as 16 bytes in order (ext4, xfs, btrfs).
-fn guid_be(g: &[u8]) -> String {
-    let h = crate::storehash::hex(g);
+fn guid_be(g: &[u8; 16]) -> String {
+    let [a0, a1, a2, a3, b0, b1, c0, c1, d0, d1, e @ ..] = *g;
     format!(
         "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
+        crate::storehash::hex(&[a0, a1, a2, a3]),
+        crate::storehash::hex(&[b0, b1]),
+        crate::storehash::hex(&[c0, c1]),
+        crate::storehash::hex(&[d0, d1]),
+        crate::storehash::hex(&e)
     )
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 pub(crate) mod tests {
     use super::*;
 
@@ -202,6 +244,31 @@ pub(crate) mod tests {
             None,
             "entry 1 is unused"
         );
+    }
+
+    #[test]
+    fn entry_offsets_are_checked() {
+        let h = GptHeader {
+            entries_lba: 2,
+            entries: 128,
+            entry_size: 128,
+        };
+        assert_eq!(h.entry_offset(1, 512), Some(1024));
+        assert_eq!(h.entry_offset(128, 4096), Some(8192 + 127 * 128));
+        assert_eq!(h.entry_offset(0, 512), None);
+        assert_eq!(h.entry_offset(129, 512), None);
+        // Issue 10, item 17: entries_lba 2^62 overflows times 512.
+        let h = GptHeader {
+            entries_lba: 1 << 62,
+            ..h
+        };
+        assert_eq!(h.entry_offset(1, 512), None);
+        let h = GptHeader {
+            entries_lba: u64::MAX / 512,
+            entries: u32::MAX,
+            entry_size: u32::MAX,
+        };
+        assert_eq!(h.entry_offset(u64::from(u32::MAX), 512), None);
     }
 
     #[test]

@@ -52,30 +52,50 @@ pub struct Entry {
 
 /// Hex of a digest, lower case.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
+        s.push(digit(b >> 4));
+        s.push(digit(b & 15));
     }
     s
 }
 
-/// Replace every occurrence of `own` in `data` by [`SELF_MASK`].
-pub fn mask_self(data: &mut [u8], own: &[u8; 32]) {
-    let mut i = 0;
-    while i + HASH_LEN <= data.len() {
-        if &data[i..i + HASH_LEN] == own {
-            data[i..i + HASH_LEN].copy_from_slice(SELF_MASK);
-            i += HASH_LEN;
-        } else {
-            i += 1;
+/// Where the next self-reference starts in `data`, at `from` or after.
+fn next_self_ref(data: &[u8], own: &[u8; HASH_LEN], from: usize) -> Option<usize> {
+    let [first, ..] = *own;
+    let mut i = from;
+    loop {
+        // Candidate starts are those with HASH_LEN bytes after them.
+        let last_start = data.len().checked_sub(HASH_LEN)?;
+        let k = data.get(i..=last_start)?.iter().position(|&b| b == first)?;
+        i += k;
+        if data.get(i..i + HASH_LEN) == Some(own.as_slice()) {
+            return Some(i);
         }
+        i += 1;
+    }
+}
+
+/// Replace every occurrence of `own` in `data` by [`SELF_MASK`]: scanning
+/// from the start, each occurrence found is replaced and the scan goes on
+/// after it (the leftmost, non-overlapping occurrences of `own` in the
+/// original bytes). [`file_digest`] masks a stream the same way, whatever
+/// its read sizes.
+pub fn mask_self(data: &mut [u8], own: &[u8; 32]) {
+    let mut from = 0;
+    while let Some(i) = next_self_ref(data, own, from) {
+        if let Some(hit) = data.get_mut(i..i + HASH_LEN) {
+            hit.copy_from_slice(SELF_MASK);
+        }
+        from = i + HASH_LEN;
     }
 }
 
 /// SHA-256 of a file's contents, read in chunks (never the whole file at
-/// once), with self-references masked when `own` is given.
+/// once), with self-references masked when `own` is given: the digest of
+/// [`mask_self`] applied to the whole contents, independent of how the
+/// reads split them.
 pub fn file_digest(mut r: impl Read, own: Option<&[u8; 32]>) -> io::Result<(u64, [u8; 32])> {
     const CHUNK: usize = 256 * 1024;
     let mut hasher = Sha256::new();
@@ -91,31 +111,42 @@ pub fn file_digest(mut r: impl Read, own: Option<&[u8; 32]>) -> io::Result<(u64,
                     Err(e) => return Err(e),
                 };
                 size += n as u64;
-                hasher.update(&buf[..n]);
+                hasher.update(buf.get(..n).unwrap_or_default());
             }
         }
         Some(own) => {
-            // `buf[..keep]` holds bytes not hashed yet (fewer than HASH_LEN),
-            // so a self-reference that straddles two reads is still masked.
+            // `buf[..keep]` holds the last bytes read that are not decided
+            // yet: fewer than HASH_LEN, in their original form (never
+            // masked), so a self-reference straddling two reads is found
+            // exactly where a scan of the whole contents would find it.
             let mut buf = vec![0u8; CHUNK + HASH_LEN];
             let mut keep = 0usize;
             loop {
-                let n = match r.read(&mut buf[keep..]) {
+                let n = match r.read(buf.get_mut(keep..).unwrap_or_default()) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
                 size += n as u64;
                 let len = keep + n;
-                mask_self(&mut buf[..len], own);
+                let data = buf.get(..len).unwrap_or_default();
+                // Hash up to each self-reference, then the mask instead.
+                let mut done = 0;
+                while let Some(i) = next_self_ref(data, own, done) {
+                    hasher.update(data.get(done..i).unwrap_or_default());
+                    hasher.update(SELF_MASK);
+                    done = i + HASH_LEN;
+                }
                 if n == 0 {
-                    hasher.update(&buf[..len]);
+                    hasher.update(data.get(done..).unwrap_or_default());
                     break;
                 }
-                let done = len.saturating_sub(HASH_LEN - 1);
-                hasher.update(&buf[..done]);
-                buf.copy_within(done..len, 0);
-                keep = len - done;
+                // Bytes from `undecided` on could start a self-reference
+                // that the next read completes.
+                let undecided = done.max(len.saturating_sub(HASH_LEN - 1));
+                hasher.update(data.get(done..undecided).unwrap_or_default());
+                buf.copy_within(undecided..len, 0);
+                keep = len - undecided;
             }
         }
     }
@@ -161,22 +192,22 @@ pub fn object_hash(name: &str, entries: &[Entry]) -> String {
         }
     }
     let digest: [u8; 32] = h.finalize().into();
-    hex(&digest)[..HASH_LEN].to_string()
+    // The first HASH_LEN hex digits: those of the first HASH_LEN / 2 bytes.
+    hex(digest.get(..HASH_LEN / 2).unwrap_or_default())
 }
 
 /// Split a store directory name `<hash>-<name>` into its parts.
 pub fn split_store_name(dir_name: &str) -> Option<(&str, &str)> {
-    if dir_name.len() < HASH_LEN + 2 || dir_name.as_bytes()[HASH_LEN] != b'-' {
-        return None;
-    }
-    let (hash, rest) = dir_name.split_at(HASH_LEN);
-    if !hash
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    let (hash, rest) = dir_name.split_at_checked(HASH_LEN)?;
+    let name = rest.strip_prefix('-')?;
+    if name.is_empty()
+        || !hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
         return None;
     }
-    Some((hash, &rest[1..]))
+    Some((hash, name))
 }
 
 /// Walk `dir` and hash it sequentially: the activator's verifier. The
@@ -251,6 +282,7 @@ pub fn hash_tree(dir: &std::path::Path, name: &str, own: Option<&[u8; 32]>) -> i
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -267,6 +299,131 @@ mod tests {
         let b = file_digest(&masked[..], None).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.0, data.len() as u64);
+    }
+
+    /// A reader that returns the contents in pieces of the given sizes
+    /// (cycling), as a file system or a pipe might.
+    struct Pieces<'a> {
+        data: &'a [u8],
+        sizes: &'a [usize],
+        k: usize,
+    }
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let want = self.sizes[self.k % self.sizes.len()].max(1);
+            self.k += 1;
+            let n = want.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn reference(data: &[u8], own: &[u8; 32]) -> (u64, [u8; 32]) {
+        let mut masked = data.to_vec();
+        mask_self(&mut masked, own);
+        (data.len() as u64, Sha256::digest(&masked).into())
+    }
+
+    #[test]
+    fn self_masking_does_not_depend_on_read_sizes() {
+        // Issue 10, item 19. Hashes chosen to overlap the mask and
+        // themselves: one that starts with the mask's last digits "00", one
+        // that is one digit repeated, one with a long border ("abab...").
+        let owns: [&[u8; 32]; 4] = [
+            b"00e1a9c3b5d7f2468ace13579bdf0246",
+            b"00000000000000000000000000000000",
+            b"abababababababababababababababab",
+            b"0123456789abcdef0123456789abcdef",
+        ];
+        for own in owns {
+            let mut pieces: Vec<Vec<u8>> = vec![
+                own.to_vec(),
+                SELF_MASK.to_vec(),
+                own[..31].to_vec(),
+                own[1..].to_vec(),
+                own[..16].to_vec(),
+                own[16..].to_vec(),
+                own[..2].to_vec(),
+                b"00".to_vec(),
+                b"x".to_vec(),
+                b"-placeholder-".to_vec(),
+            ];
+            // Contents that hit a straddled mask followed by the hash's
+            // own start ("...-00" + own[2..]), and runs of overlaps.
+            let mut tricky = SELF_MASK.to_vec();
+            tricky.extend_from_slice(&own[2..]);
+            pieces.push(tricky);
+            let mut contents: Vec<Vec<u8>> = Vec::new();
+            for p in &pieces {
+                let mut c = p.clone();
+                c.extend_from_slice(own);
+                c.extend_from_slice(&own[30..]);
+                c.extend_from_slice(own);
+                contents.push(c);
+            }
+            // Pseudo-random concatenations of the pieces (fixed seed).
+            let mut seed = 0x9e3779b97f4a7c15u64;
+            for _ in 0..60 {
+                let mut c = Vec::new();
+                for _ in 0..(seed % 40) {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    c.extend_from_slice(&pieces[(seed % pieces.len() as u64) as usize]);
+                }
+                contents.push(c);
+            }
+            // One that crosses the 256 KiB chunk with a mask then the hash.
+            let mut big = vec![b'a'; 256 * 1024 - 20];
+            big.extend_from_slice(SELF_MASK);
+            big.extend_from_slice(own);
+            big.extend_from_slice(&own[..7]);
+            contents.push(big);
+            let sizes: [&[usize]; 9] = [
+                &[1],
+                &[2],
+                &[3, 5, 7],
+                &[31],
+                &[32],
+                &[33],
+                &[30, 1, 64, 2],
+                &[4096],
+                &[usize::MAX],
+            ];
+            for c in &contents {
+                let want = reference(c, own);
+                for s in sizes {
+                    let r = Pieces {
+                        data: c,
+                        sizes: s,
+                        k: 0,
+                    };
+                    assert_eq!(
+                        file_digest(r, Some(own)).unwrap(),
+                        want,
+                        "own {:?}, reads {s:?}, contents {:?}",
+                        String::from_utf8_lossy(own),
+                        String::from_utf8_lossy(&c[..c.len().min(200)])
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn masking_keeps_the_leftmost_non_overlapping_occurrences() {
+        let own = *b"00000000000000000000000000000000";
+        let mut d = vec![b'0'; 70];
+        mask_self(&mut d, &own);
+        let mut want = SELF_MASK.to_vec();
+        want.extend_from_slice(SELF_MASK);
+        want.extend_from_slice(b"000000");
+        assert_eq!(d, want);
+        let mut short = own[..31].to_vec();
+        mask_self(&mut short, &own);
+        assert_eq!(short, &own[..31]);
     }
 
     #[test]

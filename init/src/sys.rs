@@ -70,6 +70,13 @@ pub struct Meta {
     pub kind: Kind,
     /// The device of the file system holding the entry (`st_dev`).
     pub dev: u64,
+    /// Permission bits with set-user-ID, set-group-ID and sticky
+    /// (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Owner (`st_uid`).
+    pub uid: u32,
+    /// Group (`st_gid`).
+    pub gid: u32,
 }
 
 /// The machine, as far as the activator touches it.
@@ -105,7 +112,9 @@ pub trait Sys {
     fn read_link(&mut self, path: &str) -> io::Result<String>;
     /// `lstat`.
     fn lstat(&mut self, path: &str) -> io::Result<Meta>;
-    /// `stat`: follows symlinks.
+    /// `stat`: follows symlinks, the kernel's way: an absolute link restarts
+    /// at the process root (the initramfs before the switch). Paths on the
+    /// mounted root go through [`crate::inroot::resolve_in_root`] first.
     fn stat(&mut self, path: &str) -> io::Result<Meta>;
     /// Create or replace a file with `data`.
     fn write_file(&mut self, path: &str, data: &[u8]) -> io::Result<()>;

@@ -112,8 +112,8 @@ fn world(cmdline: &str) -> FakeSys {
     for d in ["/dev", "/proc", "/sys", "/run", "/lib/modules"] {
         f.dir(&r(d), ROOT);
     }
-    f.file(&r("/sbin/init"), b"#!/bin/sh", ROOT);
-    f.file(&r("/bin/sh"), b"\x7fELF", ROOT);
+    f.exe(&r("/sbin/init"), b"#!/bin/sh", ROOT);
+    f.exe(&r("/bin/sh"), b"\x7fELF", ROOT);
     f.file(
         &r(&format!("{}/boot.json", gen())),
         boot_json(KVER).as_bytes(),
@@ -127,6 +127,9 @@ fn world(cmdline: &str) -> FakeSys {
     );
     f.dir(&r(&format!("{}/lib/modules/{KVER}", kmods())), ROOT);
     f.dir(&r(&format!("{}/lib/firmware", kmods())), ROOT);
+    // Store objects are read-only.
+    f.make_read_only(&r(&gen()));
+    f.make_read_only(&r(&kmods()));
     f
 }
 
@@ -145,7 +148,7 @@ fn console_has(f: &FakeSys, needle: &str) -> bool {
 fn whole_sequence_mounts_binds_moves_switches_and_execs() {
     let mut f = world(&cmdline("-- single x=y"));
     let outcome = run(&mut f);
-    let g = gen();
+    let (g, k) = (gen(), kmods());
     assert_eq!(outcome, Outcome::Exec(format!("{g}/init")));
     let expected = vec![
         "mkdir /proc 755".to_string(),
@@ -161,12 +164,12 @@ fn whole_sequence_mounts_binds_moves_switches_and_execs() {
         format!("load_module {}", module_path("ext4")),
         "mkdir /sysroot 755".into(),
         "mount /dev/vda1 /sysroot ext4 0 \"\"".into(),
-        format!("mount /sysroot{g}/kernel-modules/lib/modules /sysroot/lib/modules - MS_BIND \"\""),
+        // From the kernel-modules object itself (the one genboot.verify
+        // hashes), not through the generation's link.
+        format!("mount /sysroot{k}/lib/modules /sysroot/lib/modules - MS_BIND \"\""),
         "mount - /sysroot/lib/modules - MS_RDONLY|MS_REMOUNT|MS_BIND \"\"".into(),
         "mkdir /sysroot/lib/firmware 755".into(),
-        format!(
-            "mount /sysroot{g}/kernel-modules/lib/firmware /sysroot/lib/firmware - MS_BIND \"\""
-        ),
+        format!("mount /sysroot{k}/lib/firmware /sysroot/lib/firmware - MS_BIND \"\""),
         "mount - /sysroot/lib/firmware - MS_RDONLY|MS_REMOUNT|MS_BIND \"\"".into(),
         "mkdir /run/genboot 755".into(),
         "write /run/genboot/booted".into(),
@@ -361,7 +364,6 @@ fn modalias_loads_matching_modules_not_yet_loaded_once() {
     let mut boot = Boot {
         sys: &mut f,
         steps: vec![],
-        args: None,
         shell_on_fail: false,
         root_at: None,
     };
@@ -648,7 +650,6 @@ fn compressed_modules_use_the_kernels_decompression_and_say_when_it_is_missing()
     let mut boot = Boot {
         sys: &mut f,
         steps: vec![],
-        args: None,
         shell_on_fail: false,
         root_at: None,
     };
@@ -673,7 +674,6 @@ fn modalias_skips_the_sysfs_walk_when_every_aliased_module_is_loaded() {
     let mut boot = Boot {
         sys: &mut f,
         steps: vec![],
-        args: None,
         shell_on_fail: false,
         root_at: None,
     };
@@ -685,7 +685,6 @@ fn modalias_skips_the_sysfs_walk_when_every_aliased_module_is_loaded() {
     let mut boot = Boot {
         sys: &mut f,
         steps: vec![],
-        args: None,
         shell_on_fail: false,
         root_at: None,
     };
@@ -728,4 +727,278 @@ fn waiting_for_the_root_says_so_every_five_seconds() {
         .filter(|l| l.contains("waiting for root device LABEL=elsewhere"))
         .count();
     assert_eq!(notes, 2, "at 5 s and 10 s");
+}
+
+// ---- the root's links are resolved inside the root ----
+
+/// `world`, with the root shaped like stock Debian 12: merged /usr through
+/// relative links, and the init reached through an ABSOLUTE link
+/// (`/usr/sbin/init -> /lib/systemd/systemd`). The initramfs has a /lib of
+/// its own, so anything resolved against it finds the wrong tree.
+fn debian_world(cmdline: &str) -> FakeSys {
+    let mut f = world(cmdline);
+    for d in ["/sysroot/sbin", "/sysroot/lib", "/sysroot/bin"] {
+        let inside = format!("{d}/");
+        f.tree.retain(|k, _| k != d && !k.starts_with(&inside));
+    }
+    f.link("/sysroot/bin", "usr/bin", ROOT);
+    f.link("/sysroot/sbin", "usr/sbin", ROOT);
+    f.link("/sysroot/lib", "usr/lib", ROOT);
+    f.exe("/sysroot/usr/lib/systemd/systemd", b"\x7fELF", ROOT);
+    f.link("/sysroot/usr/sbin/init", "/lib/systemd/systemd", ROOT);
+    f.exe("/sysroot/usr/bin/dash", b"\x7fELF", ROOT);
+    f.link("/sysroot/usr/bin/sh", "dash", ROOT);
+    f.dir("/sysroot/usr/lib/modules", ROOT);
+    f
+}
+
+fn binds(f: &FakeSys) -> Vec<&str> {
+    f.calls
+        .iter()
+        .filter(|c| c.contains("MS_BIND") || c.starts_with("mkdir /sysroot/"))
+        .map(String::as_str)
+        .collect()
+}
+
+#[test]
+fn stock_debian_init_through_an_absolute_link_boots() {
+    // Issue 10, item 1: `stat("/sysroot/sbin/init")` resolved
+    // /lib/systemd/systemd in the initramfs and failed every boot.
+    let mut f = debian_world(&cmdline(""));
+    let g = gen();
+    assert_eq!(
+        run(&mut f),
+        Outcome::Exec(format!("{g}/init")),
+        "{:#?}",
+        f.console
+    );
+    assert!(console_has(
+        &f,
+        "(kernel 6.1.0-50-amd64, init /usr/lib/systemd/systemd)"
+    ));
+    // /lib -> usr/lib: the binds land on the root's /usr/lib.
+    let k = kmods();
+    assert_eq!(
+        binds(&f),
+        vec![
+            format!("mount /sysroot{k}/lib/modules /sysroot/usr/lib/modules - MS_BIND \"\""),
+            "mount - /sysroot/usr/lib/modules - MS_RDONLY|MS_REMOUNT|MS_BIND \"\"".into(),
+            "mkdir /sysroot/usr/lib/firmware 755".into(),
+            format!("mount /sysroot{k}/lib/firmware /sysroot/usr/lib/firmware - MS_BIND \"\""),
+            "mount - /sysroot/usr/lib/firmware - MS_RDONLY|MS_REMOUNT|MS_BIND \"\"".into(),
+        ]
+    );
+    assert!(console_has(
+        &f,
+        "bind-modules: /lib/modules (at /usr/lib/modules) /lib/firmware (at /usr/lib/firmware) (read-only)"
+    ));
+}
+
+#[test]
+fn debian_recovery_entry_boots_too() {
+    let mut f = debian_world(&cmdline("genboot.recovery"));
+    assert_eq!(run(&mut f), Outcome::Exec("/bin/sh".into()));
+}
+
+#[test]
+fn an_absolute_lib_link_never_puts_the_bind_into_the_initramfs() {
+    let mut f = debian_world(&cmdline(""));
+    f.tree.remove("/sysroot/lib");
+    f.link("/sysroot/lib", "/usr/lib", ROOT);
+    // The initramfs has a /usr/lib/modules the kernel would pick.
+    f.dir("/usr/lib/modules", INITRAMFS);
+    assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
+    let k = kmods();
+    assert_eq!(
+        binds(&f)[..2],
+        [
+            format!("mount /sysroot{k}/lib/modules /sysroot/usr/lib/modules - MS_BIND \"\""),
+            "mount - /sysroot/usr/lib/modules - MS_RDONLY|MS_REMOUNT|MS_BIND \"\"".to_string(),
+        ]
+    );
+    assert!(!f
+        .calls
+        .iter()
+        .any(|c| c.starts_with("mount") && c.contains(" /usr/lib")));
+}
+
+#[test]
+fn an_init_link_climbing_out_of_the_root_stays_in_it() {
+    // /sbin/init -> ../../../../etc/x: the kernel stops `..` at the root.
+    let mut f = debian_world(&cmdline(""));
+    f.tree.remove("/sysroot/usr/sbin/init");
+    f.link("/sysroot/usr/sbin/init", "../../../../etc/x", ROOT);
+    f.exe("/etc/x", b"initramfs file", INITRAMFS);
+    fails_at(
+        f,
+        Step::Generation,
+        "init points to /sbin/init, which is not a file on the root: /etc/x: No such file or directory",
+    );
+    // With /etc/x on the root, that is the init (as stage 2 would see it).
+    let mut f = debian_world(&cmdline(""));
+    f.tree.remove("/sysroot/usr/sbin/init");
+    f.link("/sysroot/usr/sbin/init", "../../../../etc/x", ROOT);
+    f.exe("/sysroot/etc/x", b"#!/bin/sh", ROOT);
+    assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
+    assert!(console_has(&f, "init /etc/x)"));
+}
+
+#[test]
+fn a_looping_or_unusable_init_is_refused_with_why() {
+    let mut f = debian_world(&cmdline(""));
+    f.tree.remove("/sysroot/usr/sbin/init");
+    f.link("/sysroot/usr/sbin/init", "/sbin/init", ROOT);
+    fails_at(
+        f,
+        Step::Generation,
+        "more than 40 symbolic links on the way (a loop?)",
+    );
+    let mut f = debian_world(&cmdline(""));
+    f.chmod("/sysroot/usr/lib/systemd/systemd", 0o644);
+    fails_at(
+        f,
+        Step::Generation,
+        "/usr/lib/systemd/systemd is not executable (mode 0644)",
+    );
+    let mut f = debian_world(&cmdline(""));
+    f.tree.remove("/sysroot/usr/lib/systemd/systemd");
+    f.dir("/sysroot/usr/lib/systemd/systemd", ROOT);
+    fails_at(
+        f,
+        Step::Generation,
+        "/usr/lib/systemd/systemd is not a regular file",
+    );
+}
+
+#[test]
+fn the_roots_shell_is_found_through_an_absolute_link() {
+    let mut f = debian_world(&cmdline("genboot.shell_on_fail"));
+    f.tree.remove("/sysroot/usr/bin/sh");
+    f.link("/sysroot/usr/bin/sh", "/bin/dash", ROOT);
+    f.fail
+        .push(("write /run/genboot/booted".into(), libc::ENOSPC));
+    let f = fails_at(f, Step::Record, "cannot write");
+    assert!(f.calls.contains(&"run_shell /sysroot /bin/sh".to_string()));
+}
+
+#[test]
+fn api_file_systems_move_onto_the_roots_own_directories() {
+    let mut f = debian_world(&cmdline(""));
+    f.tree.remove("/sysroot/run");
+    f.link("/sysroot/run", "/var/run-here", ROOT);
+    f.dir("/sysroot/var/run-here", ROOT);
+    assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
+    assert!(f
+        .calls
+        .contains(&"mount /run /sysroot/var/run-here - MS_MOVE \"\"".to_string()));
+}
+
+#[test]
+fn a_kernel_modules_link_out_of_the_store_is_refused() {
+    let mut f = world(&cmdline(""));
+    let link = format!("{SYSROOT}{}/kernel-modules", gen());
+    f.tree.remove(&link);
+    f.link(&link, &format!("/tmp/{K}-linux-modules-{KVER}"), ROOT);
+    fails_at(
+        f,
+        Step::Generation,
+        &format!("kernel-modules points to /tmp/{K}-linux-modules-{KVER}, not a store object"),
+    );
+}
+
+#[test]
+fn a_modules_dir_leading_out_of_its_object_is_not_bound() {
+    let mut f = world(&cmdline(""));
+    let m = format!("{SYSROOT}{}/lib/modules", kmods());
+    f.tree.retain(|k, _| !k.starts_with(&m));
+    f.link(&m, "/lib/modules", ROOT);
+    assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
+    assert!(console_has(
+        &f,
+        "lib/modules in the kernel-modules object leads out of it (to /lib/modules); not bound"
+    ));
+    assert!(!f.calls.iter().any(|c| c.contains("/sysroot/lib/modules")));
+}
+
+// ---- genboot.verify checks modes and owners ----
+
+#[test]
+fn verify_refuses_setuid_writable_or_foreign_owned_store_entries() {
+    let bj = format!("{SYSROOT}{}/boot.json", gen());
+    let km = format!("{SYSROOT}{}/lib/modules", kmods());
+    // (entry, mode, owner, what the failure says)
+    let cases = [
+        (&bj, 0o4555, 0, "boot.json has mode 4555"),
+        (&bj, 0o666, 0, "boot.json has mode 0666"),
+        (&bj, 0o644, 0, "boot.json has mode 0644"),
+        (&bj, 0o444, 1000, "boot.json is owned by uid 1000"),
+        (&km, 0o1777, 0, "lib/modules/ has mode 1777"),
+    ];
+    for (path, mode, uid, says) in cases {
+        let mut f = world(&cmdline("genboot.verify"));
+        f.chmod(path, mode);
+        f.chown(path, uid, 0);
+        let f = fails_at(f, Step::Verify, says);
+        assert!(console_has(&f, "has entries a store object must not have"));
+    }
+}
+
+#[test]
+fn verify_names_the_first_bad_entries_and_counts_the_rest() {
+    let mut f = world(&cmdline("genboot.verify"));
+    let d = format!("{SYSROOT}{}/lib/modules/{KVER}", kmods());
+    for i in 0..5 {
+        f.file(&format!("{d}/m{i}.ko"), b"x", ROOT);
+    }
+    fails_at(
+        f,
+        Step::Verify,
+        &format!("lib/modules/{KVER}/m0.ko has mode 0644; lib/modules/{KVER}/m1.ko has mode 0644; lib/modules/{KVER}/m2.ko has mode 0644 and 2 more"),
+    );
+}
+
+// ---- numbers read from disks and the command line ----
+
+#[test]
+fn a_gpt_entries_lba_that_overflows_is_a_damaged_disk_not_a_match() {
+    // Issue 10, item 17: entries_lba * 512 overflowed (a panic with
+    // overflow checks, else a wrap). 2^55 + 2 wraps to 1024, where the real
+    // entries are: unchecked, this damaged GPT would still "match".
+    let mut f = world(&format!(
+        "root=PARTUUID={PARTUUID} genboot.timeout=1 init={}/init",
+        gen()
+    ));
+    let mut disk = gpt_disk(1, ROOT_PARTUUID_ON_DISK);
+    disk[512 + 72..512 + 80].copy_from_slice(&((1u64 << 55) + 2).to_le_bytes());
+    f.file("/dev/vda", &disk, DEVTMPFS);
+    let f = fails_at(f, Step::WaitRoot, "did not appear within 1 s");
+    let note = "vda: the GPT header puts partition entry 1 past any disk (entries at LBA 36028797018963970, 128 bytes each); the GPT is damaged";
+    let warning = format!("genboot-init: warning: {note}");
+    let warned = f.console.iter().filter(|l| **l == warning).count();
+    assert_eq!(warned, 1, "said once: {:#?}", f.console);
+    assert!(console_has(&f, &format!("skipped: {note}")));
+}
+
+#[test]
+fn an_absurd_logical_block_size_is_not_used_as_a_read_length() {
+    let mut f = world(&format!(
+        "root=PARTUUID={PARTUUID} genboot.timeout=1 init={}/init",
+        gen()
+    ));
+    let lbs = "/sys/devices/pci0000:00/0000:00:04.0/virtio1/block/vda/queue/logical_block_size";
+    f.file(lbs, b"1099511627776\n", SYSFS);
+    let f = fails_at(f, Step::WaitRoot, "did not appear");
+    assert!(console_has(
+        &f,
+        "vda: logical block size \"1099511627776\" is not a power of two from 512 to 65536"
+    ));
+}
+
+#[test]
+fn an_absurd_timeout_is_refused_at_the_cmdline_step() {
+    fails_at(
+        world(&cmdline("genboot.timeout=18446744073709552")),
+        Step::Cmdline,
+        "genboot.timeout=18446744073709552 is more than 86400 seconds",
+    );
 }

@@ -14,10 +14,44 @@ pub(crate) enum Node {
     Symlink(String),
 }
 
+/// One entry of the fake's file tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) node: Node,
+    /// The device id of the file system holding it.
+    pub(crate) dev: u64,
+    /// `st_mode & 0o7777`.
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+}
+
+impl Entry {
+    fn new(node: Node, dev: u64) -> Entry {
+        let mode = match node {
+            Node::Dir => 0o755,
+            Node::File(_) => 0o644,
+            Node::Symlink(_) => 0o777,
+        };
+        Entry {
+            node,
+            dev,
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+}
+
+/// The fake's file tree is the process's whole view: one namespace whose
+/// `/` is the initramfs, with the root file system below `/sysroot` like
+/// any other directory. Its path walk is the kernel's: an absolute symlink
+/// restarts at `/` (the initramfs, not `/sysroot`), `..` stops at `/`, at
+/// most 40 links. `chroot` and `MS_MOVE` are recorded, not modelled.
 #[derive(Debug, Default)]
 pub(crate) struct FakeSys {
-    /// Absolute path → (node, device id).
-    pub(crate) tree: BTreeMap<String, (Node, u64)>,
+    /// Absolute path → entry.
+    pub(crate) tree: BTreeMap<String, Entry>,
     /// Effects, in order, e.g. `mount proc /proc proc MS_NOSUID|MS_NODEV|MS_NOEXEC ""`.
     pub(crate) calls: Vec<String>,
     pub(crate) console: Vec<String>,
@@ -70,7 +104,7 @@ impl FakeSys {
             clock_us: 1_000_000,
             ..FakeSys::default()
         };
-        f.tree.insert("/".into(), (Node::Dir, 1));
+        f.tree.insert("/".into(), Entry::new(Node::Dir, 1));
         f
     }
 
@@ -79,17 +113,50 @@ impl FakeSys {
         if path != "/" && !self.tree.contains_key(parent(path)) {
             self.dir(parent(path), dev);
         }
-        self.tree.entry(path.into()).or_insert((Node::Dir, dev));
+        self.tree
+            .entry(path.into())
+            .or_insert(Entry::new(Node::Dir, dev));
     }
+    /// Add a file (mode 0644).
     pub(crate) fn file(&mut self, path: &str, data: &[u8], dev: u64) {
         self.dir(parent(path), dev);
         self.tree
-            .insert(path.into(), (Node::File(data.to_vec()), dev));
+            .insert(path.into(), Entry::new(Node::File(data.to_vec()), dev));
+    }
+    /// Add an executable file (mode 0755).
+    pub(crate) fn exe(&mut self, path: &str, data: &[u8], dev: u64) {
+        self.file(path, data, dev);
+        self.chmod(path, 0o755);
     }
     pub(crate) fn link(&mut self, path: &str, target: &str, dev: u64) {
         self.dir(parent(path), dev);
         self.tree
-            .insert(path.into(), (Node::Symlink(target.into()), dev));
+            .insert(path.into(), Entry::new(Node::Symlink(target.into()), dev));
+    }
+    /// Set the mode of an existing entry (no link followed).
+    pub(crate) fn chmod(&mut self, path: &str, mode: u32) {
+        self.tree.get_mut(path).expect("chmod of a fake entry").mode = mode;
+    }
+    pub(crate) fn chown(&mut self, path: &str, uid: u32, gid: u32) {
+        let e = self.tree.get_mut(path).expect("chown of a fake entry");
+        e.uid = uid;
+        e.gid = gid;
+    }
+    /// Make everything below `prefix` read-only as the store does: files
+    /// 0444 (0555 when executable), directories 0555.
+    pub(crate) fn make_read_only(&mut self, prefix: &str) {
+        let inside = format!("{prefix}/");
+        for (k, e) in self.tree.iter_mut() {
+            if k != prefix && !k.starts_with(&inside) {
+                continue;
+            }
+            e.mode = match e.node {
+                Node::Dir => 0o555,
+                Node::File(_) if e.mode & 0o100 != 0 => 0o555,
+                Node::File(_) => 0o444,
+                Node::Symlink(_) => 0o777,
+            };
+        }
     }
 
     fn record(&mut self, line: String) -> io::Result<()> {
@@ -121,8 +188,8 @@ impl FakeSys {
                 cur = next;
                 continue;
             }
-            match self.tree.get(&next) {
-                Some((Node::Symlink(t), _)) if follow_last || !todo.is_empty() => {
+            match self.tree.get(&next).map(|e| &e.node) {
+                Some(Node::Symlink(t)) if follow_last || !todo.is_empty() => {
                     hops += 1;
                     if hops > 40 {
                         return Err(err(libc::ELOOP));
@@ -134,6 +201,7 @@ impl FakeSys {
                         todo.push(p.to_string());
                     }
                 }
+                Some(Node::File(_)) if !todo.is_empty() => return Err(err(libc::ENOTDIR)),
                 Some(_) => cur = next,
                 None if todo.is_empty() => return Ok(next),
                 None => return Err(err(libc::ENOENT)),
@@ -142,20 +210,23 @@ impl FakeSys {
         Ok(cur)
     }
 
-    fn get(&self, path: &str, follow: bool) -> io::Result<(String, &(Node, u64))> {
+    fn get(&self, path: &str, follow: bool) -> io::Result<(String, &Entry)> {
         let p = self.resolve(path, follow)?;
         let n = self.tree.get(&p).ok_or_else(|| err(libc::ENOENT))?;
         Ok((p, n))
     }
 
-    fn meta(n: &(Node, u64)) -> Meta {
+    fn meta(n: &Entry) -> Meta {
         Meta {
-            kind: match n.0 {
+            kind: match n.node {
                 Node::Dir => Kind::Dir,
                 Node::File(_) => Kind::File,
                 Node::Symlink(_) => Kind::Symlink,
             },
-            dev: n.1,
+            dev: n.dev,
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
         }
     }
 }
@@ -200,11 +271,17 @@ impl Sys for FakeSys {
         if self.tree.contains_key(&p) {
             return Err(err(libc::EEXIST));
         }
-        if !matches!(self.tree.get(parent(&p)), Some((Node::Dir, _))) {
-            return Err(err(libc::ENOENT));
-        }
-        let dev = self.tree[parent(&p)].1;
-        self.tree.insert(p, (Node::Dir, dev));
+        let dev = match self.tree.get(parent(&p)) {
+            Some(Entry {
+                node: Node::Dir,
+                dev,
+                ..
+            }) => *dev,
+            _ => return Err(err(libc::ENOENT)),
+        };
+        let mut e = Entry::new(Node::Dir, dev);
+        e.mode = mode;
+        self.tree.insert(p, e);
         Ok(())
     }
     fn load_module(&mut self, path: &str, compressed: bool) -> io::Result<()> {
@@ -218,20 +295,20 @@ impl Sys for FakeSys {
         self.get(path, true).map(|_| ())
     }
     fn read_file(&mut self, path: &str) -> io::Result<Vec<u8>> {
-        match self.get(path, true)?.1 {
-            (Node::File(d), _) => Ok(d.clone()),
+        match &self.get(path, true)?.1.node {
+            Node::File(d) => Ok(d.clone()),
             _ => Err(err(libc::EISDIR)),
         }
     }
     fn read_at(&mut self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let d = self.read_file(path)?;
-        let s = (offset as usize).min(d.len());
-        Ok(d[s..(s + len).min(d.len())].to_vec())
+        let s = usize::try_from(offset).unwrap_or(usize::MAX).min(d.len());
+        Ok(d[s..s.saturating_add(len).min(d.len())].to_vec())
     }
     fn read_dir(&mut self, path: &str) -> io::Result<Vec<(String, Kind)>> {
         self.listed.push(path.to_string());
         let (p, n) = self.get(path, true)?;
-        if n.0 != Node::Dir {
+        if n.node != Node::Dir {
             return Err(err(libc::ENOTDIR));
         }
         let prefix = if p == "/" {
@@ -248,8 +325,8 @@ impl Sys for FakeSys {
             .collect())
     }
     fn read_link(&mut self, path: &str) -> io::Result<String> {
-        match self.get(path, false)?.1 {
-            (Node::Symlink(t), _) => Ok(t.clone()),
+        match &self.get(path, false)?.1.node {
+            Node::Symlink(t) => Ok(t.clone()),
             _ => Err(err(libc::EINVAL)),
         }
     }
@@ -263,10 +340,15 @@ impl Sys for FakeSys {
         self.record(format!("write {path}"))?;
         let p = self.resolve(path, true)?;
         let dev = match self.tree.get(parent(&p)) {
-            Some((Node::Dir, dev)) => *dev,
+            Some(Entry {
+                node: Node::Dir,
+                dev,
+                ..
+            }) => *dev,
             _ => return Err(err(libc::ENOENT)),
         };
-        self.tree.insert(p, (Node::File(data.to_vec()), dev));
+        self.tree
+            .insert(p, Entry::new(Node::File(data.to_vec()), dev));
         Ok(())
     }
     fn unlink(&mut self, path: &str) -> io::Result<()> {

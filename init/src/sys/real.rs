@@ -39,6 +39,16 @@ fn kind(ft: fs::FileType) -> Kind {
     }
 }
 
+fn meta(m: &fs::Metadata) -> Meta {
+    Meta {
+        kind: kind(m.file_type()),
+        dev: m.dev(),
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+    }
+}
+
 #[allow(unsafe_code)]
 fn clock_boottime_us() -> u64 {
     let mut ts = libc::timespec {
@@ -207,19 +217,11 @@ impl Sys for RealSys {
     }
 
     fn lstat(&mut self, path: &str) -> io::Result<Meta> {
-        let m = fs::symlink_metadata(path)?;
-        Ok(Meta {
-            kind: kind(m.file_type()),
-            dev: m.dev(),
-        })
+        Ok(meta(&fs::symlink_metadata(path)?))
     }
 
     fn stat(&mut self, path: &str) -> io::Result<Meta> {
-        let m = fs::metadata(path)?;
-        Ok(Meta {
-            kind: kind(m.file_type()),
-            dev: m.dev(),
-        })
+        Ok(meta(&fs::metadata(path)?))
     }
 
     fn write_file(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
