@@ -162,10 +162,10 @@ impl SystemToml {
         SystemToml {
             release: release.to_string(),
             label: label.to_string(),
-            // TODO(lead): switch to /sbin/init once the absolute-link fix lands
-            // (genboot-init resolves /sbin/init -> /usr/sbin/init ->
-            // /lib/systemd/systemd, an absolute link, from the initramfs today).
-            init: "/lib/systemd/systemd".to_string(),
+            // Debian's own: /sbin -> usr/sbin, then /usr/sbin/init ->
+            // /lib/systemd/systemd, an absolute link genboot-init resolves
+            // inside the root.
+            init: "/sbin/init".to_string(),
             initrd_modules: vm::INITRD_MODULES.iter().map(|m| m.to_string()).collect(),
             params: Vec::new(),
             extra: String::new(),
