@@ -41,7 +41,8 @@
 //!   and 2 free the chain.
 //! - **New directory**: its cluster (`.` and `..`); FAT 1 and 2; barrier;
 //!   the entry in the parent; barrier.
-//! - A directory that needs room first grows by one zeroed cluster, linked
+//! - A directory that needs room first grows by one zeroed cluster: marked
+//!   used in FAT 1 and 2, then linked to the end of the directory's chain
 //!   in FAT 1 and 2 (an empty cluster at the end of a directory is valid);
 //!   free slots before the new entry that hold the end-of-directory mark
 //!   are first turned into deleted slots, so readers that stop at that
@@ -396,6 +397,12 @@ impl Volume {
             }
         }
         Ok(v)
+    }
+
+    /// The FAT as genboot keeps it (for tests).
+    #[cfg(test)]
+    pub fn fat_bytes(&self) -> &[u8] {
+        &self.fat
     }
 
     fn sector_range(&self, s: u32) -> std::ops::Range<usize> {
@@ -973,10 +980,14 @@ impl Volume {
                         dir.path
                     )));
                 }
-                // Grow: a zeroed cluster, linked at the end of the chain.
+                // Grow: a zeroed cluster, marked used (end of chain) in
+                // both FATs, and only then linked at the end of the chain:
+                // one flush for both could write the link first (the FAT
+                // sectors go out in order), and a stop in between would
+                // leave the directory running into a free cluster.
+                self.begin_write()?;
                 let c = self.alloc(1)?[0];
                 let zeros = vec![0u8; self.cluster_bytes as usize];
-                self.begin_write()?;
                 self.dev
                     .write(
                         self.cluster_off(c),
@@ -984,9 +995,10 @@ impl Volume {
                         &format!("directory /{} (new cluster)", dir.path),
                     )
                     .map_err(io("write a directory"))?;
+                self.flush_fat(&format!("new cluster of /{}", dir.path))?;
                 let last = *dir.clusters.last().expect("a chain has a cluster");
                 self.fat_set(last, c);
-                self.flush_fat(&format!("grow /{}", dir.path))?;
+                self.flush_fat(&format!("link the new cluster into /{}", dir.path))?;
                 self.barrier()?;
                 dir.clusters.push(c);
                 dir.bytes.extend_from_slice(&zeros);

@@ -259,6 +259,17 @@ impl Esp for ImageEsp {
             Some(e) if !e.is_dir() => e,
             _ => return Ok(None),
         };
+        if u64::from(e.size) > MAX_READ {
+            return Err(EspError::Image {
+                path: self.path.clone(),
+                what: format!(
+                    "{path} on {} is {} bytes; genboot reads at most {MAX_READ} bytes of a file it compares (entries, loader.conf, the boot loader)",
+                    self.describe(),
+                    e.size
+                ),
+                hint: "if the file is genboot's, `genboot install` repairs it; else remove it (or run `fsck.fat -a` on the partition if its size is damage)".into(),
+            });
+        }
         let data = self
             .vol
             .read_file(path, &e, MAX_READ)
@@ -389,4 +400,135 @@ pub fn format(file: Rc<File>, start: u64, len: u64) -> Result<(), EspError> {
         .volume_label(VOLUME_LABEL);
     fatfs::format_volume(&mut view, opts)
         .map_err(|e| EspError::Other(format!("cannot format the ESP: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 40 MiB file formatted FAT32 as genboot formats ESPs (no GPT: the
+    /// volume starts at byte 0), opened for writing.
+    fn volume() -> (tempfile::TempDir, PathBuf, Volume) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("esp.fat");
+        let len = 40u64 << 20;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(len).unwrap();
+        let f = Rc::new(f);
+        format(f.clone(), 0, len).unwrap();
+        let v = Volume::open(Dev::new(f, 0, len, true)).unwrap();
+        (dir, path, v)
+    }
+
+    #[track_caller]
+    fn fsck_clean(path: &Path) {
+        let o = std::process::Command::new("fsck.fat")
+            .arg("-n")
+            .arg(path)
+            .output()
+            .expect("fsck.fat runs (apt-get install dosfstools)");
+        assert!(
+            o.status.success(),
+            "fsck.fat -n:\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+
+    fn read(v: &Volume, path: &str) -> Option<Vec<u8>> {
+        let e = v.lookup(path).unwrap()?;
+        Some(v.read_file(path, &e, MAX_READ).unwrap())
+    }
+
+    #[test]
+    fn create_rename_replace_remove_leave_a_clean_volume() {
+        let (_d, path, mut v) = volume();
+        v.mkdir("loader").unwrap();
+        v.mkdir("loader/entries").unwrap();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7) as u8).collect();
+        v.create_file("loader/big.genboot-tmp", &mut &big[..])
+            .unwrap();
+        v.rename("loader/big.genboot-tmp", "loader/big").unwrap();
+        assert_eq!(read(&v, "loader/big").unwrap(), big);
+        assert!(v.lookup("loader/big.genboot-tmp").unwrap().is_none());
+        // Replace: the target takes the new content.
+        v.create_file("loader/big.genboot-tmp", &mut &b"small"[..])
+            .unwrap();
+        let free_before = v.free_clusters();
+        v.rename("loader/big.genboot-tmp", "loader/BIG").unwrap();
+        assert_eq!(read(&v, "loader/big").unwrap(), b"small");
+        assert!(v.free_clusters() > free_before);
+        // Many long names: every entry sits in one sector.
+        for n in 0..60 {
+            let name = format!("loader/entries/genboot-{n}+3.conf.genboot-tmp");
+            v.create_file(&name, &mut &b"x"[..]).unwrap();
+            v.rename(&name, &format!("loader/entries/genboot-{n}+3.conf"))
+                .unwrap();
+        }
+        for n in (0..60).step_by(3) {
+            assert!(v
+                .remove(&format!("loader/entries/genboot-{n}+3.conf"))
+                .unwrap());
+        }
+        let (dir, listing) = v.open_dir("loader/entries").unwrap().unwrap();
+        assert_eq!(listing.entries.len(), 40);
+        assert!(listing.orphans.is_empty());
+        for e in &listing.entries {
+            assert!(
+                e.long && e.first * 32 / 512 == e.sfn_slot * 32 / 512,
+                "{} spans sectors",
+                e.name
+            );
+        }
+        assert!(dir.clusters.len() > 1, "the directory grew");
+        v.finish(true).unwrap();
+        fsck_clean(&path);
+    }
+
+    /// A source that fails after `ok` bytes.
+    struct Failing {
+        ok: usize,
+    }
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.ok == 0 {
+                return Err(io::Error::other("the source broke"));
+            }
+            let n = buf.len().min(self.ok);
+            buf[..n].fill(1);
+            self.ok -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_file_and_no_fat_change() {
+        let (_d, path, mut v) = volume();
+        v.mkdir("EFI").unwrap();
+        v.finish(true).unwrap();
+        let fat_before = v.fat_bytes().to_vec();
+        let free = v.free_clusters();
+        let e = v
+            .create_file("EFI/k.genboot-tmp", &mut Failing { ok: 3 << 20 })
+            .unwrap_err();
+        assert!(matches!(e, FatError::Source(_)), "{e}");
+        assert!(v.lookup("EFI/k.genboot-tmp").unwrap().is_none());
+        assert_eq!(v.free_clusters(), free);
+        // Full: more than the volume holds.
+        let huge = vec![0u8; 41 << 20];
+        let e = v
+            .create_file("EFI/huge.genboot-tmp", &mut &huge[..])
+            .unwrap_err();
+        assert!(matches!(e, FatError::Full), "{e}");
+        assert!(v.lookup("EFI/huge.genboot-tmp").unwrap().is_none());
+        assert_eq!(v.free_clusters(), free);
+        v.finish(true).unwrap();
+        assert_eq!(v.fat_bytes(), &fat_before[..]);
+        fsck_clean(&path);
+    }
 }
