@@ -154,11 +154,12 @@ impl Volume {
             }
             // Entries to remove: (first slot, short entry slot).
             let mut remove: Vec<(usize, usize)> = Vec::new();
-            let mut seen: Vec<&str> = Vec::new();
+            let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
             for e in &listing.entries {
                 let full = join(&path, &e.name);
                 let own = owned(&path, e);
-                if seen.iter().any(|n| eq_name(n, &e.name)) {
+                let upper: String = e.name.chars().flat_map(char::to_uppercase).collect();
+                if !seen.insert(upper) {
                     if own.is_some() {
                         remove.push((e.first, e.sfn_slot));
                         f.repairs
@@ -169,8 +170,11 @@ impl Volume {
                     }
                     continue;
                 }
-                seen.push(&e.name);
                 if e.is_dir() {
+                    if e.size != 0 {
+                        f.damage
+                            .push(format!("directory /{full} has a size ({} bytes)", e.size));
+                    }
                     if self.in_range(e.cluster) {
                         todo.push((
                             super::fat::DirRef::Chain {

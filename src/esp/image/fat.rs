@@ -108,6 +108,8 @@ pub(super) enum DirRef {
 /// A directory read into memory.
 pub(super) struct Dir {
     pub r: DirRef,
+    /// On a FAT32 volume (entries keep the high half of their cluster).
+    pub fat32: bool,
     pub clusters: Vec<u32>,
     pub bytes: Vec<u8>,
     pub path: String,
@@ -330,7 +332,19 @@ impl Volume {
         } else {
             (0, None, (0..nfats).collect())
         };
-        let fat_len = fat_sectors as usize * bps as usize;
+        // Only the part of each FAT that holds entries of real clusters is
+        // read and kept (the rest is padding); a volume whose FAT would
+        // not fit in memory comfortably is not an ESP.
+        let fat_len = ((u64::from(clusters) + 2) * bits)
+            .div_ceil(8)
+            .div_ceil(u64::from(bps))
+            * u64::from(bps);
+        if fat_len > 256 << 20 {
+            return Err(FatError::Refused(format!(
+                "its FAT is {fat_len} bytes ({clusters} clusters), too large for an EFI System Partition genboot handles"
+            )));
+        }
+        let fat_len = fat_len as usize;
         let mut on_disk = Vec::new();
         for c in &copies {
             let mut f = vec![0u8; fat_len];
@@ -389,7 +403,7 @@ impl Volume {
         };
         // Copies that differ from the active one are rewritten by the next
         // flush (genboot always writes copy 1 first, so it is the newer).
-        for s in 0..v.fat_sectors {
+        for s in 0..(v.fat.len() / v.bps as usize) as u32 {
             let r = v.sector_range(s);
             if v.on_disk.iter().any(|d| d[r.clone()] != v.fat[r.clone()]) {
                 v.fat_dirty.insert(s);
@@ -793,6 +807,7 @@ impl Volume {
                     .map_err(io("read the root directory"))?;
                 Ok(Dir {
                     r,
+                    fat32: false,
                     clusters: Vec::new(),
                     bytes,
                     path: path.to_string(),
@@ -814,6 +829,7 @@ impl Volume {
                 )?;
                 Ok(Dir {
                     r,
+                    fat32: self.kind == Kind::Fat32,
                     clusters,
                     bytes,
                     path: path.to_string(),
@@ -1275,8 +1291,11 @@ impl Volume {
             )?;
             self.barrier()?;
         }
-        for c in old {
-            self.fat_set(c, 0);
+        // (A target on the same chain — never written so — keeps it.)
+        if dst.cluster != src.cluster {
+            for c in old {
+                self.fat_set(c, 0);
+            }
         }
         self.flush_fat(&format!("free the old chain of /{to}"))?;
         Ok(())
@@ -1428,8 +1447,14 @@ fn set_cluster_size(e: &mut [u8], cluster: u32, size: u32, kind: Kind) {
     e[28..32].copy_from_slice(&size.to_le_bytes());
 }
 
-fn entry_cluster(e: &[u8]) -> u32 {
-    (le16(e, 20) << 16) | le16(e, 26)
+/// The first cluster of a short entry (the high half only on FAT32: on
+/// FAT12/16 those bytes mean something else).
+fn entry_cluster(e: &[u8], fat32: bool) -> u32 {
+    if fat32 {
+        (le16(e, 20) << 16) | le16(e, 26)
+    } else {
+        le16(e, 26)
+    }
 }
 
 pub(super) fn lfn_checksum(sfn: &[u8]) -> u8 {
@@ -1681,7 +1706,7 @@ fn parse(dir: &Dir) -> Listing {
             name,
             sfn,
             attr: b[11],
-            cluster: entry_cluster(b),
+            cluster: entry_cluster(b, dir.fat32),
             size: le32(b, 28),
             first,
             sfn_slot: i,
@@ -1717,6 +1742,7 @@ mod tests {
         bytes.resize(512, 0);
         Dir {
             r: DirRef::FixedRoot,
+            fat32: true,
             clusters: Vec::new(),
             bytes,
             path: String::new(),

@@ -532,3 +532,82 @@ mod tests {
         fsck_clean(&path);
     }
 }
+
+#[cfg(test)]
+mod other_formats {
+    use super::*;
+
+    /// genboot's writes on volumes `mkfs.fat` made, FAT12, FAT16 and
+    /// FAT32 (with its own cluster sizes and layouts), pass `fsck.fat -n`.
+    #[test]
+    fn writes_on_mkfs_fat_volumes_of_every_fat_type_pass_fsck() {
+        for (bits, kib, extra) in [
+            ("12", 4096u64, &[][..]),
+            ("16", 32768, &[][..]),
+            ("32", 40960, &["-s", "1"][..]),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("v.fat");
+            let o = std::process::Command::new("mkfs.fat")
+                .args(["-F", bits, "-C"])
+                .args(extra)
+                .arg(&path)
+                .arg(kib.to_string())
+                .output()
+                .expect("mkfs.fat runs (apt-get install dosfstools)");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let f = Rc::new(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .unwrap(),
+            );
+            let len = kib << 10;
+            let mut v = Volume::open(Dev::new(f, 0, len, true)).unwrap();
+            let f = v.check().unwrap();
+            assert!(
+                f.damage.is_empty() && f.repairs.is_empty(),
+                "FAT{bits}: {:?} {:?}",
+                f.damage,
+                f.repairs
+            );
+            v.mkdir("EFI").unwrap();
+            v.mkdir("EFI/genboot").unwrap();
+            v.mkdir("loader").unwrap();
+            let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+            for n in 0..12 {
+                let p = format!("EFI/genboot/{n:032x}-linux-6.1.0-50-amd64.efi");
+                v.create_file(&format!("{p}.genboot-tmp"), &mut &data[..(n + 1) * 1000])
+                    .unwrap();
+                v.rename(&format!("{p}.genboot-tmp"), &p).unwrap();
+            }
+            v.create_file("loader/loader.conf", &mut &b"default a\n"[..])
+                .unwrap();
+            v.create_file("loader/loader.conf.genboot-tmp", &mut &b"default b\n"[..])
+                .unwrap();
+            v.rename("loader/loader.conf.genboot-tmp", "loader/loader.conf")
+                .unwrap();
+            assert!(v
+                .remove("EFI/genboot/00000000000000000000000000000003-linux-6.1.0-50-amd64.efi")
+                .unwrap());
+            v.create_file("BIG.BIN", &mut &data[..]).unwrap();
+            v.finish(true).unwrap();
+            let e = v.lookup("loader/loader.conf").unwrap().unwrap();
+            assert_eq!(
+                v.read_file("loader/loader.conf", &e, 100).unwrap(),
+                b"default b\n"
+            );
+            let o = std::process::Command::new("fsck.fat")
+                .arg("-n")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "FAT{bits}: fsck.fat -n:\n{}",
+                String::from_utf8_lossy(&o.stdout)
+            );
+        }
+    }
+}
