@@ -177,7 +177,7 @@ fn read_header(file: &File, lba: u64, size: u64) -> Result<GptHeader, String> {
     })
 }
 
-const GDISK_HINT: &str = "the backup GPT at the end of the image is intact: rebuild the primary one from it with `gdisk IMAGE` (recovery menu: r, then b, c, w), check with `sgdisk -v IMAGE`, and run genboot again; nothing was changed";
+const GDISK_HINT: &str = "the backup GPT at the end of the image is intact: rebuild the primary one from it with `gdisk IMAGE` (keys: r, b, c, y, w, y), check with `sgdisk -v IMAGE`, and run genboot again; nothing was changed";
 
 /// Find the EFI System Partition of a GPT disk image, after checking the
 /// table: the primary header and its entry array must pass their CRCs

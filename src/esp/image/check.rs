@@ -79,7 +79,9 @@ fn owned(dir: &str, e: &Entry) -> Option<Own> {
         return Some(Own::File);
     }
     let full = format!("{dir}/{lower}");
-    if full == crate::esp::install::LOADER_CONF || full == crate::esp::install::ENTRIES_SREL {
+    if eq_name(&full, crate::esp::install::LOADER_CONF)
+        || eq_name(&full, crate::esp::install::ENTRIES_SREL)
+    {
         return Some(Own::File);
     }
     None

@@ -738,9 +738,11 @@ impl Volume {
         (free, next)
     }
 
+    /// The free count in the FS information sector is wrong (unknown,
+    /// 0xFFFFFFFF as a fresh format writes it, is not wrong).
     pub fn fsinfo_stale(&self) -> bool {
         self.fsinfo_on_disk
-            .is_some_and(|(free, _)| free != self.free_clusters() as u32)
+            .is_some_and(|(free, _)| free != 0xFFFF_FFFF && free != self.free_clusters() as u32)
     }
 
     /// End the session: the FS information sector, the FAT's clean bit,
