@@ -350,8 +350,19 @@ impl Tmpfs {
 }
 
 impl Drop for Tmpfs {
+    /// Unmount; a mount that is busy for a moment (seen once in a full
+    /// test run) is tried again for up to 5 s, then detached lazily, so no
+    /// test leaves a tmpfs behind.
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let st = Command::new("umount").arg(&self.dir).output();
+            if st.is_ok_and(|o| o.status.success()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
 
