@@ -220,10 +220,9 @@ pub fn fsck_image(image: &Path) {
     );
 }
 
-/// After a simulated power loss the volume keeps its dirty bit (FAT
-/// drivers, fatfs included, never clear a dirty bit they found at mount;
-/// that is fsck's job). `fsck.fat -n` may report exactly that and nothing
-/// else: no lost clusters, no bad chains, no bogus entries. After
+/// After a simulated power loss (and a re-run, which checks the volume and
+/// clears the bit itself) `fsck.fat -n` may report the dirty bit and
+/// nothing else: no lost clusters, no bad chains, no bogus entries. After
 /// `fsck.fat -a` clears the bit, `fsck.fat -n` must exit 0.
 #[track_caller]
 pub fn fsck_image_after_crash(image: &Path) {

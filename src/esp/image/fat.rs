@@ -35,7 +35,10 @@
 //!   chain. When both are in one sector, that is one write.
 //! - **Rename** to a new name: the one sector holding the old entry is
 //!   rewritten with the new name in place (a new name never needs more
-//!   slots than `x.genboot-tmp` had).
+//!   slots than `x.genboot-tmp` had). An entry another tool wrote across
+//!   two sectors (the firmware's boot-counting rename can) is renamed by
+//!   writing the new entry first, then clearing the old one: a stop in
+//!   between leaves two names on one chain, which the check repairs.
 //! - **Remove**: the sector of the entry (the short entry's sector first,
 //!   should an entry written by another tool span two); barrier; FAT 1
 //!   and 2 free the chain.
