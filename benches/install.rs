@@ -2,7 +2,8 @@
 //! into the ESP of a disk image, then reinstall with nothing to change.
 //!
 //! `cargo bench --bench install` (kernels from `qemu/fetch-kernels`, or set
-//! GENBOOT_KERNEL_CACHE). Prints a table; exits 1 if a no-op reinstall
+//! GENBOOT_KERNEL_CACHE). Prints a table (time, bytes written, files
+//! touched, and `pwrite` calls on the image); exits 1 if a no-op reinstall
 //! writes a single byte.
 
 use genboot::esp::dir::DirEsp;
@@ -48,6 +49,8 @@ struct Row {
     secs: f64,
     bytes: u64,
     touched: u64,
+    /// Writes to the image's FAT volume (each one `pwrite`).
+    calls: u64,
 }
 
 fn run(
@@ -57,6 +60,7 @@ fn run(
     opts: &InstallOptions,
     default: u32,
 ) -> Row {
+    let calls = genboot::failpoint::volume_writes();
     let t = Instant::now();
     let report = esp::install(esp.as_mut(), gens, opts).expect("install");
     let stats = esp.close().expect("close");
@@ -67,6 +71,7 @@ fn run(
         secs,
         bytes: stats.bytes_written,
         touched: stats.files_touched,
+        calls: genboot::failpoint::volume_writes() - calls,
     }
 }
 
@@ -207,11 +212,16 @@ fn main() {
         "\n{GENERATIONS} generations on 3 kernel objects: {} kernel and initrd files on the ESP (generations built in {build_secs:.2} s)\n",
         files.len()
     );
-    println!("| case | time | bytes written | files touched |");
-    println!("| --- | ---: | ---: | ---: |");
+    println!("| case | time | bytes written | files touched | image writes |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
     for r in &rows {
+        let calls = if r.what.starts_with("image") {
+            r.calls.to_string()
+        } else {
+            "-".into()
+        };
         println!(
-            "| {} | {:.3} s | {} | {} |",
+            "| {} | {:.3} s | {} | {} | {calls} |",
             r.what, r.secs, r.bytes, r.touched
         );
     }

@@ -40,6 +40,8 @@ pub enum DiskError {
     NoGpt(String),
     #[error("the GPT has no EFI System Partition (type C12A7328-F81F-11D2-BA4B-00A0C93EC93B)")]
     NoEsp,
+    #[error("{what}\nHint: {hint}")]
+    BadGpt { what: String, hint: String },
     #[error("cannot write the GPT of {path}: {what}")]
     Gpt { path: PathBuf, what: String },
     #[error("{what}\nHint: {hint}")]
@@ -60,27 +62,233 @@ pub struct Part {
     pub len: u64,
 }
 
-/// Find the EFI System Partition of a GPT disk image.
+/// The EFI System Partition type GUID as stored on disk (mixed endian).
+const ESP_TYPE: [u8; 16] = [
+    0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9, 0x3B,
+];
+
+/// One used entry of a GPT.
+#[derive(Debug, Clone, Copy)]
+struct GptEntry {
+    number: u32,
+    type_guid: [u8; 16],
+    first: u64,
+    last: u64,
+}
+
+/// A GPT header and its entries, checked.
+struct GptHeader {
+    first_usable: u64,
+    last_usable: u64,
+    entries: Vec<GptEntry>,
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = flate2::Crc::new();
+    c.update(data);
+    c.sum()
+}
+
+/// Read and check the GPT header at `lba` and its entry array: signature,
+/// both CRCs, and that everything lies inside the `size` bytes of the
+/// image. `Err` says what is wrong.
+fn read_header(file: &File, lba: u64, size: u64) -> Result<GptHeader, String> {
+    use std::os::unix::fs::FileExt;
+    let mut h = [0u8; 512];
+    let at = lba.checked_mul(SECTOR).ok_or("its location overflows")?;
+    file.read_exact_at(&mut h, at)
+        .map_err(|e| format!("cannot read LBA {lba}: {e}"))?;
+    if &h[..8] != b"EFI PART" {
+        return Err(format!("no GPT signature at LBA {lba}"));
+    }
+    let hsize = le32(&h, 12) as usize;
+    if !(92..=512).contains(&hsize) {
+        return Err(format!("its header size is {hsize} bytes"));
+    }
+    let stored = le32(&h, 16);
+    let mut copy = h;
+    copy[16..20].fill(0);
+    let computed = crc32(&copy[..hsize]);
+    if stored != computed {
+        return Err(format!(
+            "its header CRC does not match (stored {stored:08x}, computed {computed:08x})"
+        ));
+    }
+    if le64(&h, 24) != lba {
+        return Err(format!(
+            "the header at LBA {lba} says it is at LBA {}",
+            le64(&h, 24)
+        ));
+    }
+    let (first_usable, last_usable) = (le64(&h, 40), le64(&h, 48));
+    let (entries_lba, count, esize) = (le64(&h, 72), le32(&h, 80) as u64, le32(&h, 84) as u64);
+    if esize < 128 || esize % 8 != 0 || esize > 4096 || count > 16384 {
+        return Err(format!("{count} partition entries of {esize} bytes"));
+    }
+    let array = count * esize;
+    let start = entries_lba
+        .checked_mul(SECTOR)
+        .ok_or("its entries' location overflows")?;
+    if start.checked_add(array).is_none_or(|end| end > size) {
+        return Err(format!(
+            "its partition entries (LBA {entries_lba}, {array} bytes) lie past the end of the image"
+        ));
+    }
+    let mut data = vec![0u8; array as usize];
+    file.read_exact_at(&mut data, start)
+        .map_err(|e| format!("cannot read its partition entries: {e}"))?;
+    let stored = le32(&h, 88);
+    let computed = crc32(&data);
+    if stored != computed {
+        return Err(format!(
+            "its partition entry array CRC does not match (stored {stored:08x}, computed {computed:08x})"
+        ));
+    }
+    if first_usable > last_usable {
+        return Err(format!(
+            "first usable LBA {first_usable} > last usable LBA {last_usable}"
+        ));
+    }
+    let mut entries = Vec::new();
+    for (i, e) in data.chunks_exact(esize as usize).enumerate() {
+        let type_guid: [u8; 16] = e[..16].try_into().expect("16 bytes");
+        if type_guid == [0; 16] {
+            continue;
+        }
+        entries.push(GptEntry {
+            number: i as u32 + 1,
+            type_guid,
+            first: le64(e, 32),
+            last: le64(e, 40),
+        });
+    }
+    Ok(GptHeader {
+        first_usable,
+        last_usable,
+        entries,
+    })
+}
+
+const GDISK_HINT: &str = "the backup GPT at the end of the image is intact: rebuild the primary one from it with `gdisk IMAGE` (keys: r, b, c, y, w, y), check with `sgdisk -v IMAGE`, and run genboot again; nothing was changed";
+
+/// Find the EFI System Partition of a GPT disk image, after checking the
+/// table: the primary header and its entry array must pass their CRCs
+/// (a damaged primary is refused even when the backup is intact: genboot
+/// does not pick between two tables, `gdisk` does), partitions must lie in
+/// the usable area without overlapping, and the ESP must lie inside the
+/// file.
 pub fn find_esp(file: &File) -> Result<Part, DiskError> {
-    let dev = file.try_clone().map_err(|source| DiskError::Io {
-        op: "read",
-        path: PathBuf::from("image"),
-        source,
-    })?;
-    let disk = gpt::GptConfig::new()
-        .writable(false)
-        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-        .open_from_device(dev)
-        .map_err(|e| DiskError::NoGpt(e.to_string()))?;
-    disk.partitions()
+    let size = file
+        .metadata()
+        .map_err(|source| DiskError::Io {
+            op: "read",
+            path: PathBuf::from("image"),
+            source,
+        })?
+        .len();
+    if size < 34 * SECTOR {
+        return Err(DiskError::NoGpt(format!(
+            "the file is only {size} bytes, too small for one"
+        )));
+    }
+    let gpt = match read_header(file, 1, size) {
+        Ok(h) => h,
+        Err(why) => {
+            let backup = read_header(file, size / SECTOR - 1, size);
+            if why.starts_with("no GPT signature") && backup.is_err() {
+                return Err(DiskError::NoGpt(why));
+            }
+            return Err(DiskError::BadGpt {
+                what: format!("its primary GPT is damaged: {why}"),
+                hint: if backup.is_ok() {
+                    GDISK_HINT.into()
+                } else {
+                    "the backup GPT is damaged or missing too; restore the image from a copy, or make a new one with `genboot image`; nothing was changed".into()
+                },
+            });
+        }
+    };
+    let bad = |what: String| {
+        DiskError::BadGpt {
+        what,
+        hint: "repair the partition table with gdisk (`sgdisk -v IMAGE` shows the problem), or make a new image with `genboot image`; nothing was changed".into(),
+    }
+    };
+    let mut parts = gpt.entries.clone();
+    for p in &parts {
+        if p.first > p.last {
+            return Err(bad(format!(
+                "partition {} ends (LBA {}) before it starts (LBA {})",
+                p.number, p.last, p.first
+            )));
+        }
+        if p.first < gpt.first_usable || p.last > gpt.last_usable {
+            return Err(bad(format!(
+                "partition {} (LBA {}..{}) lies outside the usable area of the disk (LBA {}..{})",
+                p.number, p.first, p.last, gpt.first_usable, gpt.last_usable
+            )));
+        }
+    }
+    parts.sort_by_key(|p| p.first);
+    for w in parts.windows(2) {
+        if w[1].first <= w[0].last {
+            return Err(bad(format!(
+                "partitions {} (LBA {}..{}) and {} (LBA {}..{}) overlap",
+                w[0].number, w[0].first, w[0].last, w[1].number, w[1].first, w[1].last
+            )));
+        }
+    }
+    let esp = gpt
+        .entries
         .iter()
-        .find(|(_, p)| p.part_type_guid == gpt::partition_types::EFI)
-        .map(|(n, p)| Part {
-            number: *n,
-            start: p.first_lba * SECTOR,
-            len: (p.last_lba + 1 - p.first_lba) * SECTOR,
-        })
-        .ok_or(DiskError::NoEsp)
+        .find(|p| p.type_guid == ESP_TYPE)
+        .ok_or(DiskError::NoEsp)?;
+    let start = esp.first * SECTOR;
+    let end = (esp.last + 1) * SECTOR;
+    if start >= size {
+        return Err(DiskError::BadGpt {
+            what: format!(
+                "its ESP (partition {}) starts at byte {start}, past the end of the file ({size} bytes)",
+                esp.number
+            ),
+            hint: "the image is truncated or its partition table is wrong; restore it from a copy; nothing was changed".into(),
+        });
+    }
+    if end > size {
+        return Err(DiskError::BadGpt {
+            what: format!(
+                "the image ends inside its ESP: partition {} spans bytes {start}..{end}, the file has {size}",
+                esp.number
+            ),
+            hint: "the image is truncated (an interrupted copy or download?); restore it from a copy; nothing was changed".into(),
+        });
+    }
+    Ok(Part {
+        number: esp.number,
+        start,
+        len: end - start,
+    })
+}
+
+impl DiskError {
+    /// The message and the hint, apart.
+    pub fn what_and_hint(&self) -> (String, String) {
+        match self {
+            DiskError::BadGpt { what, hint } => (what.clone(), hint.clone()),
+            other => (
+                other.to_string(),
+                "pass a GPT disk image with an EFI System Partition (e.g. one made by `genboot image`); nothing was changed".into(),
+            ),
+        }
+    }
 }
 
 /// Parse `512M`, `1G`, `300MiB`, `4096` (bytes).

@@ -191,6 +191,19 @@ pub(crate) fn is_ours(data: &[u8]) -> bool {
         .is_some_and(|d| d == digest(rest.as_bytes()))
 }
 
+/// Bytes of a torn write, not of a person: empty, holding a NUL byte, not
+/// UTF-8, or genboot's ownership line over a body cut short (no final
+/// newline; genboot's files always end with one). A `genboot-*.conf`
+/// holding them is genboot's to replace: treating it as foreign would block
+/// its generation forever. A hand-made or hand-edited entry is text and is
+/// still left alone.
+pub(crate) fn is_torn(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return true;
+    };
+    text.is_empty() || text.contains('\0') || (text.starts_with(MARK) && !text.ends_with('\n'))
+}
+
 /// The value of `key` in an entry or loader.conf (`key value`).
 pub(crate) fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines().find_map(|l| {
@@ -320,6 +333,22 @@ mod tests {
         let edited = text.replace("console=ttyS0", "console=tty0");
         assert!(!is_ours(edited.as_bytes()));
         assert!(!is_ours(b"title hand-written\nlinux /vmlinuz\n"));
+    }
+
+    #[test]
+    fn torn_entry_is_not_foreign() {
+        let text = spec(3, false).render();
+        assert!(!is_torn(text.as_bytes()));
+        assert!(is_torn(b""));
+        assert!(is_torn(&text.as_bytes()[..text.len() / 2]));
+        let mut padded = text.clone().into_bytes();
+        padded.extend_from_slice(&[0; 100]);
+        assert!(is_torn(&padded));
+        assert!(is_torn(&[0xff, 0xfe, b'x']));
+        // Edited by hand, or written by hand: a person's text, left alone.
+        let edited = text.replace("console=ttyS0", "console=tty0");
+        assert!(!is_torn(edited.as_bytes()));
+        assert!(!is_torn(b"title hand-written\nlinux /vmlinuz"));
     }
 
     #[test]

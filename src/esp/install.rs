@@ -191,7 +191,7 @@ pub fn install(
         sizes.insert(path.clone(), data.len() as u64);
         let parsed = EntryName::parse(&file);
         match parsed {
-            Some(name) if entry::is_ours(&data) => {
+            Some(name) if entry::is_ours(&data) || entry::is_torn(&data) => {
                 let key = name.key();
                 let found = Found {
                     name,
@@ -248,7 +248,7 @@ pub fn install(
         .collect();
     let last_blessed = ours
         .values()
-        .filter(|f| !f.name.recovery && f.name.counter.is_none())
+        .filter(|f| !f.name.recovery && f.name.counter.is_none() && entry::is_ours(&f.content))
         .map(|f| f.name.generation)
         .filter(|n| counted.contains(n))
         .max();

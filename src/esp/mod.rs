@@ -122,8 +122,8 @@ pub struct WriteStats {
 ///   installer has not named as temporary.
 /// - `rename` moves `from` to `to`, replacing `to` if it exists, and makes
 ///   it durable. On the directory backend it is atomic (`rename(2)` +
-///   directory fsync); on FAT it removes `to` first, so a crash in between
-///   leaves `from` and no `to` — the installer never relies on more.
+///   directory fsync); on a FAT image a crash leaves `to` with its old or
+///   its new content (see `image/fat.rs`).
 /// - `remove` deletes a file, durably; removing a missing file is not an
 ///   error.
 /// - `space` reports free space in whole clusters (allocation units).

@@ -220,10 +220,9 @@ pub fn fsck_image(image: &Path) {
     );
 }
 
-/// After a simulated power loss the volume keeps its dirty bit (FAT
-/// drivers, fatfs included, never clear a dirty bit they found at mount;
-/// that is fsck's job). `fsck.fat -n` may report exactly that and nothing
-/// else: no lost clusters, no bad chains, no bogus entries. After
+/// After a simulated power loss (and a re-run, which checks the volume and
+/// clears the bit itself) `fsck.fat -n` may report the dirty bit and
+/// nothing else: no lost clusters, no bad chains, no bogus entries. After
 /// `fsck.fat -a` clears the bit, `fsck.fat -n` must exit 0.
 #[track_caller]
 pub fn fsck_image_after_crash(image: &Path) {
@@ -292,10 +291,11 @@ pub fn sgdisk_verify(image: &Path) {
     );
 }
 
-/// Every file of the image's ESP, read by mtools (not by genboot).
+/// Every file of the image's ESP, read by mtools (not by genboot), in
+/// place (`IMG@@OFFSET`).
 pub fn image_tree(image: &Path) -> BTreeMap<String, Vec<u8>> {
     let work = tempfile::tempdir().unwrap();
-    let fat = extract_esp(image, &work.path().join("esp.fat"));
+    let part = genboot::disk::find_esp(&std::fs::File::open(image).unwrap()).unwrap();
     let out = work.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let o = Command::new("mcopy")
@@ -303,7 +303,7 @@ pub fn image_tree(image: &Path) -> BTreeMap<String, Vec<u8>> {
         .arg("-s")
         .arg("-n")
         .arg("-i")
-        .arg(&fat)
+        .arg(format!("{}@@{}", image.display(), part.start))
         .arg("::*")
         .arg(&out)
         .output()
@@ -349,8 +349,19 @@ impl Tmpfs {
 }
 
 impl Drop for Tmpfs {
+    /// Unmount; a mount that is busy for a moment (seen once in a full
+    /// test run) is tried again for up to 5 s, then detached lazily, so no
+    /// test leaves a tmpfs behind.
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let st = Command::new("umount").arg(&self.dir).output();
+            if st.is_ok_and(|o| o.status.success()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
 
@@ -427,4 +438,297 @@ pub fn written(o: &Output) -> (u64, u64) {
 pub fn sha(path: &Path) -> Vec<u8> {
     use sha2::Digest;
     sha2::Sha256::digest(std::fs::read(path).unwrap()).to_vec()
+}
+
+/// Copy an image file, keeping it sparse.
+pub fn copy_image(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp {} {}", from.display(), to.display());
+}
+
+/// `fsck.fat -n` on the image's ESP: clean, and what it printed.
+pub fn fsck_output(image: &Path) -> (bool, String) {
+    let fat = image.with_extension("esp-fsck");
+    extract_esp(image, &fat);
+    let o = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&fat)
+        .output()
+        .expect("fsck.fat runs (apt-get install dosfstools, or run qemu/install-deps)");
+    let _ = std::fs::remove_file(&fat);
+    (
+        o.status.success(),
+        format!("{}{}", common::stdout(&o), common::stderr(&o)),
+    )
+}
+
+/// The store file an ESP file (`<hash>-linux-…`, `<hash>-initrd-…`) was
+/// copied from.
+pub fn store_file(sys: &Sys, esp_name: &str) -> Option<Vec<u8>> {
+    let hash = esp_name.get(..32)?;
+    for e in std::fs::read_dir(sys.store()).ok()? {
+        let p = e.ok()?.path();
+        if p.file_name()?.to_string_lossy().starts_with(hash) {
+            for f in ["bzImage", "initrd"] {
+                if p.join(f).is_file() {
+                    return std::fs::read(p.join(f)).ok();
+                }
+            }
+        }
+    }
+    None
+}
+
+/// genboot's ownership line is intact (`# written by genboot <digest>`,
+/// the first 16 hex digits of SHA-256 over the rest).
+pub fn signed_by_genboot(data: &[u8]) -> bool {
+    use sha2::Digest;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return false;
+    };
+    let Some((first, rest)) = text.split_once('\n') else {
+        return false;
+    };
+    let d = sha2::Sha256::digest(rest.as_bytes());
+    let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    first == format!("# written by genboot {hex}")
+}
+
+/// The ESP tree `t` boots its default: `loader.conf` names a default,
+/// `bootctl list` (on a tmpfs copy below `scratch`) shows that entry as the
+/// default and finds every file every entry names, the entry is complete
+/// (genboot's digest line matches) and its kernel and initrd hold the
+/// bytes of their store objects. Returns the default's id.
+pub fn check_default_boots(
+    sys: &Sys,
+    t: &BTreeMap<String, Vec<u8>>,
+    scratch: &Path,
+) -> Result<String, String> {
+    let conf = t
+        .get("loader/loader.conf")
+        .ok_or_else(|| format!("no loader/loader.conf: {:?}", names(t)))?;
+    let conf = String::from_utf8_lossy(conf);
+    let default = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("default "))
+        .ok_or_else(|| format!("loader.conf names no default:\n{conf}"))?
+        .trim()
+        .to_string();
+    let b = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bootctl(t, scratch)))
+        .map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "bootctl list failed".into())
+        })?;
+    if b.default.as_deref() != Some(default.as_str()) {
+        return Err(format!(
+            "loader.conf's default {default} is not bootctl's default ({:?}):\n{}",
+            b.default, b.output
+        ));
+    }
+    let key = default.trim_end_matches(".conf");
+    let entry = entries(t)
+        .into_iter()
+        .find(|e| e.split('+').next().unwrap().trim_end_matches(".conf") == key)
+        .ok_or_else(|| format!("no entry file for the default {default}"))?;
+    let text = &t[&format!("loader/entries/{entry}")];
+    if !signed_by_genboot(text) {
+        return Err(format!(
+            "the default entry {entry} is not complete:\n{}",
+            String::from_utf8_lossy(text)
+        ));
+    }
+    let mut files = 0;
+    for l in String::from_utf8_lossy(text).lines() {
+        if let Some(p) = l
+            .strip_prefix("linux ")
+            .or_else(|| l.strip_prefix("initrd "))
+        {
+            let rel = p.trim().trim_start_matches('/');
+            let data = t
+                .get(rel)
+                .ok_or_else(|| format!("{entry} names missing {rel}"))?;
+            let name = rel.rsplit('/').next().unwrap();
+            if store_file(sys, name).as_deref() != Some(&data[..]) {
+                return Err(format!("{rel} differs from its store object"));
+            }
+            files += 1;
+        }
+    }
+    if files == 0 {
+        return Err(format!("the default entry {entry} has no linux line"));
+    }
+    Ok(default)
+}
+
+/// Where the FAT structures of an image's ESP are (from its boot sector).
+#[derive(Debug, Clone, Copy)]
+pub struct FatGeometry {
+    /// Byte offset of the partition in the image.
+    pub part: u64,
+    pub bytes_per_sector: u64,
+    pub cluster_bytes: u64,
+    /// Byte offsets (in the image) of FAT copy 1 and the data area.
+    pub fat: u64,
+    pub fat_bytes: u64,
+    pub fats: u64,
+    pub data: u64,
+    pub fsinfo: u64,
+    pub len: u64,
+}
+
+pub fn fat_geometry(image: &Path) -> FatGeometry {
+    let f = std::fs::File::open(image).unwrap();
+    let part = genboot::disk::find_esp(&f).unwrap();
+    let mut b = [0u8; 512];
+    f.read_exact_at(&mut b, part.start).unwrap();
+    let u16_at = |i: usize| u64::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let u32_at = |i: usize| u64::from(u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
+    let bps = u16_at(0x0B);
+    let reserved = u16_at(0x0E);
+    let fats = u64::from(b[0x10]);
+    let fat_sectors = u32_at(0x24);
+    assert!(fat_sectors > 0, "a FAT32 volume");
+    FatGeometry {
+        part: part.start,
+        bytes_per_sector: bps,
+        cluster_bytes: bps * u64::from(b[0x0D]),
+        fat: part.start + reserved * bps,
+        fat_bytes: fat_sectors * bps,
+        fats,
+        data: part.start + (reserved + fats * fat_sectors) * bps,
+        fsinfo: part.start + u16_at(0x30) * bps,
+        len: part.len,
+    }
+}
+
+impl FatGeometry {
+    /// Set the FAT entry of `cluster` in every FAT copy.
+    pub fn set_fat(&self, image: &Path, cluster: u32, value: u32) {
+        let f = std::fs::OpenOptions::new().write(true).open(image).unwrap();
+        for c in 0..self.fats {
+            f.write_all_at(
+                &value.to_le_bytes(),
+                self.fat + c * self.fat_bytes + u64::from(cluster) * 4,
+            )
+            .unwrap();
+        }
+    }
+
+    pub fn get_fat(&self, image: &Path, cluster: u32) -> u32 {
+        let f = std::fs::File::open(image).unwrap();
+        let mut b = [0u8; 4];
+        f.read_exact_at(&mut b, self.fat + u64::from(cluster) * 4)
+            .unwrap();
+        u32::from_le_bytes(b)
+    }
+
+    /// Image offset of the 32-byte short entry named `sfn` (11 bytes,
+    /// space-padded: `b"VENDOR  CON"`), searched in the data area.
+    pub fn find_short_entry(&self, image: &Path, sfn: &[u8; 11]) -> u64 {
+        let f = std::fs::File::open(image).unwrap();
+        let len = self.part + self.len - self.data;
+        let mut data = vec![0u8; len as usize];
+        f.read_exact_at(&mut data, self.data).unwrap();
+        let at = data
+            .chunks_exact(32)
+            .position(|s| &s[..11] == sfn && s[11] != 0x0F)
+            .unwrap_or_else(|| panic!("no short entry {:?}", String::from_utf8_lossy(sfn)));
+        self.data + at as u64 * 32
+    }
+}
+
+/// Write `bytes` at `offset` of `image` (to damage it on purpose).
+pub fn poke(image: &Path, offset: u64, bytes: &[u8]) {
+    let f = std::fs::OpenOptions::new().write(true).open(image).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+/// An ESP-only image with genboot's generations installed (and the
+/// loader), `esp_mib` MiB.
+pub fn installed_image(sys: &Sys, path: &Path, esp_mib: u64) {
+    esp_only_image(path, esp_mib);
+    common::ok(sys.run(&[
+        "--image",
+        path.to_str().unwrap(),
+        "install",
+        "--install-loader",
+    ]));
+}
+
+impl FatGeometry {
+    /// Free clusters, counted in FAT copy 1.
+    pub fn free_clusters(&self, image: &Path) -> u64 {
+        let f = std::fs::File::open(image).unwrap();
+        let mut fat = vec![0u8; self.fat_bytes as usize];
+        f.read_exact_at(&mut fat, self.fat).unwrap();
+        let clusters = (self.part + self.len - self.data) / self.cluster_bytes;
+        (2..clusters + 2)
+            .filter(|c| {
+                let i = *c as usize * 4;
+                u32::from_le_bytes([fat[i], fat[i + 1], fat[i + 2], fat[i + 3]]) & 0x0FFF_FFFF == 0
+            })
+            .count() as u64
+    }
+}
+
+/// A file of `len` bytes of foreign data copied onto the image's ESP at
+/// `dest` (`::/vendor.bin`) by mtools.
+pub fn mcopy_junk(image: &Path, scratch: &Path, len: u64, dest: &str) {
+    let junk = scratch.join("junk.bin");
+    std::fs::write(&junk, vec![0x5Au8; len as usize]).unwrap();
+    mcopy_to(image, &junk, dest);
+    let _ = std::fs::remove_file(&junk);
+}
+
+/// Copy a host file onto the image's ESP with mtools (overwriting).
+pub fn mcopy_to(image: &Path, file: &Path, dest: &str) {
+    let part = genboot::disk::find_esp(&std::fs::File::open(image).unwrap()).unwrap();
+    let st = Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-o")
+        .arg("-i")
+        .arg(format!("{}@@{}", image.display(), part.start))
+        .arg(file)
+        .arg(dest)
+        .status()
+        .expect("mcopy runs (apt-get install mtools)");
+    assert!(st.success(), "mcopy {} {dest}", file.display());
+}
+
+/// The 11-byte short name mtools shows for the long name `long` in `dir`
+/// of the image's ESP (`GENBOO~2CON`).
+pub fn short_name(image: &Path, dir: &str, long: &str) -> [u8; 11] {
+    let part = genboot::disk::find_esp(&std::fs::File::open(image).unwrap()).unwrap();
+    let o = Command::new("mdir")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{}", image.display(), part.start))
+        .arg(format!("::{dir}"))
+        .output()
+        .expect("mdir runs (apt-get install mtools)");
+    let out = common::stdout(&o);
+    for line in out
+        .lines()
+        .filter(|l| l.len() > 12 && l.is_char_boundary(12))
+    {
+        let (base, ext) = (line[..8].trim_end(), line[9..12].trim_end());
+        let display = if ext.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}.{ext}")
+        };
+        if line.split_whitespace().last() == Some(long) || display.eq_ignore_ascii_case(long) {
+            let mut sfn = [b' '; 11];
+            sfn[..8].copy_from_slice(line[..8].to_ascii_uppercase().as_bytes());
+            sfn[8..].copy_from_slice(line[9..12].to_ascii_uppercase().as_bytes());
+            return sfn;
+        }
+    }
+    panic!("mdir ::{dir} shows no {long}:\n{out}")
 }
