@@ -9,7 +9,7 @@
 //! [`genboot_init::manifest::PATH`].
 
 use crate::config::Compression;
-use crate::modules::closure::Firmware;
+use crate::modules::firmware::Firmware;
 use crate::modules::{Closure, ModuleIndex};
 use genboot_init::manifest::{self, Manifest};
 use std::collections::BTreeMap;
@@ -156,7 +156,7 @@ pub fn members(c: &Contents<'_>) -> Result<BTreeMap<String, Member>, InitrdError
         m.insert(
             inside.clone(),
             Member::File {
-                data: read(&f.source)?,
+                data: f.data.clone(),
                 executable: false,
             },
         );

@@ -100,8 +100,13 @@ pub fn build(store: &Store, cfg: &SystemConfig) -> Result<Built, BuildError> {
     let index = ModuleIndex::read(&cfg.kernel.modules, kver, &files)?;
     let closure = modules::closure(&index, &cfg.initrd.modules)?;
     let fw_dir = firmware_dir(&cfg.kernel.modules);
-    let (firmware, missing) = modules::closure::firmware(&index, &closure, &fw_dir);
-    let mut warnings = Vec::new();
+    let modules::firmware::Found {
+        files: firmware,
+        missing,
+        refused,
+        refused_paths,
+    } = modules::firmware::firmware(&index, &closure, &fw_dir, cfg.initrd.strict_firmware)?;
+    let mut warnings = refused;
     let missing_names = missing.clone();
     for (module, file) in missing {
         if cfg.initrd.strict_firmware {
@@ -124,8 +129,12 @@ pub fn build(store: &Store, cfg: &SystemConfig) -> Result<Built, BuildError> {
         .iter()
         .map(|f| (f.source.clone(), cache::stamp(&f.source)))
         .collect();
+    for p in refused_paths {
+        let stamp = cache::stamp(&p);
+        watch.push((p, stamp));
+    }
     for (_, file) in &missing_names {
-        for p in modules::closure::firmware_candidates(&fw_dir, kver, file) {
+        for p in modules::firmware::firmware_candidates(&fw_dir, kver, file) {
             watch.push((p, None));
         }
     }

@@ -7,7 +7,9 @@
 //! Module names treat `-` and `_` as the same; genboot keeps them with `_`.
 
 pub mod closure;
+pub mod firmware;
 pub mod index;
+pub mod input;
 pub mod kmod;
 pub mod modinfo;
 
@@ -63,6 +65,39 @@ pub enum ModulesError {
         file: String,
         dir: PathBuf,
     },
+    #[error("{}\nHint: firmware names are relative to {dir} and must stay inside it; the module is broken or hostile: remove it from the module tree (or fix the firmware files), or set [initrd] strict_firmware = false to build without this firmware", unsafe_firmware_text(.module, .path, .file, .why))]
+    UnsafeFirmware {
+        module: String,
+        /// The module file.
+        path: PathBuf,
+        /// The `firmware=` value.
+        file: String,
+        dir: PathBuf,
+        why: String,
+    },
+}
+
+impl ModulesError {
+    /// The first line of the message, without the hint.
+    pub fn summary(&self) -> String {
+        match self {
+            ModulesError::UnsafeFirmware {
+                module,
+                path,
+                file,
+                why,
+                ..
+            } => unsafe_firmware_text(module, path, file, why),
+            other => other.to_string().lines().next().unwrap_or("").to_string(),
+        }
+    }
+}
+
+fn unsafe_firmware_text(module: &str, path: &std::path::Path, file: &str, why: &str) -> String {
+    format!(
+        "kernel module {module} ({}) names firmware={file:?} in .modinfo, which genboot refuses: {why}",
+        path.display()
+    )
 }
 
 fn closest_text(closest: &[String]) -> String {
