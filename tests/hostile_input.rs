@@ -359,3 +359,201 @@ fn module_firmware_names_cannot_pull_host_files_into_the_initrd() {
         }
     }
 }
+
+// ------------------------------------------- 10: unbounded reads (build) ----
+
+/// What a bounded run reports.
+struct Bounded {
+    out: Output,
+    /// Peak resident set of the process, in KiB.
+    max_rss_kib: u64,
+}
+
+/// Run genboot with `args` below `t`'s root under a 2 GiB address-space
+/// limit (so code that reads without bound fails at once instead of
+/// exhausting the shared machine) and report its peak RSS (from wait4).
+// The child is reaped by wait4, which clippy does not know.
+#[allow(clippy::zombie_processes)]
+fn run_bounded(t: &HostileTree, args: &[&str]) -> Bounded {
+    use std::os::unix::process::ExitStatusExt;
+    let act = t.path("genboot-init");
+    if !act.exists() {
+        std::fs::write(&act, b"\x7fELF stand-in activator: only its bytes matter\n").unwrap();
+    }
+    std::fs::create_dir_all(t.root()).unwrap();
+    let (so, se) = (t.path("bounded.out"), t.path("bounded.err"));
+    let child = Command::new("prlimit")
+        .arg(format!("--as={}", 2u64 << 30))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_genboot"))
+        .arg("--root")
+        .arg(t.root())
+        .args(args)
+        .env("GENBOOT_ACTIVATOR", &act)
+        .env("GENBOOT_ESP_ANY_DIR", "1")
+        .stdout(std::fs::File::create(&so).unwrap())
+        .stderr(std::fs::File::create(&se).unwrap())
+        .spawn()
+        .expect("prlimit runs (util-linux)");
+    let (status, max_rss_kib) = wait4(child.id());
+    Bounded {
+        out: Output {
+            status: std::process::ExitStatus::from_raw(status),
+            stdout: std::fs::read(&so).unwrap(),
+            stderr: std::fs::read(&se).unwrap(),
+        },
+        max_rss_kib,
+    }
+}
+
+/// Wait for child `pid`: (wait status, peak RSS in KiB). prlimit execs
+/// genboot, so the pid is genboot's.
+#[allow(unsafe_code)]
+fn wait4(pid: u32) -> (i32, u64) {
+    let mut status = 0;
+    // SAFETY: all-zero is a valid rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own child, not yet reaped; status and ru point to
+    // writable memory of the right types.
+    let rc = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
+    assert_eq!(
+        rc,
+        pid as libc::pid_t,
+        "wait4: {}",
+        std::io::Error::last_os_error()
+    );
+    (status, ru.ru_maxrss as u64)
+}
+
+/// #10.10: `[kernel] image = "/dev/zero"` read until the machine ran out
+/// of memory; a 72 KB `.ko.zst` that inflates to 2 GB took 2.1 GB RSS
+/// (every compressed module was inflated whole, in parallel, even outside
+/// the closure).
+#[test]
+fn unbounded_reads_of_kernel_image_and_compressed_modules_are_refused() {
+    let t = HostileTree::new();
+
+    // The kernel image is a character device.
+    let cfg = t.config_with_image(Path::new("/dev/zero"), &["virtio_blk"], "");
+    let r = run_bounded(&t, &["build", "--config", cfg.to_str().unwrap()]);
+    let e = assert_failed(&r.out);
+    assert_contains(
+        &e,
+        &[
+            "[kernel] image",
+            "/dev/zero",
+            "character device, not a regular file",
+            "Hint:",
+        ],
+    );
+    assert!(
+        store_entries(&t.store()).is_empty(),
+        "{:?}",
+        store_entries(&t.store())
+    );
+
+    // A module outside the closure that is a decompression bomb: a real
+    // module followed by 2 GiB of zeros, compressed to a few hundred KB.
+    let real = std::fs::read(t.k.modules.join("kernel/drivers/virtio/virtio.ko")).unwrap();
+    let bomb = t.k.modules.join("kernel/drivers/misc/bomb.ko.zst");
+    std::fs::create_dir_all(bomb.parent().unwrap()).unwrap();
+    {
+        use std::io::Write;
+        let mut enc = zstd::stream::Encoder::new(std::fs::File::create(&bomb).unwrap(), 1).unwrap();
+        enc.write_all(&real).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..2048 {
+            enc.write_all(&zeros).unwrap();
+        }
+        enc.finish().unwrap();
+    }
+    let packed = std::fs::metadata(&bomb).unwrap().len();
+    assert!(packed < 1 << 20, "the bomb is small: {packed} bytes");
+    let cfg = t.config(&["virtio_blk"], "");
+    let r = run_bounded(&t, &["build", "--config", cfg.to_str().unwrap()]);
+    let e = assert_failed(&r.out);
+    assert_contains(
+        &e,
+        &[
+            "bomb.ko.zst",
+            "zstd",
+            "decompresses to more than 134217728 bytes",
+            "Hint:",
+        ],
+    );
+    assert!(
+        store_entries(&t.store()).is_empty(),
+        "{:?}",
+        store_entries(&t.store())
+    );
+    eprintln!("peak RSS of the refused build: {} KiB", r.max_rss_kib);
+    assert!(
+        r.max_rss_kib < 256 * 1024,
+        "the build took {} MiB of memory",
+        r.max_rss_kib / 1024
+    );
+
+    // Without the bomb the same tree builds (the refusal was the bomb's).
+    std::fs::remove_file(&bomb).unwrap();
+    let r = run_bounded(&t, &["build", "--config", cfg.to_str().unwrap()]);
+    assert_ok(&r.out);
+}
+
+// ------------------------------------------ 11: manifest-breaking values ----
+
+/// #10.11: `.modinfo` `alias=`/`name=` with whitespace or a newline went
+/// into the initrd manifest (one record a line, fields separated by
+/// spaces): genboot-init rejected it at boot, or it injected records; the
+/// build succeeded.
+#[test]
+fn modinfo_alias_or_name_with_whitespace_is_refused_at_build() {
+    let cases: [(&str, &str, &[&str]); 4] = [
+        (
+            "alias with a newline",
+            "alias=virtio:d00000099v*\nfirmware /etc/shadow",
+            &[
+                ".modinfo alias",
+                "\"virtio:d00000099v*\\nfirmware /etc/shadow\"",
+            ],
+        ),
+        (
+            "alias with a space",
+            "alias=pci:v* evil",
+            &[".modinfo alias", "\"pci:v* evil\""],
+        ),
+        (
+            "softdep with a newline",
+            "softdep=pre: crc32c\ninstall virtio_blk /bin/sh",
+            &[".modinfo softdep", "modules.softdep"],
+        ),
+        (
+            "name with a newline",
+            "name=virtio_blk\nmodule x",
+            &[".modinfo name"],
+        ),
+    ];
+    for (what, kv, needles) in cases {
+        let t = HostileTree::new();
+        t.edit_modinfo(BLK, |kv0| {
+            let key = kv.split('=').next().unwrap();
+            let mut out: Vec<String> = kv0
+                .into_iter()
+                .filter(|s| key != "name" || !s.starts_with("name="))
+                .collect();
+            out.push(kv.to_string());
+            out
+        });
+        let o = t.build(&["virtio_blk"], "");
+        let e = assert_failed(&o);
+        assert_contains(
+            &e,
+            &["virtio_blk.ko", "is not allowed", "Hint:", "remove it"],
+        );
+        assert_contains(&e, needles);
+        assert!(
+            store_entries(&t.store()).is_empty(),
+            "{what}: {:?}",
+            store_entries(&t.store())
+        );
+    }
+}

@@ -147,7 +147,7 @@ pub fn build(store: &Store, cfg: &SystemConfig) -> Result<Built, BuildError> {
         None => {
             progress.step("copying the kernel");
             let kernel = store.build(&format!("linux-{kver}"), BuildOptions::default(), |dir| {
-                std::fs::copy(&cfg.kernel.image, dir.join("bzImage")).map(|_| ())
+                kernel::copy_image(&cfg.kernel.image, &dir.join("bzImage"))
             })?;
             progress.step(&format!(
                 "copying and hashing {} module files, writing kmod indexes",

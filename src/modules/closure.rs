@@ -274,6 +274,7 @@ mod tests {
             aliases: vec![format!("alias-of-{name}")],
             firmware: vec![],
             exports: vec![],
+            needs: vec![],
             order: 0,
         }
     }

@@ -36,8 +36,17 @@ pub enum ModulesError {
         format: &'static str,
         why: String,
     },
+    #[error("kernel module {path} cannot be used: {why}\nHint: module files are regular files of at most 128 MiB; remove this one from the module tree")]
+    NotAModule { path: PathBuf, why: String },
     #[error("kernel module {path} is not a valid ELF module: {why}\nHint: the file is corrupt or truncated; reinstall the kernel package")]
     BadElf { path: PathBuf, why: String },
+    #[error("kernel module {path}: {field} {value:?} is not allowed: {why}\nHint: the module is broken or hostile; remove it from the module tree (or rebuild it with a proper name and aliases)")]
+    BadModinfo {
+        path: PathBuf,
+        field: &'static str,
+        value: String,
+        why: String,
+    },
     #[error("kernel module {path} has vermagic {found:?}, but the kernel is {release}\nHint: the module tree and [kernel] image belong to different kernels; point [kernel] modules at /lib/modules/{release}")]
     Vermagic {
         path: PathBuf,
