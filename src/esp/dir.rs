@@ -6,9 +6,11 @@
 //! `/boot` on the root file system into a "ESP". Tests and tools that want
 //! a plain directory set `GENBOOT_ESP_ANY_DIR=1`.
 
-use super::{Esp, EspError, Space, WriteStats};
+use super::{Esp, EspError, Small, Space, WriteStats};
+use crate::modules::input::{self, InputError};
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Set to `1` to accept any directory as the ESP.
@@ -170,6 +172,41 @@ impl Esp for DirEsp {
         }
     }
 
+    fn read_small(&mut self, path: &str, cap: u64) -> Result<Option<Small>, EspError> {
+        // No symlink is followed, nothing but a regular file is read, and
+        // never more than `cap` bytes (a FAT mount has no symlinks or
+        // devices; a plain directory used as an ESP may).
+        match input::read_regular(&self.p(path), false, cap) {
+            Ok(d) => Ok(Some(Small::Data(d))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(InputError::Io(e)) => Err(self.io("read", path)(e)),
+            Err(InputError::TooBig { size, cap }) => {
+                Ok(Some(Small::Skipped(super::too_big(size, cap))))
+            }
+            Err(e) => Ok(Some(Small::Skipped(e.to_string()))),
+        }
+    }
+
+    fn digest(&mut self, path: &str) -> Result<Option<[u8; 32]>, EspError> {
+        use sha2::Digest;
+        let (mut f, _) = match input::open_regular(&self.p(path), false, u64::MAX) {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(InputError::Io(e)) => return Err(self.io("read", path)(e)),
+            Err(e) => return Err(self.io("read", path)(io::Error::other(e.to_string()))),
+        };
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(self.io("read", path))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(Some(h.finalize().into()))
+    }
+
     fn size(&mut self, path: &str) -> Result<Option<u64>, EspError> {
         match fs::metadata(self.p(path)) {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
@@ -217,7 +254,22 @@ impl Esp for DirEsp {
     }
 
     fn write_file(&mut self, path: &str, data: &mut dyn Read) -> Result<(), EspError> {
-        let mut f = fs::File::create(self.p(path)).map_err(self.io("create", path))?;
+        // The installer writes only temporary names, which are predictable:
+        // remove whatever sits there (a leftover, or a symlink planted to
+        // send the write elsewhere; removing a symlink removes the link),
+        // then create the file anew, never following a symlink.
+        let p = self.p(path);
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io("remove the leftover", path)(e)),
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&p)
+            .map_err(self.io("create", path))?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = data
