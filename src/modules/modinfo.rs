@@ -99,7 +99,7 @@ pub fn read(path: &Path, compression: ModuleCompression) -> Result<ModInfo, Modu
             Sections::read(&mut Positioned { file, len: size }).map_err(piece_err("none"))?
         }
         ModuleCompression::Xz => {
-            let mut s = Streamed::new(liblzma::read::XzDecoder::new_multi_decoder(file));
+            let mut s = Streamed::new(liblzma::read::XzDecoder::new_multi_decoder(file), size);
             let secs = Sections::read(&mut s).map_err(piece_err("xz"))?;
             s.drain().map_err(piece_err("xz"))?;
             secs
@@ -110,13 +110,13 @@ pub fn read(path: &Path, compression: ModuleCompression) -> Result<ModInfo, Modu
                     path: path.to_path_buf(),
                     source,
                 })?;
-            let mut s = Streamed::new(dec);
+            let mut s = Streamed::new(dec, size);
             let secs = Sections::read(&mut s).map_err(piece_err("zstd"))?;
             s.drain().map_err(piece_err("zstd"))?;
             secs
         }
         ModuleCompression::Gzip => {
-            let mut s = Streamed::new(flate2::read::MultiGzDecoder::new(file));
+            let mut s = Streamed::new(flate2::read::MultiGzDecoder::new(file), size);
             let secs = Sections::read(&mut s).map_err(piece_err("gzip"))?;
             s.drain().map_err(piece_err("gzip"))?;
             secs
@@ -171,14 +171,19 @@ struct Streamed<R: Read> {
     dec: R,
     buf: Vec<u8>,
     eof: bool,
+    /// How much to reserve at most at once (four times the compressed
+    /// size: a typical module ratio), so the buffer is not regrown a dozen
+    /// times, nor reserved beyond what a hostile header claims.
+    hint: usize,
 }
 
 impl<R: Read> Streamed<R> {
-    fn new(dec: R) -> Self {
+    fn new(dec: R, compressed: u64) -> Self {
         Streamed {
             dec,
             buf: Vec::new(),
             eof: false,
+            hint: compressed.saturating_mul(4).min(MAX_MODULE_BYTES) as usize,
         }
     }
 
@@ -192,6 +197,8 @@ impl<R: Read> Streamed<R> {
         if self.buf.len() >= want || self.eof {
             return Ok(());
         }
+        self.buf
+            .reserve((want - self.buf.len()).min(self.hint.saturating_sub(self.buf.len())));
         let missing = (want - self.buf.len()) as u64;
         let got = (&mut self.dec)
             .take(missing)
@@ -303,10 +310,24 @@ impl Sections {
             }
         };
         let modinfo = get(b".modinfo")?.ok_or_else(|| Piece::Bad("no .modinfo section".into()))?;
+        let ksymtab_strings = get(b"__ksymtab_strings")?;
+        // The symbol table is what most of the reading costs; it is needed
+        // for the exports (only a module with __ksymtab_strings exports
+        // anything) and for the order of a module's dependencies (only
+        // with two or more of them is there an order).
+        let deps = pairs(&modinfo)
+            .filter(|(k, _)| *k == "depends")
+            .flat_map(|(_, v)| v.split(',').filter(|d| !d.is_empty()))
+            .count();
+        let (symtab, strtab) = if ksymtab_strings.is_some() || deps >= 2 {
+            (get(b".symtab")?, get(b".strtab")?)
+        } else {
+            (None, None)
+        };
         Ok(Sections {
-            ksymtab_strings: get(b"__ksymtab_strings")?,
-            symtab: get(b".symtab")?,
-            strtab: get(b".strtab")?,
+            ksymtab_strings,
+            symtab,
+            strtab,
             modinfo,
             is64,
             little: endian.is_little(),
@@ -527,7 +548,7 @@ mod tests {
             }
         }
         let data = header(1 << 40);
-        let mut s = Streamed::new(std::io::Read::chain(&data[..], Endless(0)));
+        let mut s = Streamed::new(std::io::Read::chain(&data[..], Endless(0)), 64);
         let e = Sections::read(&mut s).unwrap_err();
         assert!(
             matches!(&e, Piece::Bad(w) if w.contains("beyond the 134217728 bytes")),
@@ -535,7 +556,7 @@ mod tests {
         );
         assert!(s.buf.len() <= 64, "read {} bytes", s.buf.len());
         // An endless stream after a plausible header: drained up to the cap only.
-        let mut s = Streamed::new(Endless(0));
+        let mut s = Streamed::new(Endless(0), 64);
         s.fill(64).unwrap();
         let e = s.drain().unwrap_err();
         assert!(
