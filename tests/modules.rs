@@ -159,6 +159,16 @@ fn closure_matches_kmod(k: &Kernel) {
         .map(str::to_string)
         .collect()
     };
+    // modules.dep byte for byte: the same dependency order as depmod's
+    // (by the first undefined symbol each dependency provides).
+    let dep = |dir: &Path| {
+        std::fs::read(dir.join("lib/modules").join(&k.release).join("modules.dep")).unwrap()
+    };
+    assert!(
+        dep(&object) == dep(scratch.path()),
+        "modules.dep differs from depmod's ({})",
+        k.package
+    );
     let (ours, depmods) = (lines(&object), lines(scratch.path()));
     assert!(
         ours == depmods,
