@@ -783,6 +783,22 @@ fn planted_symlink_at_a_temporary_name_on_a_directory_esp_is_not_followed() {
     }
     walk(d, &mut links);
     assert!(links.is_empty(), "{links:?}");
+
+    // A directory of the ESP that is a symlink out of it: refused, nothing
+    // written there.
+    let outside = sys.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::remove_dir_all(d.join("loader/entries")).unwrap();
+    std::os::unix::fs::symlink(&outside, d.join("loader/entries")).unwrap();
+    let e = assert_failed(&on(&sys, &t, &["install"]));
+    assert_contains(
+        &e,
+        &["loader/entries", "symbolic link", "follows no symlink"],
+    );
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "written through the symlinked directory"
+    );
 }
 
 /// #10.14: FAT is case-insensitive, the installer's reference check was

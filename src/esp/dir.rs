@@ -147,6 +147,29 @@ impl DirEsp {
         }
     }
 
+    /// Refuse to write below a directory of `rel` that is a symlink: a
+    /// FAT mount has none, and one planted in a plain directory would send
+    /// the write out of the ESP.
+    fn no_symlinked_dirs(&self, rel: &str) -> Result<(), EspError> {
+        let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+        let mut at = self.root.clone();
+        for part in parts.iter().take(parts.len().saturating_sub(1)) {
+            at.push(part);
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(self.io("write below", rel)(io::Error::other(format!(
+                        "{} is a symbolic link; genboot follows no symlink on the ESP",
+                        at.display()
+                    ))))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(self.io("stat", rel)(e)),
+            }
+        }
+        Ok(())
+    }
+
     fn sync_dir_of(&self, rel: &str) -> Result<(), EspError> {
         let dir = self
             .p(rel)
@@ -243,8 +266,14 @@ impl Esp for DirEsp {
             }
             rel.push_str(part);
             let p = self.p(&rel);
-            if p.is_dir() {
-                continue;
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => continue,
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(self.io("create directory", &rel)(io::Error::other(
+                        "it is a symbolic link; genboot follows no symlink on the ESP",
+                    )))
+                }
+                _ => {}
             }
             fs::create_dir(&p).map_err(self.io("create directory", &rel))?;
             self.sync_dir_of(&rel)?;
@@ -258,6 +287,7 @@ impl Esp for DirEsp {
         // remove whatever sits there (a leftover, or a symlink planted to
         // send the write elsewhere; removing a symlink removes the link),
         // then create the file anew, never following a symlink.
+        self.no_symlinked_dirs(path)?;
         let p = self.p(path);
         match fs::remove_file(&p) {
             Ok(()) => {}
@@ -287,6 +317,8 @@ impl Esp for DirEsp {
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), EspError> {
+        self.no_symlinked_dirs(from)?;
+        self.no_symlinked_dirs(to)?;
         fs::rename(self.p(from), self.p(to)).map_err(self.io("rename", from))?;
         self.sync_dir_of(to)?;
         self.stats.files_touched += 1;
@@ -294,6 +326,7 @@ impl Esp for DirEsp {
     }
 
     fn remove(&mut self, path: &str) -> Result<(), EspError> {
+        self.no_symlinked_dirs(path)?;
         match fs::remove_file(self.p(path)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
