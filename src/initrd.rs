@@ -9,7 +9,8 @@
 //! [`genboot_init::manifest::PATH`].
 
 use crate::config::Compression;
-use crate::modules::closure::Firmware;
+use crate::modules::firmware::Firmware;
+use crate::modules::input::{self, InputError, MAX_MODULE_BYTES};
 use crate::modules::{Closure, ModuleIndex};
 use genboot_init::manifest::{self, Manifest};
 use std::collections::BTreeMap;
@@ -29,12 +30,18 @@ pub enum InitrdError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} cannot go into the initrd: {why}\nHint: the activator and module files must be regular files (the activator at most 64 MiB, a module at most 128 MiB)")]
+    NotAFile { path: PathBuf, why: String },
     #[error("{format} compression failed: {source}")]
     Compress {
         format: Compression,
         source: std::io::Error,
     },
 }
+
+/// The largest activator genboot puts into an initrd: 64 MiB (the static
+/// genboot-init is about 1 MB).
+pub const MAX_ACTIVATOR_BYTES: u64 = 64 << 20;
 
 /// Default compression level per format. zstd 9: on the 6.1 generic
 /// kernel's `virtio_blk virtio_pci ext4 vfat` initrd it compresses in
@@ -105,10 +112,18 @@ pub enum Member {
 
 /// The members of the initrd, by path without the leading `/`.
 pub fn members(c: &Contents<'_>) -> Result<BTreeMap<String, Member>, InitrdError> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| InitrdError::Read {
-            path: p.to_path_buf(),
-            source,
+    // The activator is followed through symlinks; module files are not
+    // (the tree walk took only regular files). Both are bounded.
+    let read = |p: &Path, follow: bool, cap: u64| {
+        input::read_regular(p, follow, cap).map_err(|e| match e {
+            InputError::Io(source) => InitrdError::Read {
+                path: p.to_path_buf(),
+                source,
+            },
+            other => InitrdError::NotAFile {
+                path: p.to_path_buf(),
+                why: other.to_string(),
+            },
         })
     };
     let release = &c.index.release;
@@ -124,7 +139,7 @@ pub fn members(c: &Contents<'_>) -> Result<BTreeMap<String, Member>, InitrdError
     m.insert(
         "init".to_string(),
         Member::File {
-            data: read(c.activator)?,
+            data: read(c.activator, true, MAX_ACTIVATOR_BYTES)?,
             executable: true,
         },
     );
@@ -138,7 +153,7 @@ pub fn members(c: &Contents<'_>) -> Result<BTreeMap<String, Member>, InitrdError
         m.insert(
             inside.clone(),
             Member::File {
-                data: read(&c.index.dir.join(&info.path))?,
+                data: read(&c.index.dir.join(&info.path), false, MAX_MODULE_BYTES)?,
                 executable: false,
             },
         );
@@ -156,7 +171,7 @@ pub fn members(c: &Contents<'_>) -> Result<BTreeMap<String, Member>, InitrdError
         m.insert(
             inside.clone(),
             Member::File {
-                data: read(&f.source)?,
+                data: f.data.clone(),
                 executable: false,
             },
         );

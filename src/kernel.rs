@@ -10,6 +10,8 @@ pub enum KernelError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("[kernel] image {path} cannot be used: {why}\nHint: [kernel] image must name a bzImage file (a regular file of at most 256 MiB), e.g. /boot/vmlinuz-6.1.0-50-amd64")]
+    NotAFile { path: PathBuf, why: String },
     #[error("{path} is not a bzImage kernel: {why}\nHint: [kernel] image must name a bzImage such as /boot/vmlinuz-<release> (not a vmlinux ELF, not a compressed archive)")]
     NotBzImage { path: PathBuf, why: String },
     #[error("{path}: the kernel release {release:?} cannot name a store object: {source}")]
@@ -29,12 +31,38 @@ pub struct KernelInfo {
     pub release: String,
 }
 
+/// The largest kernel image genboot reads: 256 MiB. Debian's bzImages are
+/// 8 to 10 MB, and the firmware loads the whole image into memory; the cap
+/// keeps `[kernel] image = "/dev/zero"` or a runaway file from exhausting
+/// memory.
+pub const MAX_KERNEL_BYTES: u64 = 256 << 20;
+
+/// Read `path`: a regular file (symlinks followed) of at most
+/// [`MAX_KERNEL_BYTES`].
+fn read_image(path: &Path) -> Result<Vec<u8>, KernelError> {
+    use crate::modules::input::{read_regular, InputError};
+    read_regular(path, true, MAX_KERNEL_BYTES).map_err(|e| match e {
+        InputError::Io(source) => KernelError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => KernelError::NotAFile {
+            path: path.to_path_buf(),
+            why: other.to_string(),
+        },
+    })
+}
+
+/// Copy the kernel image `from` to `to` with the checks of [`inspect`]
+/// (regular file, at most [`MAX_KERNEL_BYTES`]).
+pub fn copy_image(from: &Path, to: &Path) -> std::io::Result<()> {
+    let data = read_image(from).map_err(std::io::Error::other)?;
+    std::fs::write(to, data)
+}
+
 /// Read the release from the bzImage header and check the EFI stub.
 pub fn inspect(path: &Path) -> Result<KernelInfo, KernelError> {
-    let data = std::fs::read(path).map_err(|source| KernelError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let data = read_image(path)?;
     let release = release_from_header(&data).map_err(|why| KernelError::NotBzImage {
         path: path.to_path_buf(),
         why,

@@ -581,18 +581,19 @@ fn modinfo_elf(data: &[u8]) -> u64 {
     for s in &raw.softdep_raw {
         let _ = modinfo::parse_softdep(s);
     }
-    // As a whole module: from memory, and from a file with the streaming
-    // reader the builder uses for plain .ko files. The two must agree.
-    let in_memory = modinfo::sections(data).map(|(section, strings)| {
-        let m = modinfo::parse(section);
-        (m, strings.map(<[u8]>::len))
-    });
-    let outcome = match &in_memory {
-        Ok((m, strings)) => vec![
+    // As a whole module, read from a file with the streaming reader the
+    // builder uses (one reader for plain and compressed modules).
+    let ko = scratch().join("fuzz.ko");
+    let from_file = match std::fs::write(&ko, data) {
+        Ok(()) => modinfo::read(&ko, ModuleCompression::None).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let outcome = match &from_file {
+        Ok(m) => vec![
             b'o',
             bucket(m.aliases.len()),
             bucket(m.depends.len()),
-            strings.is_some() as u8,
+            bucket(m.exports.len()),
         ],
         Err(e) => vec![
             b'e',
@@ -601,34 +602,18 @@ fn modinfo_elf(data: &[u8]) -> u64 {
                 &[
                     "bad ELF header",
                     "is not a relocatable",
-                    "section table offset",
+                    "section table",
                     "no section headers",
-                    "section headers end",
-                    "bad section headers",
+                    "section headers",
                     "section name table",
                     "section at byte",
-                    "section offset too large",
-                    "section size too large",
+                    "past the end",
+                    "too large",
                     "no .modinfo",
                 ],
             ),
         ],
     };
-    {
-        let ko = scratch().join("fuzz.ko");
-        if std::fs::write(&ko, data).is_ok() {
-            let from_file = modinfo::read(&ko, ModuleCompression::None);
-            // Where both read the file, they must read the same. (They may
-            // disagree on whether a malformed file is readable at all: the
-            // streaming reader trusts e_shentsize, the other does not; see
-            // the seed shentsize-0.)
-            if let (Ok((m, _)), Ok(f)) = (&in_memory, &from_file) {
-                let mut f = f.clone();
-                f.exports.clear();
-                assert_eq!(m, &f, "modinfo::read and modinfo::sections disagree");
-            }
-        }
-    }
     feature(&[&outcome])
 }
 

@@ -105,8 +105,13 @@ pub fn build(store: &Store, cfg: &SystemConfig, _lock: &StoreLock) -> Result<Bui
     let index = ModuleIndex::read(&cfg.kernel.modules, kver, &files)?;
     let closure = modules::closure(&index, &cfg.initrd.modules)?;
     let fw_dir = firmware_dir(&cfg.kernel.modules);
-    let (firmware, missing) = modules::closure::firmware(&index, &closure, &fw_dir);
-    let mut warnings = Vec::new();
+    let modules::firmware::Found {
+        files: firmware,
+        missing,
+        refused,
+        refused_paths,
+    } = modules::firmware::firmware(&index, &closure, &fw_dir, cfg.initrd.strict_firmware)?;
+    let mut warnings = refused;
     let missing_names = missing.clone();
     for (module, file) in missing {
         if cfg.initrd.strict_firmware {
@@ -129,13 +134,17 @@ pub fn build(store: &Store, cfg: &SystemConfig, _lock: &StoreLock) -> Result<Bui
         .iter()
         .map(|f| (f.source.clone(), cache::stamp(&f.source)))
         .collect();
+    for p in refused_paths {
+        let stamp = cache::stamp(&p);
+        watch.push((p, stamp));
+    }
     let record = record
         && watch.iter().all(|(_, st)| {
             st.as_ref()
                 .is_none_or(|s| cache::settled(s.ctime_ns.max(s.mtime_ns), started_ns))
         });
     for (_, file) in &missing_names {
-        for p in modules::closure::firmware_candidates(&fw_dir, kver, file) {
+        for p in modules::firmware::firmware_candidates(&fw_dir, kver, file) {
             watch.push((p, None));
         }
     }
@@ -148,7 +157,7 @@ pub fn build(store: &Store, cfg: &SystemConfig, _lock: &StoreLock) -> Result<Bui
         None => {
             progress.step("copying the kernel");
             let kernel = store.build(&format!("linux-{kver}"), BuildOptions::default(), |dir| {
-                std::fs::copy(&cfg.kernel.image, dir.join("bzImage")).map(|_| ())
+                kernel::copy_image(&cfg.kernel.image, &dir.join("bzImage"))
             })?;
             progress.step(&format!(
                 "copying and hashing {} module files, writing kmod indexes",

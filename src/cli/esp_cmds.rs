@@ -267,6 +267,41 @@ pub(super) fn follow_profile_change(
     }
 }
 
+/// `genboot verify` on the ESP (the one `install` would use, opened
+/// read-only): print each problem; how many there were. No ESP found is a
+/// note, not a problem.
+pub(super) fn verify_esp(ctx: &Ctx) -> anyhow::Result<usize> {
+    let settings = load_settings(ctx)?;
+    let esp: Option<Box<dyn Esp>> = match &ctx.image {
+        Some(img) => Some(Box::new(ImageEsp::open(img, false)?)),
+        None => open_esp(ctx, settings.esp.as_deref())?,
+    };
+    let Some(mut esp) = esp else {
+        println!("no ESP found (no --esp/--image, no [boot] esp, nothing mounted at /efi, /boot, /boot/efi); the ESP was not checked");
+        return Ok(0);
+    };
+    let store = Store::open_read_only(&ctx.state);
+    let gens = Profile::new(&ctx.state).generations()?;
+    let inputs = match esp::plan_generations(&store, &gens, gen_date) {
+        Ok((inputs, _)) => inputs,
+        Err(e) => {
+            println!("MISMATCH ESP not checked: {e}");
+            return Ok(1);
+        }
+    };
+    let checked = esp::check::check(esp.as_mut(), &inputs)?;
+    for p in &checked.problems {
+        println!("MISMATCH ESP {}: {}", p.path, p.what);
+    }
+    println!(
+        "{} kernel and initrd file(s) on {} compared with the store, {} problem(s)",
+        checked.files,
+        esp.describe(),
+        checked.problems.len()
+    );
+    Ok(checked.problems.len())
+}
+
 pub(super) fn install(ctx: &Ctx, loader: Option<&Path>) -> anyhow::Result<ExitCode> {
     let settings = load_settings(ctx)?;
     let profile = Profile::new(&ctx.state);

@@ -70,7 +70,7 @@ pub enum Command {
         #[arg(long, value_name = "AGE")]
         older_than: Option<String>,
     },
-    /// Re-hash every store object, check modes and owners; report each mismatch (exit code 1 if any).
+    /// Re-hash every store object, check modes and owners, compare the ESP's kernels and initrds with the store; report each mismatch (exit code 1 if any).
     Verify,
     /// Write the boot menu for the profile's generations to the ESP.
     Install {

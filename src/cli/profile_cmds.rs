@@ -222,15 +222,20 @@ pub(super) fn verify(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             "{} store object(s) verified, all match their hashes, modes and owners",
             objects.len()
         );
-        Ok(ExitCode::SUCCESS)
     } else {
         println!(
             "{} of {} store object(s) failed verification (contents, modes or owners)",
             bad.len(),
             objects.len()
         );
-        Ok(ExitCode::from(1))
     }
+    // The ESP's copies of the kernels and initrds, against the store.
+    let esp_problems = super::esp_cmds::verify_esp(ctx)?;
+    Ok(if bad.is_empty() && esp_problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) from Unix seconds.

@@ -6,9 +6,11 @@
 //! `/boot` on the root file system into a "ESP". Tests and tools that want
 //! a plain directory set `GENBOOT_ESP_ANY_DIR=1`.
 
-use super::{Esp, EspError, Space, WriteStats};
+use super::{Esp, EspError, Small, Space, WriteStats};
+use crate::modules::input::{self, InputError};
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Set to `1` to accept any directory as the ESP.
@@ -145,6 +147,29 @@ impl DirEsp {
         }
     }
 
+    /// Refuse to write below a directory of `rel` that is a symlink: a
+    /// FAT mount has none, and one planted in a plain directory would send
+    /// the write out of the ESP.
+    fn no_symlinked_dirs(&self, rel: &str) -> Result<(), EspError> {
+        let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+        let mut at = self.root.clone();
+        for part in parts.iter().take(parts.len().saturating_sub(1)) {
+            at.push(part);
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(self.io("write below", rel)(io::Error::other(format!(
+                        "{} is a symbolic link; genboot follows no symlink on the ESP",
+                        at.display()
+                    ))))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(self.io("stat", rel)(e)),
+            }
+        }
+        Ok(())
+    }
+
     fn sync_dir_of(&self, rel: &str) -> Result<(), EspError> {
         let dir = self
             .p(rel)
@@ -168,6 +193,41 @@ impl Esp for DirEsp {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io("read", path)(e)),
         }
+    }
+
+    fn read_small(&mut self, path: &str, cap: u64) -> Result<Option<Small>, EspError> {
+        // No symlink is followed, nothing but a regular file is read, and
+        // never more than `cap` bytes (a FAT mount has no symlinks or
+        // devices; a plain directory used as an ESP may).
+        match input::read_regular(&self.p(path), false, cap) {
+            Ok(d) => Ok(Some(Small::Data(d))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(InputError::Io(e)) => Err(self.io("read", path)(e)),
+            Err(InputError::TooBig { size, cap }) => {
+                Ok(Some(Small::Skipped(super::too_big(size, cap))))
+            }
+            Err(e) => Ok(Some(Small::Skipped(e.to_string()))),
+        }
+    }
+
+    fn digest(&mut self, path: &str) -> Result<Option<[u8; 32]>, EspError> {
+        use sha2::Digest;
+        let (mut f, _) = match input::open_regular(&self.p(path), false, u64::MAX) {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(InputError::Io(e)) => return Err(self.io("read", path)(e)),
+            Err(e) => return Err(self.io("read", path)(io::Error::other(e.to_string()))),
+        };
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(self.io("read", path))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(Some(h.finalize().into()))
     }
 
     fn size(&mut self, path: &str) -> Result<Option<u64>, EspError> {
@@ -206,8 +266,14 @@ impl Esp for DirEsp {
             }
             rel.push_str(part);
             let p = self.p(&rel);
-            if p.is_dir() {
-                continue;
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => continue,
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(self.io("create directory", &rel)(io::Error::other(
+                        "it is a symbolic link; genboot follows no symlink on the ESP",
+                    )))
+                }
+                _ => {}
             }
             fs::create_dir(&p).map_err(self.io("create directory", &rel))?;
             self.sync_dir_of(&rel)?;
@@ -217,7 +283,23 @@ impl Esp for DirEsp {
     }
 
     fn write_file(&mut self, path: &str, data: &mut dyn Read) -> Result<(), EspError> {
-        let mut f = fs::File::create(self.p(path)).map_err(self.io("create", path))?;
+        // The installer writes only temporary names, which are predictable:
+        // remove whatever sits there (a leftover, or a symlink planted to
+        // send the write elsewhere; removing a symlink removes the link),
+        // then create the file anew, never following a symlink.
+        self.no_symlinked_dirs(path)?;
+        let p = self.p(path);
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io("remove the leftover", path)(e)),
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&p)
+            .map_err(self.io("create", path))?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = data
@@ -235,6 +317,8 @@ impl Esp for DirEsp {
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), EspError> {
+        self.no_symlinked_dirs(from)?;
+        self.no_symlinked_dirs(to)?;
         fs::rename(self.p(from), self.p(to)).map_err(self.io("rename", from))?;
         self.sync_dir_of(to)?;
         self.stats.files_touched += 1;
@@ -242,6 +326,7 @@ impl Esp for DirEsp {
     }
 
     fn remove(&mut self, path: &str) -> Result<(), EspError> {
+        self.no_symlinked_dirs(path)?;
         match fs::remove_file(self.p(path)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -17,7 +17,7 @@
 //! blessed generation are never removed.
 
 use super::entry::{self, Counter, EntryName, EntrySpec};
-use super::{human, Esp, EspError, WriteStats};
+use super::{human, Esp, EspError, Small, WriteStats, MAX_SMALL_FILE};
 use crate::failpoint;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -172,11 +172,15 @@ pub fn install(
         )
     })?;
 
-    // 1. What is there.
+    // 1. What is there. FAT compares names case-insensitively, so every
+    // comparison of ESP paths here does too (on a case-sensitive directory
+    // that at worst keeps a file a foreign entry names in another case).
     let mut ours: BTreeMap<String, Found> = BTreeMap::new();
     let mut duplicates: Vec<String> = Vec::new();
     let mut foreign_refs: BTreeSet<String> = BTreeSet::new();
-    let mut foreign_genboot: BTreeSet<String> = BTreeSet::new();
+    let mut foreign_genboot: BTreeMap<String, String> = BTreeMap::new();
+    // A foreign entry too big (or too odd) to read may name any file.
+    let mut unread_foreign: Vec<String> = Vec::new();
     let mut leftovers: Vec<String> = Vec::new();
     let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
     for file in esp.list(ENTRIES_DIR)? {
@@ -185,8 +189,23 @@ pub fn install(
             leftovers.push(path);
             continue;
         }
-        let Some(data) = esp.read(&path)? else {
-            continue;
+        // A name genboot would write, in any case: on FAT it is the same file.
+        let lookalike = EntryName::parse(&file.to_ascii_lowercase());
+        let data = match esp.read_small(&path, MAX_SMALL_FILE)? {
+            None => continue,
+            Some(Small::Data(d)) => d,
+            Some(Small::Skipped(why)) => {
+                report.warnings.push(format!(
+                    "{path} {why}; genboot treats it as foreign: it is left alone, and no file in {FILES_DIR} is removed while it is there"
+                ));
+                if let Some(n) = &lookalike {
+                    foreign_genboot.insert(n.key(), path.clone());
+                }
+                if file.to_ascii_lowercase().ends_with(entry::SUFFIX) {
+                    unread_foreign.push(path);
+                }
+                continue;
+            }
         };
         sizes.insert(path.clone(), data.len() as u64);
         let parsed = EntryName::parse(&file);
@@ -212,19 +231,25 @@ pub fn install(
                 }
             }
             _ => {
-                if file.ends_with(entry::SUFFIX) {
-                    foreign_refs.extend(entry::referenced_files(&String::from_utf8_lossy(&data)));
+                if file.to_ascii_lowercase().ends_with(entry::SUFFIX) {
+                    foreign_refs.extend(
+                        entry::referenced_files(&String::from_utf8_lossy(&data))
+                            .iter()
+                            .map(|r| r.to_ascii_lowercase()),
+                    );
                 }
-                if parsed.is_some() {
+                if let Some(n) = lookalike {
                     report.warnings.push(format!(
                         "{path} is named like a genboot entry but genboot did not write it (or it was edited); it is left alone — remove or rename it to let genboot manage generation {}",
-                        parsed.as_ref().map_or(0, |n| n.generation)
+                        n.generation
                     ));
-                    foreign_genboot.insert(parsed.map(|n| n.key()).unwrap_or_default());
+                    foreign_genboot.insert(n.key(), path.clone());
                 }
             }
         }
     }
+    // The files in EFI/genboot: lower-cased path → (path as listed, size).
+    let mut present: BTreeMap<String, (String, u64)> = BTreeMap::new();
     for file in esp.list(FILES_DIR)? {
         let path = format!("{FILES_DIR}/{file}");
         if file.ends_with(TMP_SUFFIX) {
@@ -232,11 +257,20 @@ pub fn install(
             continue;
         }
         if let Some(s) = esp.size(&path)? {
-            sizes.insert(path, s);
+            present.insert(path.to_ascii_lowercase(), (path, s));
         }
     }
 
     // 2. What should be there.
+    // The current generation's entry must be genboot's: genboot never
+    // makes a file it does not own the default.
+    if let Some(path) = foreign_genboot.get(&entry::key(current.number, false)) {
+        return Err(EspError::ForeignDefault {
+            esp: esp.describe(),
+            path: path.clone(),
+            generation: current.number,
+        });
+    }
     let mut by_number: Vec<&GenInput> = gens.iter().collect();
     by_number.sort_by_key(|g| std::cmp::Reverse(g.number));
     // The last blessed generation: the newest plain entry of a generation
@@ -279,7 +313,7 @@ pub fn install(
     let mut file_users: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
     for g in by_number.iter().filter(|g| selected.contains(&g.number)) {
         let key = entry::key(g.number, false);
-        if foreign_genboot.contains(&key) {
+        if foreign_genboot.contains_key(&key) {
             continue;
         }
         let content = spec_of(g, false).render();
@@ -315,6 +349,7 @@ pub fn install(
             _ => false,
         }
     };
+    // Only an entry genboot writes (a key of `wanted`) can be the default.
     let default = std::iter::once(current.number)
         .chain(by_number.iter().map(|g| g.number))
         .filter(|n| wanted.contains_key(&entry::key(*n, false)))
@@ -323,7 +358,7 @@ pub fn install(
     report.default = default;
     if let Some(g) = gens.iter().find(|g| g.number == default) {
         let key = entry::key(default, true);
-        if !foreign_genboot.contains(&key) {
+        if !foreign_genboot.contains_key(&key) {
             wanted.insert(
                 key,
                 Want {
@@ -338,7 +373,9 @@ pub fn install(
         }
     }
 
-    // 3. The difference.
+    // 3. The difference. A file of the right size is compared by content
+    // too (its name carries the store hash, but a torn write, bit rot or
+    // firmware may have changed its bytes): a differing one is rewritten.
     let mut file_writes: Vec<(String, PathBuf, u64)> = Vec::new();
     for (path, host) in &wanted_files {
         let len = std::fs::metadata(host)
@@ -347,24 +384,34 @@ pub fn install(
                 source,
             })?
             .len();
-        if sizes.get(path) != Some(&len) {
-            file_writes.push((path.clone(), host.clone(), len));
+        match present.get(&path.to_ascii_lowercase()) {
+            Some((actual, size)) if *size == len => {
+                if esp.digest(actual)? != Some(super::host_digest(host)?) {
+                    report.warnings.push(format!(
+                        "{actual} on {} has the size of {} but other bytes (a torn write or a damaged ESP); it is written again",
+                        esp.describe(),
+                        host.display()
+                    ));
+                    file_writes.push((path.clone(), host.clone(), len));
+                }
+            }
+            _ => file_writes.push((path.clone(), host.clone(), len)),
         }
     }
     let mut small_writes: Vec<(&str, Vec<u8>, &str)> = Vec::new();
     if let Some(loader) = &opts.loader {
-        let data = std::fs::read(loader).map_err(|source| EspError::Input {
-            path: loader.clone(),
-            source,
-        })?;
+        let data = read_loader(loader)?;
         for p in LOADER_PATHS {
-            if esp.read(p)?.as_deref() != Some(&data[..]) {
+            // Compare only a file of the same size (never read a huge one).
+            let same = esp.size(p)? == Some(data.len() as u64)
+                && esp.read_small(p, data.len() as u64)? == Some(Small::Data(data.clone()));
+            if !same {
                 small_writes.push((p, data.clone(), "file"));
             }
         }
     }
     let srel = b"type1\n".to_vec();
-    if esp.read(ENTRIES_SREL)?.as_deref() != Some(&srel[..]) {
+    if esp.read_small(ENTRIES_SREL, MAX_SMALL_FILE)? != Some(Small::Data(srel.clone())) {
         small_writes.push((ENTRIES_SREL, srel, "file"));
     }
     let mut entry_writes: Vec<(EntryAction, String)> = Vec::new();
@@ -387,7 +434,8 @@ pub fn install(
         }
     }
     let conf = entry::loader_conf(&entry::key(default, false), opts.timeout);
-    let conf_changed = esp.read(LOADER_CONF)?.as_deref() != Some(conf.as_bytes());
+    let conf_changed =
+        esp.read_small(LOADER_CONF, MAX_SMALL_FILE)? != Some(Small::Data(conf.as_bytes().to_vec()));
 
     // Removals: our entries nothing wants, except protected ones.
     let protected: BTreeSet<String> = [opts.booted, Some(default), last_blessed]
@@ -401,27 +449,35 @@ pub fn install(
         .map(|f| format!("{ENTRIES_DIR}/{f}"))
         .collect();
     let mut remaining_refs = foreign_refs.clone();
+    let add_refs = |text: &str, refs: &mut BTreeSet<String>| {
+        refs.extend(
+            entry::referenced_files(text)
+                .iter()
+                .map(|r| r.to_ascii_lowercase()),
+        );
+    };
     for (key, f) in &ours {
         if wanted.contains_key(key) {
             continue;
         }
         if protected.contains(key) {
-            remaining_refs.extend(entry::referenced_files(&String::from_utf8_lossy(
-                &f.content,
-            )));
+            add_refs(&String::from_utf8_lossy(&f.content), &mut remaining_refs);
             continue;
         }
         entry_removals.push(format!("{ENTRIES_DIR}/{}", f.file));
     }
     for w in wanted.values() {
-        remaining_refs.extend(entry::referenced_files(&w.content));
+        add_refs(&w.content, &mut remaining_refs);
     }
-    let file_removals: Vec<String> = sizes
-        .keys()
-        .filter(|p| p.starts_with(&format!("{FILES_DIR}/")))
-        .filter(|p| !remaining_refs.contains(*p))
-        .cloned()
-        .collect();
+    let file_removals: Vec<String> = if unread_foreign.is_empty() {
+        present
+            .iter()
+            .filter(|(lower, _)| !remaining_refs.contains(*lower))
+            .map(|(_, (actual, _))| actual.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     // 4. Space, in clusters, before any write.
     let space = esp.space()?;
@@ -448,9 +504,15 @@ pub fn install(
     }
     let reclaim: u64 = entry_removals
         .iter()
-        .chain(&file_removals)
         .chain(&leftovers)
         .map(|p| space.clusters(sizes.get(p).copied().unwrap_or(0)))
+        .chain(file_removals.iter().map(|p| {
+            space.clusters(
+                present
+                    .get(&p.to_ascii_lowercase())
+                    .map_or(0, |(_, size)| *size),
+            )
+        }))
         .sum();
     let cleaned_first = need > space.free_clusters;
     if need > space.free_clusters + reclaim {
@@ -570,7 +632,20 @@ pub fn install(
     Ok(report)
 }
 
-fn kernel_path(g: &GenInput) -> String {
+/// The systemd-boot binary to install: a regular file of at most 64 MiB
+/// (systemd-boot is about 100 KB).
+fn read_loader(path: &std::path::Path) -> Result<Vec<u8>, EspError> {
+    use crate::modules::input::{read_regular, InputError};
+    read_regular(path, true, 64 << 20).map_err(|e| EspError::Input {
+        path: path.to_path_buf(),
+        source: match e {
+            InputError::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        },
+    })
+}
+
+pub(crate) fn kernel_path(g: &GenInput) -> String {
     format!(
         "{FILES_DIR}/{}-linux-{}.efi",
         g.kernel.0,
@@ -578,7 +653,7 @@ fn kernel_path(g: &GenInput) -> String {
     )
 }
 
-fn initrd_path(g: &GenInput) -> Option<String> {
+pub(crate) fn initrd_path(g: &GenInput) -> Option<String> {
     g.initrd.as_ref().map(|(h, _)| {
         format!(
             "{FILES_DIR}/{h}-initrd-{}.img",

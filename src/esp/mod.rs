@@ -12,6 +12,7 @@
 //! /EFI/systemd/systemd-bootx64.efi, /EFI/BOOT/BOOTX64.EFI   (--install-loader)
 //! ```
 
+pub mod check;
 pub mod dir;
 pub(crate) mod entry;
 pub mod image;
@@ -63,6 +64,12 @@ pub enum EspError {
     Input { path: PathBuf, source: io::Error },
     #[error("generation {generation}: {what}\nHint: run `genboot verify`; delete the generation with `genboot delete {generation}` if it is damaged")]
     Generation { generation: u32, what: String },
+    #[error("{path} on {esp} is not genboot's (it has no ownership line, or it was edited), so genboot will not make it the default entry of generation {generation}\nHint: remove or rename it, then run `genboot install` again: genboot writes its own entry for generation {generation}. Nothing on the ESP was changed.")]
+    ForeignDefault {
+        esp: String,
+        path: String,
+        generation: u32,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -80,6 +87,20 @@ pub struct Full {
     pub hint: String,
     /// Generations whose deletion makes room (oldest first).
     pub delete: Vec<u32>,
+}
+
+/// The largest entry, `loader.conf` or `entries.srel` genboot reads from an
+/// ESP: 64 KiB (genboot's entries are about 500 bytes; systemd-boot's own
+/// files and other tools' entries are a few KiB). A bigger one is not read
+/// and counts as foreign.
+pub const MAX_SMALL_FILE: u64 = 64 << 10;
+
+/// What [`Esp::read_small`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Small {
+    Data(Vec<u8>),
+    /// Not read, and why (too big, not a regular file).
+    Skipped(String),
 }
 
 /// Free space of an ESP.
@@ -132,6 +153,27 @@ pub trait Esp {
     /// For messages: `/boot/efi`, `disk.img (partition 1)`.
     fn describe(&self) -> String;
     fn read(&mut self, path: &str) -> Result<Option<Vec<u8>>, EspError>;
+    /// Read a file only when it has at most `cap` bytes (entries,
+    /// `loader.conf`); a bigger one is [`Small::Skipped`], unread.
+    fn read_small(&mut self, path: &str, cap: u64) -> Result<Option<Small>, EspError> {
+        match self.size(path)? {
+            None => Ok(None),
+            Some(size) if size > cap => Ok(Some(Small::Skipped(too_big(size, cap)))),
+            Some(_) => Ok(self.read(path)?.map(|d| {
+                if d.len() as u64 > cap {
+                    Small::Skipped(too_big(d.len() as u64, cap))
+                } else {
+                    Small::Data(d)
+                }
+            })),
+        }
+    }
+    /// SHA-256 of a file's bytes, `None` if it does not exist. Callers
+    /// compare sizes first, so the file read is as big as the expected one.
+    fn digest(&mut self, path: &str) -> Result<Option<[u8; 32]>, EspError> {
+        use sha2::Digest;
+        Ok(self.read(path)?.map(|d| sha2::Sha256::digest(&d).into()))
+    }
     /// The size of a file, `None` if it does not exist.
     fn size(&mut self, path: &str) -> Result<Option<u64>, EspError>;
     /// Names of the files (not directories) in `dir`.
@@ -151,6 +193,34 @@ pub trait Esp {
     /// Finish: flush what is cached (FAT: the FS information sector) and
     /// mark the volume clean.
     fn close(self: Box<Self>) -> Result<WriteStats, EspError>;
+}
+
+pub(crate) fn too_big(size: u64, cap: u64) -> String {
+    format!(
+        "is {}, more than the {} genboot reads from such a file",
+        human(size),
+        human(cap)
+    )
+}
+
+/// SHA-256 of a host file (a store object's file), read in pieces.
+pub(crate) fn host_digest(path: &std::path::Path) -> Result<[u8; 32], EspError> {
+    use sha2::Digest;
+    let err = |source| EspError::Input {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(err)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
 }
 
 /// Human-readable bytes.

@@ -7,7 +7,6 @@
 use super::index::ModuleIndex;
 use super::{normalize_name, ModulesError};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 /// What a name stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,66 +153,6 @@ impl Walk<'_> {
     }
 }
 
-/// A firmware file a module in the closure names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Firmware {
-    /// As `.modinfo` names it, relative to the firmware directory.
-    pub name: String,
-    /// The file found (possibly `.xz`/`.zst` compressed); relative to the
-    /// firmware directory.
-    pub rel: String,
-    pub source: PathBuf,
-}
-
-/// Find the firmware the closure's modules name in `fw_dir`. Missing files
-/// come back as (module, file) pairs.
-pub fn firmware(
-    index: &ModuleIndex,
-    closure: &Closure,
-    fw_dir: &Path,
-) -> (Vec<Firmware>, Vec<(String, String)>) {
-    let mut found: Vec<Firmware> = Vec::new();
-    let mut missing = Vec::new();
-    let mut seen = BTreeSet::new();
-    for name in &closure.modules {
-        for fw in &index.modules[name].firmware {
-            if !seen.insert(fw.clone()) {
-                continue;
-            }
-            let hit = firmware_candidates(fw_dir, &index.release, fw)
-                .into_iter()
-                .find(|p| p.is_file())
-                .map(|p| Firmware {
-                    name: fw.clone(),
-                    rel: p
-                        .strip_prefix(fw_dir)
-                        .unwrap_or(&p)
-                        .to_string_lossy()
-                        .into_owned(),
-                    source: p,
-                });
-            match hit {
-                Some(f) => found.push(f),
-                None => missing.push((name.clone(), fw.clone())),
-            }
-        }
-    }
-    found.sort_by(|a, b| a.rel.cmp(&b.rel));
-    (found, missing)
-}
-
-/// Where the kernel looks for firmware `name`, first to last:
-/// `<dir>/<release>/<name>`, then `<dir>/<name>`, each also compressed.
-pub fn firmware_candidates(fw_dir: &Path, release: &str, name: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for base in [fw_dir.join(release), fw_dir.to_path_buf()] {
-        for ext in ["", ".zst", ".xz"] {
-            out.push(base.join(format!("{name}{ext}")));
-        }
-    }
-    out
-}
-
 /// kmod's alias normalisation: `-` becomes `_` outside `[...]`.
 pub fn normalize_alias(alias: &str) -> String {
     let mut out = String::with_capacity(alias.len());
@@ -335,13 +274,14 @@ mod tests {
             aliases: vec![format!("alias-of-{name}")],
             firmware: vec![],
             exports: vec![],
+            needs: vec![],
             order: 0,
         }
     }
 
     fn index(mods: Vec<ModuleInfo>, builtin: &[&str]) -> ModuleIndex {
         ModuleIndex {
-            dir: PathBuf::from("/t"),
+            dir: std::path::PathBuf::from("/t"),
             release: "r".into(),
             modules: mods
                 .into_iter()

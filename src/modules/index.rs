@@ -2,6 +2,7 @@
 //! `.modinfo` (read in parallel), plus the builtins from `modules.builtin`
 //! and `modules.builtin.modinfo`.
 
+use super::input::{self, InputError, MAX_INDEX_BYTES};
 use super::modinfo::{self, ModuleCompression};
 use super::{normalize_name, ModulesError};
 use rayon::prelude::*;
@@ -115,6 +116,8 @@ pub struct ModuleInfo {
     pub firmware: Vec<String>,
     /// Exported symbols.
     pub exports: Vec<String>,
+    /// Undefined symbols, in symbol-table order.
+    pub needs: Vec<String>,
     /// Position in `modules.order` (modules not listed come after, by path).
     pub order: u32,
 }
@@ -158,8 +161,10 @@ impl ModuleIndex {
                     });
                 }
                 let key = ko_path(&f.rel);
+                let name = info.name.clone().unwrap_or_else(|| normalize_name(stem));
+                check_values(&path, &f.rel, &name, &info)?;
                 Ok(ModuleInfo {
-                    name: info.name.unwrap_or_else(|| normalize_name(stem)),
+                    name,
                     path: f.rel.clone(),
                     depends: info.depends,
                     softdep_pre: info.softdep_pre,
@@ -168,6 +173,7 @@ impl ModuleIndex {
                     aliases: info.aliases,
                     firmware: info.firmware,
                     exports: info.exports,
+                    needs: info.needs,
                     order: order.get(key).copied().unwrap_or(u32::MAX),
                 })
             })
@@ -197,8 +203,8 @@ impl ModuleIndex {
         }
 
         let builtin_file = dir.join("modules.builtin");
-        let builtin_paths: Vec<String> = match fs::read_to_string(&builtin_file) {
-            Ok(t) => t
+        let builtin_paths: Vec<String> = match read_index_file(&builtin_file) {
+            Ok(t) => String::from_utf8_lossy(&t)
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
@@ -214,7 +220,7 @@ impl ModuleIndex {
         };
         let builtin: BTreeSet<String> = builtin_paths.iter().map(|p| name_of_path(p)).collect();
         let modinfo_file = dir.join("modules.builtin.modinfo");
-        let builtin_aliases = match fs::read(&modinfo_file) {
+        let builtin_aliases = match read_index_file(&modinfo_file) {
             Ok(blob) => modinfo::pairs(&blob)
                 .filter_map(|(k, v)| {
                     let (module, key) = k.split_once('.')?;
@@ -247,6 +253,69 @@ impl ModuleIndex {
     }
 }
 
+/// The values of a module that end up in the initrd manifest (one record
+/// a line, fields separated by spaces) and in kmod's text index files are
+/// checked here, at the builder: a name or alias with a space or a newline
+/// would give genboot-init a manifest it rejects, or inject records.
+/// Module names are letters, digits and `_`/`-` (C identifiers, as the
+/// kernel's build makes them); aliases, softdeps and paths hold no control
+/// characters, and aliases and paths no spaces either.
+fn check_values(
+    path: &Path,
+    rel: &str,
+    name: &str,
+    info: &modinfo::ModInfo,
+) -> Result<(), ModulesError> {
+    let bad = |field: &'static str, value: &str, why: &str| ModulesError::BadModinfo {
+        path: path.to_path_buf(),
+        field,
+        value: value.to_string(),
+        why: why.to_string(),
+    };
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        let field = if info.name.is_some() {
+            ".modinfo name"
+        } else {
+            "file name"
+        };
+        return Err(bad(
+            field,
+            name,
+            "a module name is made of letters, digits, '_' and '-'",
+        ));
+    }
+    if !rel.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(
+            "file name",
+            rel,
+            "a module's path holds no spaces, control characters or non-ASCII bytes",
+        ));
+    }
+    for a in &info.aliases {
+        if a.is_empty() || !a.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(
+                ".modinfo alias",
+                a,
+                "an alias is printable ASCII without spaces (it is one field of the initrd manifest and of modules.alias)",
+            ));
+        }
+    }
+    for sd in &info.softdep_raw {
+        if !sd.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+            return Err(bad(
+                ".modinfo softdep",
+                sd,
+                "a softdep is printable ASCII on one line (it is a line of modules.softdep, which modprobe reads as configuration)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `kernel/a/b.ko.xz` → `kernel/a/b.ko` (how `modules.order` names it).
 fn ko_path(rel: &str) -> &str {
     for s in [".xz", ".zst", ".gz"] {
@@ -266,9 +335,18 @@ pub fn name_of_path(rel: &str) -> String {
     normalize_name(stem)
 }
 
+/// An index file of the tree (`modules.builtin`, ...): a regular file
+/// (not a symlink) of at most [`MAX_INDEX_BYTES`].
+fn read_index_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    input::read_regular(path, false, MAX_INDEX_BYTES).map_err(|e| match e {
+        InputError::Io(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    })
+}
+
 fn read_order(dir: &Path) -> HashMap<String, u32> {
-    fs::read_to_string(dir.join("modules.order"))
-        .unwrap_or_default()
+    let text = read_index_file(&dir.join("modules.order")).unwrap_or_default();
+    String::from_utf8_lossy(&text)
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())

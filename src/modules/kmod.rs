@@ -206,9 +206,25 @@ pub fn lookup(index: &[u8], key: &str) -> Option<Vec<String>> {
     }
 }
 
+/// The module that provides each exported symbol, as depmod decides: it
+/// adds the modules' exports in `modules.order` order to a table that
+/// keeps the last one added, so the last exporter wins.
+pub fn symbol_owners(index: &ModuleIndex) -> HashMap<&str, &str> {
+    let mut owners = HashMap::new();
+    for m in index.in_order() {
+        for sym in &m.exports {
+            owners.insert(sym.as_str(), m.name.as_str());
+        }
+    }
+    owners
+}
+
 /// Each module's place in a topological order of the whole tree, modules
 /// without users first (Kahn's algorithm over `modules.order`, as depmod
-/// does). Modules in a dependency cycle get no place.
+/// does). A module's dependencies are visited in depmod's order: by the
+/// first undefined symbol (in its symbol table) each one provides, then
+/// any `depends=` module no symbol points at. Modules in a dependency
+/// cycle get no place.
 pub fn sort_positions(index: &ModuleIndex) -> HashMap<&str, usize> {
     let mods = index.in_order();
     let at: HashMap<&str, usize> = mods
@@ -216,15 +232,24 @@ pub fn sort_positions(index: &ModuleIndex) -> HashMap<&str, usize> {
         .enumerate()
         .map(|(i, m)| (m.name.as_str(), i))
         .collect();
+    let owners = symbol_owners(index);
     let deps: Vec<Vec<usize>> = mods
         .iter()
         .map(|m| {
+            let declared: Vec<usize> = m
+                .depends
+                .iter()
+                .filter_map(|d| at.get(d.as_str()).copied())
+                .collect();
             let mut v: Vec<usize> = Vec::new();
-            for d in &m.depends {
-                if let Some(&j) = at.get(d.as_str()) {
-                    if !v.contains(&j) {
-                        v.push(j);
-                    }
+            let by_symbol = m
+                .needs
+                .iter()
+                .filter_map(|sym| owners.get(sym.as_str()))
+                .filter_map(|owner| at.get(owner).copied());
+            for j in by_symbol.chain(declared.iter().copied()) {
+                if declared.contains(&j) && !v.contains(&j) {
+                    v.push(j);
                 }
             }
             v
@@ -320,13 +345,7 @@ pub fn index_files(index: &ModuleIndex) -> Vec<(&'static str, Vec<u8>)> {
     }
     let mut symbols = String::from("# Aliases for symbols, used by symbol_request().\n");
     let mut symbols_bin = Trie::default();
-    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
-    for m in &ordered {
-        for sym in &m.exports {
-            // One owner per symbol: the first module in modules.order.
-            owners.entry(sym.as_str()).or_insert(m.name.as_str());
-        }
-    }
+    let owners: BTreeMap<&str, &str> = symbol_owners(index).into_iter().collect();
     for (sym, name) in &owners {
         symbols.push_str(&format!("alias symbol:{sym} {name}\n"));
         symbols_bin.insert(&format!("symbol:{sym}"), name, index.modules[*name].order);

@@ -7,7 +7,9 @@
 //! Module names treat `-` and `_` as the same; genboot keeps them with `_`.
 
 pub mod closure;
+pub mod firmware;
 pub mod index;
+pub mod input;
 pub mod kmod;
 pub mod modinfo;
 
@@ -34,8 +36,17 @@ pub enum ModulesError {
         format: &'static str,
         why: String,
     },
+    #[error("kernel module {path} cannot be used: {why}\nHint: module files are regular files of at most 128 MiB; remove this one from the module tree")]
+    NotAModule { path: PathBuf, why: String },
     #[error("kernel module {path} is not a valid ELF module: {why}\nHint: the file is corrupt or truncated; reinstall the kernel package")]
     BadElf { path: PathBuf, why: String },
+    #[error("kernel module {path}: {field} {value:?} is not allowed: {why}\nHint: the module is broken or hostile; remove it from the module tree (or rebuild it with a proper name and aliases)")]
+    BadModinfo {
+        path: PathBuf,
+        field: &'static str,
+        value: String,
+        why: String,
+    },
     #[error("kernel module {path} has vermagic {found:?}, but the kernel is {release}\nHint: the module tree and [kernel] image belong to different kernels; point [kernel] modules at /lib/modules/{release}")]
     Vermagic {
         path: PathBuf,
@@ -63,6 +74,39 @@ pub enum ModulesError {
         file: String,
         dir: PathBuf,
     },
+    #[error("{}\nHint: firmware names are relative to {dir} and must stay inside it; the module is broken or hostile: remove it from the module tree (or fix the firmware files), or set [initrd] strict_firmware = false to build without this firmware", unsafe_firmware_text(.module, .path, .file, .why))]
+    UnsafeFirmware {
+        module: String,
+        /// The module file.
+        path: PathBuf,
+        /// The `firmware=` value.
+        file: String,
+        dir: PathBuf,
+        why: String,
+    },
+}
+
+impl ModulesError {
+    /// The first line of the message, without the hint.
+    pub fn summary(&self) -> String {
+        match self {
+            ModulesError::UnsafeFirmware {
+                module,
+                path,
+                file,
+                why,
+                ..
+            } => unsafe_firmware_text(module, path, file, why),
+            other => other.to_string().lines().next().unwrap_or("").to_string(),
+        }
+    }
+}
+
+fn unsafe_firmware_text(module: &str, path: &std::path::Path, file: &str, why: &str) -> String {
+    format!(
+        "kernel module {module} ({}) names firmware={file:?} in .modinfo, which genboot refuses: {why}",
+        path.display()
+    )
 }
 
 fn closest_text(closest: &[String]) -> String {

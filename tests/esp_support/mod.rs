@@ -732,3 +732,89 @@ pub fn short_name(image: &Path, dir: &str, long: &str) -> [u8; 11] {
     }
     panic!("mdir ::{dir} shows no {long}:\n{out}")
 }
+
+/// An ESP as the hostile-input tests plant things on it: a directory or
+/// the FAT volume of an image.
+#[derive(Clone, Debug)]
+pub enum EspTarget {
+    Dir(PathBuf),
+    Image(PathBuf),
+}
+
+impl EspTarget {
+    /// `--esp DIR` or `--image FILE`.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            EspTarget::Dir(d) => vec!["--esp".into(), d.display().to_string()],
+            EspTarget::Image(i) => vec!["--image".into(), i.display().to_string()],
+        }
+    }
+
+    /// Every file, read without genboot (mtools for an image).
+    pub fn tree(&self) -> BTreeMap<String, Vec<u8>> {
+        match self {
+            EspTarget::Dir(d) => tree(d),
+            EspTarget::Image(i) => image_tree(i),
+        }
+    }
+
+    /// Write `data` to ESP path `rel` as another tool would (`mcopy -o` for
+    /// an image), creating its directories.
+    pub fn put(&self, rel: &str, data: &[u8]) {
+        match self {
+            EspTarget::Dir(d) => {
+                let p = d.join(rel);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, data).unwrap()
+            }
+            EspTarget::Image(img) => {
+                let part = genboot::disk::find_esp(&std::fs::File::open(img).unwrap()).unwrap();
+                let mut dir = String::new();
+                for c in rel
+                    .split('/')
+                    .rev()
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                {
+                    dir.push('/');
+                    dir.push_str(c);
+                    // Fails when it exists; that is fine.
+                    let _ = Command::new("mmd")
+                        .env("MTOOLS_SKIP_CHECK", "1")
+                        .arg("-i")
+                        .arg(format!("{}@@{}", img.display(), part.start))
+                        .arg(format!("::{dir}"))
+                        .output();
+                }
+                let tmp = tempfile::NamedTempFile::new().unwrap();
+                std::fs::write(tmp.path(), data).unwrap();
+                let dest = format!("::/{rel}");
+                mtool("mcopy", img, &["-o", tmp.path().to_str().unwrap(), &dest]);
+            }
+        }
+    }
+
+    /// Bytes of the whole image, or nothing for a directory.
+    pub fn image_sha(&self) -> Vec<u8> {
+        match self {
+            EspTarget::Image(i) => sha(i),
+            EspTarget::Dir(_) => Vec::new(),
+        }
+    }
+}
+
+/// Run an mtools command on the ESP inside `img`, as a tool other than
+/// genboot would change it.
+pub fn mtool(tool: &str, img: &Path, args: &[&str]) {
+    let part = genboot::disk::find_esp(&std::fs::File::open(img).unwrap()).unwrap();
+    let st = Command::new(tool)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{}", img.display(), part.start))
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{tool} runs (apt-get install mtools): {e}"));
+    assert!(st.success(), "{tool} {args:?} failed on {}", img.display());
+}
