@@ -271,7 +271,7 @@ fn gc_and_delete_never_remove_the_booted_generation() {
     assert_eq!(objects, store_objects(&root));
     let store = root.join(STATE).join("store");
     assert!(store.join(modules_of_gen1.file_name().unwrap()).is_dir());
-    assert!(ok(run(&root, &["verify"])).contains("all match"));
+    assert!(ok(run_esp(&root, &["verify"])).contains("all match"));
 }
 
 /// Finding 4: symlinks inside --root sent writes outside it: the profile
