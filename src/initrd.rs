@@ -6,13 +6,13 @@
 //! the compressed stream either. Contents: `/init` (the activator),
 //! `/dev/console`, the module closure at `/lib/modules/<release>/<path>`,
 //! firmware at `/lib/firmware/<path>`, and the manifest at
-//! [`genboot_init::manifest::PATH`].
+//! [`genboot_format::manifest::PATH`].
 
 use crate::config::Compression;
 use crate::modules::firmware::Firmware;
 use crate::modules::input::{self, InputError, MAX_MODULE_BYTES};
 use crate::modules::{Closure, ModuleIndex};
-use genboot_init::manifest::{self, Manifest};
+use genboot_format::manifest::{self, Manifest};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,13 +1,14 @@
 //! The content-addressed store: `<state>/store/<hash>-<name>`.
 //!
 //! Objects are directories. They are built in a temporary directory inside
-//! the store, hashed ([`genboot_init::storehash`] has the exact format),
+//! the store, hashed ([`genboot_format::storehash`] has the exact format),
 //! flushed to disk, made read-only and renamed into place; an object is never
 //! changed after that. Hashing is parallel over files and streams each file.
 
 use crate::failpoint;
 use crate::state::{State, StateError, STORE_DIR};
-use genboot_init::storehash::{self, Entry, EntryKind, SELF_MASK};
+use genboot_format::store_name::split_store_name;
+use genboot_format::storehash::{self, Entry, EntryKind, SELF_MASK};
 use rayon::prelude::*;
 use std::ffi::OsStr;
 use std::fs;
@@ -81,10 +82,10 @@ impl StorePath {
         format!("{STORE_DIR}/{}", self.base_name())
     }
     pub fn parse(base_name: &str) -> Option<StorePath> {
-        let (hash, name) = storehash::split_store_name(base_name)?;
+        let (hash, name) = split_store_name(base_name)?;
         check_name(name).ok()?;
         Some(StorePath {
-            hash: hash.into(),
+            hash: hash.to_string(),
             name: name.into(),
         })
     }
@@ -833,7 +834,7 @@ fn hash_entries(
             }
             Ok(())
         })?;
-    Ok(storehash::object_hash(name, &entries))
+    Ok(storehash::object_hash(name, &entries).to_string())
 }
 
 /// Hash a directory tree as if it were object `name` (used by benchmarks and
@@ -1159,7 +1160,9 @@ mod tests {
         fs::set_permissions(t.path().join("x"), fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::symlink("a/b/f", t.path().join("l")).unwrap();
         let ours = hash_tree(t.path(), "n").unwrap();
-        let theirs = storehash::hash_tree(t.path(), "n", None).unwrap();
+        let theirs = storehash::hash_tree(t.path(), "n", None)
+            .unwrap()
+            .to_string();
         assert_eq!(ours, theirs);
     }
 }

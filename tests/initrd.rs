@@ -196,7 +196,7 @@ fn cpio_reads_the_archive_sorted_with_owner_root_and_console() {
     let text = String::from_utf8_lossy(&data);
     let at = text.find("genboot-initrd 1\n").unwrap();
     let end = at + text[at..].find('\0').unwrap();
-    let m = genboot_init::manifest::Manifest::parse(&text[at..end]).unwrap();
+    let m = genboot_format::manifest::Manifest::parse(&text[at..end]).unwrap();
     assert_eq!(m.kernel_release, k.release);
     let names: Vec<&str> = m.modules.iter().map(|(n, _)| n.as_str()).collect();
     let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();

@@ -5,6 +5,7 @@
 //! size, the superblock probe of the partition, the root wait with its
 //! clock, the mount, the generation checks and the switch.
 
+use genboot_format::store_name::StoreHash;
 use genboot_init::activate::{self, Outcome};
 use genboot_init::inroot::{resolve_in_root, Follow};
 use genboot_init::sys::{Kind, Meta, Sys};
@@ -47,7 +48,7 @@ impl<'a> Machine<'a> {
         };
         m.file("/proc/cmdline", cmdline.as_bytes(), 0o444);
         m.file(
-            "/etc/genboot/initrd.manifest",
+            genboot_format::manifest::PATH,
             format!("genboot-initrd 1\nkernel {KVER}\n").as_bytes(),
             0o644,
         );
@@ -212,8 +213,8 @@ impl Sys for Machine<'_> {
     fn rmdir(&mut self, _: &str) -> io::Result<()> {
         Ok(())
     }
-    fn hash_tree(&mut self, _: &str, _: &str, own: &[u8; 32]) -> io::Result<String> {
-        Ok(String::from_utf8_lossy(own).into_owned())
+    fn hash_tree(&mut self, _: &str, _: &str, own: &StoreHash) -> io::Result<StoreHash> {
+        Ok(*own)
     }
     fn chdir(&mut self, _: &str) -> io::Result<()> {
         Ok(())

@@ -11,12 +11,13 @@
 use crate::engine::{fnv, Target};
 use genboot::config::{ConfigError, SystemConfig};
 use genboot::modules::modinfo::{self, ModuleCompression};
-use genboot_init::alias;
-use genboot_init::cmdline::{BootArgs, Cmdline, RootSpec};
+use genboot_format::cmdline::{self, BootArgs, Cmdline, RootSpec};
+use genboot_format::manifest::Manifest;
+use genboot_format::module_name;
+use genboot_format::store_name::{self, HASH_LEN};
+use genboot_format::storehash::{self, Entry, EntryKind, SELF_MASK};
 use genboot_init::json;
-use genboot_init::manifest::Manifest;
 use genboot_init::probe;
-use genboot_init::storehash::{self, Entry, EntryKind, HASH_LEN, SELF_MASK};
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -71,7 +72,7 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         name: "alias",
-        about: "modalias globs: alias::glob_match, modules_for, against fnmatch(3) as kmod calls it (PID 1)",
+        about: "module aliases: module_name::fnmatch against fnmatch(3), alias_matches against kmod's normalise-then-fnmatch, modules_for against alias_matches (PID 1 and builder)",
         max_len: 512,
         dict: &[
             b"*", b"?", b"[", b"]", b"[!", b"[^", b"-", b"\n", b"pci:v", b"virtio:d", b"d*sv*sd*bc*sc*i*",
@@ -214,7 +215,7 @@ fn cmdline(data: &[u8]) -> u64 {
     if let Ok(a) = &args {
         let s = a.timeout.as_secs();
         assert!(
-            (1..=genboot_init::cmdline::MAX_TIMEOUT_SECS).contains(&s),
+            (1..=cmdline::MAX_TIMEOUT_SECS).contains(&s),
             "timeout {s} s out of range"
         );
     }
@@ -230,7 +231,7 @@ fn cmdline(data: &[u8]) -> u64 {
             a.init_args.is_empty() as u8,
             a.fstypes.is_empty() as u8,
             a.rootflags.is_empty() as u8,
-            (a.timeout == genboot_init::cmdline::DEFAULT_TIMEOUT) as u8,
+            (a.timeout == cmdline::DEFAULT_TIMEOUT) as u8,
         ],
         Err(e) => vec![
             b'e',
@@ -376,14 +377,23 @@ fn alias_glob(data: &[u8]) -> u64 {
             &b"pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"[..],
         ),
     };
-    let ours = alias::glob_match(pattern, text);
-    let table = vec![(
+    let ours = module_name::fnmatch(pattern, text);
+    let (p_text, t_text) = (
         String::from_utf8_lossy(pattern).into_owned(),
-        "m".to_string(),
-    )];
-    let _ = alias::modules_for(&table, &String::from_utf8_lossy(text));
-    // Where the C library's rules are the same as genboot-init's (ASCII,
-    // no backslash escapes, no [:class:] names), the answers must be.
+        String::from_utf8_lossy(text).into_owned(),
+    );
+    let matches = module_name::alias_matches(&p_text, &t_text);
+    // The boot-time table lookup and the build-time matcher agree.
+    let table = vec![(p_text.clone(), "m".to_string())];
+    assert_eq!(
+        module_name::modules_for(&table, &t_text) == ["m"],
+        matches,
+        "modules_for and alias_matches disagree on {p_text:?} {t_text:?}"
+    );
+    // Where the C library's rules are the same as genboot's (ASCII, no
+    // backslash escapes, no [:class:] names), the answers must be: the
+    // glob itself, and the alias match as kmod makes it (both sides
+    // normalised, then fnmatch).
     let comparable = |b: &[u8]| b.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\');
     let has_named_class = pattern
         .windows(2)
@@ -391,15 +401,30 @@ fn alias_glob(data: &[u8]) -> u64 {
     if comparable(pattern) && comparable(text) && !has_named_class {
         if let Some(theirs) = fnmatch(pattern, text) {
             assert_eq!(
-                ours,
-                theirs,
-                "glob_match({:?}, {:?}) disagrees with fnmatch(3)",
-                String::from_utf8_lossy(pattern),
-                String::from_utf8_lossy(text)
+                ours, theirs,
+                "fnmatch({p_text:?}, {t_text:?}) disagrees with fnmatch(3)"
+            );
+        }
+        let kmod = match (
+            module_name::normalize_alias(&p_text),
+            module_name::normalize_alias(&t_text),
+        ) {
+            (Some(p), Some(t)) => fnmatch(p.as_bytes(), t.as_bytes()),
+            _ => Some(false),
+        };
+        if let Some(kmod) = kmod {
+            assert_eq!(
+                matches, kmod,
+                "alias_matches({p_text:?}, {t_text:?}) disagrees with kmod's rule"
             );
         }
     }
-    feature(&[&[ours as u8, bucket(pattern.len()), bucket(text.len())]])
+    feature(&[&[
+        ours as u8,
+        matches as u8,
+        bucket(pattern.len()),
+        bucket(text.len()),
+    ]])
 }
 
 /// A reader returning `data` in pieces of the given sizes, cycling.
@@ -422,7 +447,11 @@ impl Read for Pieces<'_> {
 
 /// The store hash of the in-memory tree `files` (relative path, contents,
 /// executable), the way the builder and the activator define it.
-fn expected_hash(name: &str, files: &[(String, Vec<u8>, bool)], own: &[u8; 32]) -> String {
+fn expected_hash(
+    name: &str,
+    files: &[(String, Vec<u8>, bool)],
+    own: &[u8; 32],
+) -> store_name::StoreHash {
     let mut entries: Vec<Entry> = Vec::new();
     let mut dirs: Vec<String> = Vec::new();
     for (p, data, x) in files {
@@ -472,9 +501,11 @@ fn store_hash(data: &[u8]) -> u64 {
         *o = b"0123456789abcdef"[usize::from(*b) % 16];
     }
     let name_text = String::from_utf8_lossy(data);
-    let split = storehash::split_store_name(&name_text).map(|(h, n)| (h.len(), n.len()));
-    if let Some((h, _)) = split {
-        assert_eq!(h, HASH_LEN);
+    let split = store_name::split_store_name(&name_text);
+    if let Some((h, n)) = split {
+        assert_eq!(h.as_str().len(), HASH_LEN);
+        assert!(!n.is_empty());
+        assert_eq!(format!("{h}-{n}"), name_text, "store name round trip");
     }
     // The digest must not depend on how reads split the contents.
     let mut masked = contents.to_vec();

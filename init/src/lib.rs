@@ -2,11 +2,11 @@
 //! activator does, behind the [`sys`] seam so the boot sequence is tested
 //! without root; `main.rs` only wires the real syscalls in.
 //!
-//! `manifest` and `storehash` are also used by the builder (`genboot`), so
-//! the two sides cannot drift apart; `cmdline` is public so the builder and
-//! the installer can check `root=` and the `genboot.*` switches the way the
-//! activator reads them. `alias`, `json` and `probe` are public for the fuzz
-//! harness (`fuzz/`), which feeds them hostile bytes; nothing else uses them.
+//! What the builder writes and this reads (store hashes and names, the
+//! initrd manifest, the command line, module names and aliases) is defined
+//! once, in the `genboot-format` crate, which both sides use. `inroot`,
+//! `json` and `probe` are public for the fuzz harness (`fuzz/`), which feeds
+//! them hostile bytes; nothing else uses them.
 
 #![cfg_attr(
     not(test),
@@ -21,11 +21,7 @@
 )]
 
 pub mod activate;
-pub mod alias;
-pub mod cmdline;
 pub mod inroot;
 pub mod json;
-pub mod manifest;
 pub mod probe;
-pub mod storehash;
 pub mod sys;

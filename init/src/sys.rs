@@ -9,6 +9,7 @@
 //! retries, no fallbacks: those are the caller's policy), and report the
 //! operating system's error unchanged.
 
+use genboot_format::store_name::StoreHash;
 use std::io;
 use std::time::Duration;
 
@@ -122,8 +123,8 @@ pub trait Sys {
     fn rmdir(&mut self, path: &str) -> io::Result<()>;
 
     /// The store hash of the object directory `dir` named `name`
-    /// ([`crate::storehash::hash_tree`]), its own hash masked.
-    fn hash_tree(&mut self, dir: &str, name: &str, own: &[u8; 32]) -> io::Result<String>;
+    /// ([`genboot_format::storehash::hash_tree`]), its own hash `own` masked.
+    fn hash_tree(&mut self, dir: &str, name: &str, own: &StoreHash) -> io::Result<StoreHash>;
 
     fn chdir(&mut self, path: &str) -> io::Result<()>;
     fn chroot(&mut self, path: &str) -> io::Result<()>;

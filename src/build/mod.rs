@@ -11,7 +11,7 @@ use crate::kernel;
 use crate::modules::{self, modinfo::ModuleCompression, ModuleIndex, ModulesError};
 use crate::state::STORE_DIR;
 use crate::store::{BuildOptions, Store, StoreError, StoreLock, StorePath};
-use genboot_init::storehash::SELF_MASK;
+use genboot_format::storehash::SELF_MASK;
 use rayon::prelude::*;
 use std::collections::BTreeSet;
 use std::io::IsTerminal;

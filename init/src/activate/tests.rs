@@ -2,8 +2,12 @@
 //! order; every failure step ending in the failure policy.
 
 use super::*;
+use crate::json;
 use crate::probe::tests::{ext4_image, gpt_disk, ROOT_PARTUUID_ON_DISK};
 use crate::sys::fake::FakeSys;
+use genboot_format::manifest::{self, Manifest};
+use genboot_format::module_name::ModName;
+use genboot_format::store_name::StoreHash;
 
 const KVER: &str = "6.1.0-50-amd64";
 const H: &str = "0123456789abcdef0123456789abcdef";
@@ -361,13 +365,8 @@ fn modalias_loads_matching_modules_not_yet_loaded_once() {
     let mut f = world(&cmdline(""));
     let m =
         Manifest::parse(&String::from_utf8(f.read_file(manifest::PATH).unwrap()).unwrap()).unwrap();
-    let mut boot = Boot {
-        sys: &mut f,
-        steps: vec![],
-        shell_on_fail: false,
-        root_at: None,
-    };
-    let mut loaded = vec!["virtio_pci".to_string()];
+    let mut boot = Boot::new(&mut f);
+    let mut loaded = vec![ModName::new("virtio_pci")];
     boot.modalias(&m, &mut loaded);
     assert_eq!(loaded, vec!["virtio_pci", "virtio_blk"]);
     assert_eq!(
@@ -589,7 +588,7 @@ fn tampered_generation_is_refused_with_verify() {
     let mut f = world(&cmdline("genboot.verify"));
     f.hashes.insert(
         format!("{SYSROOT}{}", gen()),
-        "00000000000000000000000000000000".into(),
+        StoreHash::parse("00000000000000000000000000000000").unwrap(),
     );
     fails_at(
         f,
@@ -599,7 +598,7 @@ fn tampered_generation_is_refused_with_verify() {
     let mut f = world(&cmdline("genboot.verify"));
     f.hashes.insert(
         format!("{SYSROOT}{}", kmods()),
-        "11111111111111111111111111111111".into(),
+        StoreHash::parse("11111111111111111111111111111111").unwrap(),
     );
     fails_at(f, Step::Verify, &kmods());
 }
@@ -647,12 +646,7 @@ fn compressed_modules_use_the_kernels_decompression_and_say_when_it_is_missing()
     f.file("/lib/dummy.ko.zst", b"zstd", INITRAMFS);
     f.fail
         .push(("load_module /lib/dummy.ko.zst".into(), libc::EINVAL));
-    let mut boot = Boot {
-        sys: &mut f,
-        steps: vec![],
-        shell_on_fail: false,
-        root_at: None,
-    };
+    let mut boot = Boot::new(&mut f);
     let (mut loaded, mut failed) = (vec![], vec![]);
     boot.modules(&m, &mut loaded, &mut failed);
     assert_eq!(failed, vec!["dummy"]);
@@ -671,24 +665,14 @@ fn modalias_skips_the_sysfs_walk_when_every_aliased_module_is_loaded() {
     // A device whose alias would match: the walk would find it.
     f.tree
         .remove("/sys/devices/pci0000:00/0000:00:04.0/modalias");
-    let mut boot = Boot {
-        sys: &mut f,
-        steps: vec![],
-        shell_on_fail: false,
-        root_at: None,
-    };
-    let mut loaded = vec!["virtio_pci".to_string(), "virtio_blk".to_string()];
+    let mut boot = Boot::new(&mut f);
+    let mut loaded = vec![ModName::new("virtio_pci"), ModName::new("virtio_blk")];
     assert!(boot.modalias_pass(&m, &mut loaded).is_empty());
     assert!(f.calls.is_empty());
     assert!(f.listed.is_empty(), "sysfs was walked: {:?}", f.listed);
     // With virtio_blk missing, the walk runs and loads it.
-    let mut boot = Boot {
-        sys: &mut f,
-        steps: vec![],
-        shell_on_fail: false,
-        root_at: None,
-    };
-    let mut loaded = vec!["virtio_pci".to_string()];
+    let mut boot = Boot::new(&mut f);
+    let mut loaded = vec![ModName::new("virtio_pci")];
     assert_eq!(boot.modalias_pass(&m, &mut loaded), vec!["virtio_blk"]);
     assert!(f.listed.contains(&"/sys/devices".to_string()));
 }

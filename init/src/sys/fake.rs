@@ -3,6 +3,7 @@
 //! Failures are injected by call prefix.
 
 use super::{flags, Kind, Meta, Sys};
+use genboot_format::store_name::StoreHash;
 use std::collections::BTreeMap;
 use std::io;
 use std::time::Duration;
@@ -59,7 +60,7 @@ pub(crate) struct FakeSys {
     /// A call whose log line starts with the prefix fails with the errno.
     pub(crate) fail: Vec<(String, i32)>,
     /// `hash_tree` results by directory; unset: the hash in the name.
-    pub(crate) hashes: BTreeMap<String, String>,
+    pub(crate) hashes: BTreeMap<String, StoreHash>,
     pub(crate) release: String,
     pub(crate) clock_us: u64,
     /// Directories listed, in order (reads are not effects, but their cost is).
@@ -367,16 +368,9 @@ impl Sys for FakeSys {
             Err(err(libc::ENOTEMPTY))
         }
     }
-    fn hash_tree(&mut self, dir: &str, name: &str, own: &[u8; 32]) -> io::Result<String> {
-        self.record(format!(
-            "hash_tree {dir} {name} {}",
-            String::from_utf8_lossy(own)
-        ))?;
-        Ok(self
-            .hashes
-            .get(dir)
-            .cloned()
-            .unwrap_or_else(|| String::from_utf8_lossy(own).into_owned()))
+    fn hash_tree(&mut self, dir: &str, name: &str, own: &StoreHash) -> io::Result<StoreHash> {
+        self.record(format!("hash_tree {dir} {name} {own}"))?;
+        Ok(self.hashes.get(dir).copied().unwrap_or(*own))
     }
     fn chdir(&mut self, path: &str) -> io::Result<()> {
         self.record(format!("chdir {path}"))

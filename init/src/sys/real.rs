@@ -2,6 +2,8 @@
 //! where it does not, one `unsafe` function at a time.
 
 use super::{Kind, Meta, Sys};
+use genboot_format::store_name::StoreHash;
+use genboot_format::storehash;
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -236,8 +238,8 @@ impl Sys for RealSys {
         fs::remove_dir(path)
     }
 
-    fn hash_tree(&mut self, dir: &str, name: &str, own: &[u8; 32]) -> io::Result<String> {
-        crate::storehash::hash_tree(std::path::Path::new(dir), name, Some(own))
+    fn hash_tree(&mut self, dir: &str, name: &str, own: &StoreHash) -> io::Result<StoreHash> {
+        storehash::hash_tree(std::path::Path::new(dir), name, Some(own.as_bytes()))
     }
 
     fn chdir(&mut self, path: &str) -> io::Result<()> {

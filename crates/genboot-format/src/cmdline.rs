@@ -161,6 +161,25 @@ fn next_arg(b: &[u8], start: usize) -> (String, Option<String>, usize) {
     }
 }
 
+/// Why `value` cannot go on the kernel command line as one parameter of a
+/// line genboot writes, if it cannot: a control character ends or garbles
+/// the line, a `"` starts a quoted value that swallows the rest of the line
+/// (the `init=` genboot appends included), and a `--` word hands everything
+/// after it to the stage-2 init instead of the kernel and genboot-init.
+/// The builder checks every configured parameter (and `root=`, the mount
+/// options) with this before it writes a command line.
+pub fn param_problem(value: &str) -> Option<&'static str> {
+    if value.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if value.contains('"') {
+        Some("contains a double quote, which would make the kernel read the rest of the command line (the init= genboot appends included) as one quoted value")
+    } else if value.split_whitespace().any(|w| w == "--") {
+        Some("contains `--`, after which the kernel hands every parameter (the init= genboot appends included) to the stage-2 init")
+    } else {
+        None
+    }
+}
+
 /// How `root=` names the root device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootSpec {
@@ -402,6 +421,32 @@ mod tests {
             .unwrap_err()
             .contains("not PARTUUID="));
         assert!(RootSpec::parse("UUID=").unwrap_err().contains("empty UUID"));
+    }
+
+    #[test]
+    fn configured_parameters_that_would_change_the_line_are_refused() {
+        for ok in ["quiet", "console=ttyS0,115200", "a b", "x=--", "--x"] {
+            assert_eq!(param_problem(ok), None, "{ok:?}");
+        }
+        for (bad, why) in [
+            ("a\nb", "control character"),
+            ("a\u{1}", "control character"),
+            ("x=\"y", "double quote"),
+            ("--", "`--`"),
+            ("a -- b", "`--`"),
+        ] {
+            assert!(
+                param_problem(bad).is_some_and(|w| w.contains(why)),
+                "{bad:?}"
+            );
+        }
+        // What the rules let through reaches the kernel as it was written,
+        // and nothing of it leaks to init.
+        for p in ["quiet", "console=ttyS0,115200", "x=--"] {
+            let c = Cmdline::parse(&format!("{p} init=/x"));
+            assert_eq!(c.value("init"), Some("/x"), "{p:?}");
+            assert!(c.init_args.is_empty());
+        }
     }
 
     #[test]

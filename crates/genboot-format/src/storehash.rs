@@ -20,14 +20,12 @@
 //! [`SELF_MASK`], which is also what the builder writes before the hash is
 //! known.
 
+use crate::store_name::{StoreHash, HASH_LEN};
 use sha2::{Digest, Sha256};
 use std::io::{self, Read};
 
 /// What a self-reference reads as while hashing. 32 bytes, not hex.
 pub const SELF_MASK: &[u8; 32] = b"genboot-self-hash-placeholder-00";
-
-/// Length of the hash part of a store path.
-pub const HASH_LEN: usize = 32;
 
 /// One entry of an object, as it enters the serialisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,9 +151,9 @@ pub fn file_digest(mut r: impl Read, own: Option<&[u8; 32]>) -> io::Result<(u64,
     Ok((size, hasher.finalize().into()))
 }
 
-/// The object hash (32 hex digits) of `name` with `entries`, which must be
-/// sorted by path. Symlink targets must already be masked.
-pub fn object_hash(name: &str, entries: &[Entry]) -> String {
+/// The object hash of `name` with `entries`, which must be sorted by path.
+/// Symlink targets must already be masked.
+pub fn object_hash(name: &str, entries: &[Entry]) -> StoreHash {
     let mut h = Sha256::new();
     h.update(b"genboot-store-v1\0");
     h.update(name.as_bytes());
@@ -191,28 +189,16 @@ pub fn object_hash(name: &str, entries: &[Entry]) -> String {
             }
         }
     }
-    let digest: [u8; 32] = h.finalize().into();
-    // The first HASH_LEN hex digits: those of the first HASH_LEN / 2 bytes.
-    hex(digest.get(..HASH_LEN / 2).unwrap_or_default())
-}
-
-/// Split a store directory name `<hash>-<name>` into its parts.
-pub fn split_store_name(dir_name: &str) -> Option<(&str, &str)> {
-    let (hash, rest) = dir_name.split_at_checked(HASH_LEN)?;
-    let name = rest.strip_prefix('-')?;
-    if name.is_empty()
-        || !hash
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return None;
-    }
-    Some((hash, name))
+    StoreHash::from_digest(&h.finalize().into())
 }
 
 /// Walk `dir` and hash it sequentially: the activator's verifier. The
 /// builder has a parallel walker producing the same value.
-pub fn hash_tree(dir: &std::path::Path, name: &str, own: Option<&[u8; 32]>) -> io::Result<String> {
+pub fn hash_tree(
+    dir: &std::path::Path,
+    name: &str,
+    own: Option<&[u8; 32]>,
+) -> io::Result<StoreHash> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
     fn walk(
@@ -426,6 +412,37 @@ mod tests {
         assert_eq!(short, &own[..31]);
     }
 
+    /// The format is a contract: a change here changes every store path.
+    /// The value was computed outside Rust (Python's hashlib) from the
+    /// format in this file's documentation.
+    #[test]
+    fn the_serialisation_is_pinned() {
+        let entries = [
+            Entry {
+                path: b"a".to_vec(),
+                kind: EntryKind::Dir,
+            },
+            Entry {
+                path: b"a/f".to_vec(),
+                kind: EntryKind::File {
+                    executable: true,
+                    size: 6,
+                    digest: Sha256::digest(b"hello\n").into(),
+                },
+            },
+            Entry {
+                path: b"l".to_vec(),
+                kind: EntryKind::Symlink {
+                    target: b"a/f".to_vec(),
+                },
+            },
+        ];
+        assert_eq!(
+            object_hash("linux-6.1", &entries).as_str(),
+            "89307596b0d3d40897725eead0c0c3c8"
+        );
+    }
+
     #[test]
     fn name_and_exec_bit_change_the_hash() {
         let f = |x| Entry {
@@ -438,17 +455,6 @@ mod tests {
         };
         assert_ne!(object_hash("n", &[f(true)]), object_hash("n", &[f(false)]));
         assert_ne!(object_hash("n", &[f(true)]), object_hash("m", &[f(true)]));
-        assert_eq!(object_hash("n", &[f(true)]).len(), 32);
-    }
-
-    #[test]
-    fn split_store_name_checks_hash() {
-        let n = "0123456789abcdef0123456789abcdef-linux-6.1";
-        assert_eq!(
-            split_store_name(n),
-            Some(("0123456789abcdef0123456789abcdef", "linux-6.1"))
-        );
-        assert_eq!(split_store_name("xyz-linux"), None);
-        assert_eq!(split_store_name("0123456789abcdef0123456789abcdeg-x"), None);
+        assert_eq!(object_hash("n", &[f(true)]).as_str().len(), 32);
     }
 }
