@@ -4,6 +4,7 @@
 //! Unknown keys and wrong types are errors naming the file, line, column,
 //! key and what was expected.
 
+use genboot_format::cmdline::{param_problem, RootSpec};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -67,23 +68,6 @@ fn locate(text: &str, section: &str, key: &str, index: Option<usize>) -> Option<
     };
     let (line, column) = line_column(text, span.start);
     Some((u32::try_from(line).ok()?, u32::try_from(column).ok()?))
-}
-
-/// Why `value` cannot go on the kernel command line, if it cannot: a
-/// control character ends or garbles the line, a `"` starts a quoted value
-/// that swallows the rest of the line (the `init=` genboot appends
-/// included), and a `--` word hands everything after it to the stage-2 init
-/// instead of the kernel and genboot-init.
-fn cmdline_problem(value: &str) -> Option<&'static str> {
-    if value.chars().any(char::is_control) {
-        Some("contains a control character")
-    } else if value.contains('"') {
-        Some("contains a double quote, which would make the kernel read the rest of the command line (the init= genboot appends included) as one quoted value")
-    } else if value.split_whitespace().any(|w| w == "--") {
-        Some("contains `--`, after which the kernel hands every parameter (the init= genboot appends included) to the stage-2 init")
-    } else {
-        None
-    }
 }
 
 fn key_suffix(key: &Option<String>) -> String {
@@ -282,11 +266,9 @@ impl SystemConfig {
             ));
         }
         let dev = self.root.device.as_str();
-        let ok_dev = ["PARTUUID=", "UUID=", "LABEL="].iter().any(|p| {
-            dev.strip_prefix(p)
-                .is_some_and(|v| !v.is_empty() && !v.contains(char::is_whitespace))
-        }) || (dev.starts_with("/dev/") && !dev.contains(char::is_whitespace));
-        if let Some(why) = cmdline_problem(dev) {
+        // What genboot-init will read from `root=`, as one parameter.
+        let ok_dev = RootSpec::parse(dev).is_ok() && !dev.contains(char::is_whitespace);
+        if let Some(why) = param_problem(dev) {
             return Err(invalid(
                 "root",
                 "device",
@@ -313,7 +295,7 @@ impl SystemConfig {
             ));
         }
         let options = &self.root.options;
-        if let Some(why) = cmdline_problem(options) {
+        if let Some(why) = param_problem(options) {
             return Err(invalid(
                 "root",
                 "options",
@@ -347,7 +329,7 @@ impl SystemConfig {
                     "one parameter per string, e.g. params = [\"console=ttyS0\", \"quiet\"]",
                 ));
             }
-            if let Some(why) = cmdline_problem(p) {
+            if let Some(why) = param_problem(p) {
                 return Err(invalid_at(
                     "kernel",
                     "params",

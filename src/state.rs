@@ -31,11 +31,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-/// The state directory as the booted system sees it.
-pub const STATE_DIR: &str = "/var/lib/genboot";
-/// The store as the booted system sees it; store paths in `boot.json`,
-/// entries and symlinks use this form.
-pub const STORE_DIR: &str = "/var/lib/genboot/store";
+pub use genboot_format::{STATE_DIR, STORE_DIR};
 
 /// How many symlinks one resolution may follow (the kernel's limit).
 const MAX_LINKS: u32 = 40;

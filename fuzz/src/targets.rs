@@ -10,10 +10,10 @@
 
 use crate::engine::{fnv, Target};
 use genboot::config::{ConfigError, SystemConfig};
-use genboot::modules::modinfo::{self, ModuleCompression};
+use genboot::modules::modinfo;
 use genboot_format::cmdline::{self, BootArgs, Cmdline, RootSpec};
 use genboot_format::manifest::Manifest;
-use genboot_format::module_name;
+use genboot_format::module_name::{self, ModuleCompression};
 use genboot_format::store_name::{self, HASH_LEN};
 use genboot_format::storehash::{self, Entry, EntryKind, SELF_MASK};
 use genboot_init::json;

@@ -12,6 +12,7 @@ use crate::modules::{self, modinfo::ModuleCompression, ModuleIndex, ModulesError
 use crate::state::STORE_DIR;
 use crate::store::{BuildOptions, Store, StoreError, StoreLock, StorePath};
 use genboot_format::storehash::SELF_MASK;
+use genboot_format::{GENERATION_FORMAT, GENERATION_NAME_PREFIX};
 use rayon::prelude::*;
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
@@ -35,9 +36,6 @@ pub enum BuildError {
         hint: String,
     },
 }
-
-/// Format version of generation objects (`org.genboot.v1.format`).
-pub const GENERATION_FORMAT: u32 = 1;
 
 /// What a build produced.
 #[derive(Debug, Clone)]
@@ -318,7 +316,7 @@ pub fn assemble(
     initrd: Option<StorePath>,
     kernel_modules: Option<StorePath>,
 ) -> Result<Built, BuildError> {
-    let name = format!("genboot-system-{kver}");
+    let name = format!("{GENERATION_NAME_PREFIX}{kver}");
     let mask = std::str::from_utf8(SELF_MASK).expect("mask is ASCII");
     let toplevel = format!("{STORE_DIR}/{mask}-{name}");
     let boot = BootJson {

@@ -5,7 +5,8 @@
 //! name, else builtin aliases.
 
 use super::index::ModuleIndex;
-use super::{normalize_name, ModulesError};
+use super::ModulesError;
+use genboot_format::module_name::{alias_matches, ModName};
 use std::collections::BTreeSet;
 
 /// What a name stands for.
@@ -19,16 +20,13 @@ pub enum Resolved {
 impl ModuleIndex {
     /// Resolve a module name or alias.
     pub fn resolve(&self, name: &str) -> Resolved {
-        let name = normalize_name(name);
+        let name = ModName::new(name).into_string();
         if self.modules.contains_key(&name) {
             return Resolved::Modules(vec![name]);
         }
         let mut hits: Vec<String> = Vec::new();
         for m in self.in_order() {
-            if m.aliases
-                .iter()
-                .any(|a| fnmatch(&normalize_alias(a), &name))
-            {
+            if m.aliases.iter().any(|a| alias_matches(a, &name)) {
                 hits.push(m.name.clone());
             }
         }
@@ -39,7 +37,7 @@ impl ModuleIndex {
             || self
                 .builtin_aliases
                 .iter()
-                .any(|(a, _)| fnmatch(&normalize_alias(a), &name))
+                .any(|(a, _)| alias_matches(a, &name))
         {
             return Resolved::Builtin;
         }
@@ -48,7 +46,7 @@ impl ModuleIndex {
 
     /// Up to five known names closest to `name` (Levenshtein distance).
     pub fn closest(&self, name: &str) -> Vec<String> {
-        let name = normalize_name(name);
+        let name = ModName::new(name).into_string();
         let limit = (name.len() / 2).max(3);
         let mut scored: Vec<(usize, &String)> = self
             .modules
@@ -151,94 +149,6 @@ impl Walk<'_> {
         }
         Ok(())
     }
-}
-
-/// kmod's alias normalisation: `-` becomes `_` outside `[...]`.
-pub fn normalize_alias(alias: &str) -> String {
-    let mut out = String::with_capacity(alias.len());
-    let mut in_bracket = false;
-    for c in alias.chars() {
-        match c {
-            '[' => in_bracket = true,
-            ']' => in_bracket = false,
-            _ => {}
-        }
-        out.push(if c == '-' && !in_bracket { '_' } else { c });
-    }
-    out
-}
-
-/// Shell-style matching (`*`, `?`, `[...]` with ranges and `!`/`^`), as
-/// fnmatch(3) without flags.
-pub fn fnmatch(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        let (mut pi, mut ti) = (0, 0);
-        let (mut star_p, mut star_t) = (None, 0);
-        while ti < t.len() {
-            let step = if pi < p.len() {
-                match p[pi] {
-                    b'*' => {
-                        star_p = Some(pi);
-                        star_t = ti;
-                        pi += 1;
-                        continue;
-                    }
-                    b'?' => Some(pi + 1),
-                    b'[' => class(p, pi, t[ti]),
-                    c if c == t[ti] => Some(pi + 1),
-                    _ => None,
-                }
-            } else {
-                None
-            };
-            match step {
-                Some(next) => {
-                    pi = next;
-                    ti += 1;
-                }
-                None => match star_p {
-                    Some(sp) => {
-                        pi = sp + 1;
-                        star_t += 1;
-                        ti = star_t;
-                    }
-                    None => return false,
-                },
-            }
-        }
-        p[pi..].iter().all(|&c| c == b'*')
-    }
-    /// Match `c` against the class starting at `p[at] == '['`; the index
-    /// after the class on a match.
-    fn class(p: &[u8], at: usize, c: u8) -> Option<usize> {
-        let mut i = at + 1;
-        let negate = matches!(p.get(i), Some(b'!' | b'^'));
-        if negate {
-            i += 1;
-        }
-        let mut matched = false;
-        let mut first = true;
-        while i < p.len() && (first || p[i] != b']') {
-            first = false;
-            if i + 2 < p.len() && p[i + 1] == b'-' && p[i + 2] != b']' {
-                if p[i] <= c && c <= p[i + 2] {
-                    matched = true;
-                }
-                i += 3;
-            } else {
-                if p[i] == c {
-                    matched = true;
-                }
-                i += 1;
-            }
-        }
-        if i >= p.len() {
-            // No closing bracket: '[' is literal.
-            return (c == b'[').then_some(at + 1);
-        }
-        (matched != negate).then_some(i + 1)
-    }
-    go(pattern.as_bytes(), text.as_bytes())
 }
 
 /// Levenshtein distance.
@@ -360,22 +270,81 @@ mod tests {
         }
     }
 
+    /// Issue 12: the builder resolved `[initrd] modules` names against
+    /// aliases with `-` and `_` alike, genboot-init matched devices'
+    /// modaliases without that rule, so one string could pick a module at
+    /// build time and none at boot. Both now use kmod's rule
+    /// (`genboot_format::module_name`): for every string, the modules the
+    /// builder resolves it to are those genboot-init's alias table (built as
+    /// the initrd writer builds it) picks for it.
     #[test]
-    fn fnmatch_handles_stars_classes_and_questions() {
-        assert!(fnmatch("virtio:d00000002v*", "virtio:d00000002v00001AF4"));
-        assert!(!fnmatch("virtio:d00000002v*", "virtio:d00000003v00001AF4"));
-        assert!(fnmatch(
-            "pci:v*d*sv*sd*bc01sc[0-9a]i*",
-            "pci:v1d2sv3sd4bc01sc8i00"
-        ));
-        assert!(!fnmatch("a[!b]c", "abc"));
-        assert!(fnmatch("a?c*", "abc"));
-        assert!(fnmatch("*", ""));
-    }
-
-    #[test]
-    fn alias_normalisation_keeps_brackets() {
-        assert_eq!(normalize_alias("fs-ext4[a-z]"), "fs_ext4[a-z]");
+    fn build_time_and_boot_time_alias_resolution_agree() {
+        let with_aliases = |name: &str, aliases: &[&str]| {
+            let mut m = module(name, &[], &[], &[]);
+            m.aliases = aliases.iter().map(|a| a.to_string()).collect();
+            m
+        };
+        let idx = index(
+            vec![
+                with_aliases("foo_drv", &["platform:foo_bar", "acpi:FOO-0001:*"]),
+                with_aliases("acme_x", &["of:N*T*Cacme,x-y", "of:N*T*Cacme,x-y-v[0-9]"]),
+                with_aliases("usb_thing", &["usb:v1234p[0-9a-f]*", "usb:v12-34p*"]),
+                with_aliases("dashes", &["dev:a-[_-]-b", "dev:odd]"]),
+                with_aliases("virtio_blk", &["virtio:d00000002v*"]),
+            ],
+            &[],
+        );
+        // The initrd manifest's alias table (src/initrd.rs): every alias of
+        // every module as written, sorted.
+        let mut table: Vec<(String, String)> = idx
+            .modules
+            .values()
+            .flat_map(|m| m.aliases.iter().map(|a| (a.clone(), m.name.clone())))
+            .collect();
+        table.sort();
+        for text in [
+            "platform:foo-bar",
+            "platform:foo_bar",
+            "acpi:FOO_0001:",
+            "acpi:FOO-0001:x-y",
+            "of:NdevT<NULL>Cacme,x_y",
+            "of:NdevT<NULL>Cacme,x-y-v7",
+            "of:NdevT<NULL>Cacme,x_y_v7",
+            "usb:v1234pa",
+            "usb:v1234p-",
+            "usb:v12_34p1",
+            "dev:a-_-b",
+            "dev:a---b",
+            "dev:a_-_b",
+            "dev:odd]",
+            "virtio:d00000002v00001AF4",
+            "virtio:d00000003v00001AF4",
+            "nothing",
+        ] {
+            let mut build = match idx.resolve(text) {
+                Resolved::Modules(m) => m,
+                _ => vec![],
+            };
+            build.sort();
+            let mut boot = genboot_format::module_name::modules_for(&table, text);
+            boot.sort();
+            assert_eq!(build, boot, "{text:?}");
+        }
+        // What the rule decides, spelled out (kmod: `-` is `_` outside a
+        // bracket, on both sides; a bracket keeps its `-`).
+        let r = |t: &str| match idx.resolve(t) {
+            Resolved::Modules(m) => m,
+            _ => vec![],
+        };
+        assert_eq!(r("platform:foo-bar"), names(&["foo_drv"]));
+        assert_eq!(r("of:NdevT<NULL>Cacme,x_y"), names(&["acme_x"]));
+        assert_eq!(r("usb:v12_34p1"), names(&["usb_thing"]));
+        assert_eq!(r("dev:a_-_b"), names(&["dashes"]));
+        assert_eq!(r("dev:a___b"), names(&["dashes"]));
+        assert!(
+            r("dev:odd]").is_empty(),
+            "an unbalanced alias matches nothing"
+        );
     }
 
     #[test]

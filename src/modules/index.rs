@@ -4,7 +4,8 @@
 
 use super::input::{self, InputError, MAX_INDEX_BYTES};
 use super::modinfo::{self, ModuleCompression};
-use super::{normalize_name, ModulesError};
+use super::ModulesError;
+use genboot_format::module_name::ModName;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -161,7 +162,10 @@ impl ModuleIndex {
                     });
                 }
                 let key = ko_path(&f.rel);
-                let name = info.name.clone().unwrap_or_else(|| normalize_name(stem));
+                let name = info
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| ModName::new(stem).into_string());
                 check_values(&path, &f.rel, &name, &info)?;
                 Ok(ModuleInfo {
                     name,
@@ -224,7 +228,7 @@ impl ModuleIndex {
             Ok(blob) => modinfo::pairs(&blob)
                 .filter_map(|(k, v)| {
                     let (module, key) = k.split_once('.')?;
-                    (key == "alias").then(|| (v.to_string(), normalize_name(module)))
+                    (key == "alias").then(|| (v.to_string(), ModName::new(module).into_string()))
                 })
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -318,12 +322,7 @@ fn check_values(
 
 /// `kernel/a/b.ko.xz` → `kernel/a/b.ko` (how `modules.order` names it).
 fn ko_path(rel: &str) -> &str {
-    for s in [".xz", ".zst", ".gz"] {
-        if let Some(p) = rel.strip_suffix(s) {
-            return p;
-        }
-    }
-    rel
+    ModuleCompression::split(rel).0
 }
 
 /// `kernel/fs/ext4/ext4.ko` → `ext4`.
@@ -332,7 +331,7 @@ pub fn name_of_path(rel: &str) -> String {
     let stem = ModuleCompression::of_file_name(file)
         .map(|(s, _)| s)
         .unwrap_or(file);
-    normalize_name(stem)
+    ModName::new(stem).into_string()
 }
 
 /// An index file of the tree (`modules.builtin`, ...): a regular file

@@ -12,8 +12,8 @@
 //! child for the next key byte; the values of the node where the key ends
 //! are the answer. Key bytes are below 128.
 
-use super::closure::normalize_alias;
 use super::index::ModuleIndex;
+use genboot_format::module_name::normalize_alias;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
@@ -325,7 +325,10 @@ pub fn index_files(index: &ModuleIndex) -> Vec<(&'static str, Vec<u8>)> {
         dep_bin.insert(&m.name, &line, m.order);
         for a in &m.aliases {
             alias.push_str(&format!("alias {a} {}\n", m.name));
-            alias_bin.insert(&normalize_alias(a), &m.name, m.order);
+            // An alias kmod cannot normalise is left out, as depmod does.
+            if let Some(a) = normalize_alias(a) {
+                alias_bin.insert(&a, &m.name, m.order);
+            }
         }
         // One line per `softdep=` value, as depmod writes them.
         for raw in &m.softdep_raw {
@@ -341,7 +344,9 @@ pub fn index_files(index: &ModuleIndex) -> Vec<(&'static str, Vec<u8>)> {
     }
     let mut builtin_alias_bin = Trie::default();
     for (a, name) in &index.builtin_aliases {
-        builtin_alias_bin.insert(&normalize_alias(a), name, 0);
+        if let Some(a) = normalize_alias(a) {
+            builtin_alias_bin.insert(&a, name, 0);
+        }
     }
     let mut symbols = String::from("# Aliases for symbols, used by symbol_request().\n");
     let mut symbols_bin = Trie::default();

@@ -4,7 +4,8 @@
 //! closure in load order ([`closure`]), and the kmod index files that stock
 //! `modprobe` reads in stage 2 ([`kmod`]).
 //!
-//! Module names treat `-` and `_` as the same; genboot keeps them with `_`.
+//! Module names treat `-` and `_` as the same; genboot keeps them with `_`
+//! ([`genboot_format::module_name`] has the rules, shared with genboot-init).
 
 pub mod closure;
 pub mod firmware;
@@ -115,9 +116,4 @@ fn closest_text(closest: &[String]) -> String {
     } else {
         format!("; closest names: {}", closest.join(", "))
     }
-}
-
-/// The canonical form of a module name: `-` becomes `_`.
-pub fn normalize_name(name: &str) -> String {
-    name.replace('-', "_")
 }

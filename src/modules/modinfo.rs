@@ -3,37 +3,11 @@
 
 use super::input::{self, InputError, MAX_MODULE_BYTES};
 use super::ModulesError;
+use genboot_format::module_name::ModName;
 use std::io::Read;
 use std::path::Path;
 
-/// How a module file is compressed, from its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModuleCompression {
-    None,
-    Xz,
-    Zstd,
-    Gzip,
-}
-
-impl ModuleCompression {
-    /// `Some` for a kernel module file name (`x.ko`, `x.ko.xz`, ...), with
-    /// the stem (`x`).
-    pub fn of_file_name(name: &str) -> Option<(&str, ModuleCompression)> {
-        for (suffix, c) in [
-            (".ko", ModuleCompression::None),
-            (".ko.xz", ModuleCompression::Xz),
-            (".ko.zst", ModuleCompression::Zstd),
-            (".ko.gz", ModuleCompression::Gzip),
-        ] {
-            if let Some(stem) = name.strip_suffix(suffix) {
-                if !stem.is_empty() {
-                    return Some((stem, c));
-                }
-            }
-        }
-        None
-    }
-}
+pub use genboot_format::module_name::ModuleCompression;
 
 /// What `.modinfo` says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -423,12 +397,12 @@ pub fn parse(section: &[u8]) -> ModInfo {
     let mut m = ModInfo::default();
     for (key, value) in pairs(section) {
         match key {
-            "name" => m.name = Some(super::normalize_name(value)),
+            "name" => m.name = Some(ModName::new(value).into_string()),
             "depends" => m.depends.extend(
                 value
                     .split(',')
                     .filter(|d| !d.is_empty())
-                    .map(super::normalize_name),
+                    .map(|d| ModName::new(d).into_string()),
             ),
             "softdep" => {
                 let (pre, post) = parse_softdep(value);
@@ -499,16 +473,6 @@ mod tests {
             (vec!["crc32c".into(), "foo".into()], vec!["bar".into()])
         );
         assert_eq!(parse_softdep("post: x"), (vec![], vec!["x".into()]));
-    }
-
-    #[test]
-    fn module_file_names_are_recognised() {
-        assert_eq!(
-            ModuleCompression::of_file_name("ext4.ko.xz"),
-            Some(("ext4", ModuleCompression::Xz))
-        );
-        assert_eq!(ModuleCompression::of_file_name("ext4.ko.bak"), None);
-        assert_eq!(ModuleCompression::of_file_name(".ko"), None);
     }
 
     struct Mem(Vec<u8>);
