@@ -1,0 +1,225 @@
+//! Handing over to stage 2: the generation's modules bound onto the root,
+//! the booted generation recorded, the root switched to, its init executed
+//! (or, with `genboot.debug`, a stop before the switch).
+
+use super::generation::Generation;
+use super::{errno_text, fail, in_root_text, secs, Boot, Failure, Outcome, Step, SYSROOT};
+use crate::inroot::Follow;
+use crate::sys::flags::*;
+use crate::sys::{Kind, Sys};
+use genboot_format::cmdline::BootArgs;
+use genboot_format::{BOOTED, TIMINGS};
+use std::io;
+use std::time::Duration;
+
+impl<S: Sys> Boot<'_, S> {
+    /// Create `path` and its missing parents. `path` holds no symlink (it
+    /// comes from [`resolve_in_root`]), so nothing is created through one.
+    pub(super) fn mkdir_p(&mut self, path: &str) -> io::Result<()> {
+        if self.sys.stat(path).is_ok() {
+            return Ok(());
+        }
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            if !parent.is_empty() {
+                self.mkdir_p(parent)?;
+            }
+        }
+        match self.sys.mkdir(path, 0o755) {
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn bind_modules(&mut self, args: &BootArgs, g: &Generation) -> Result<(), Failure> {
+        let Some(km) = &g.kernel_modules else {
+            self.done(
+                Step::BindModules,
+                "the generation has no kernel-modules object; stage 2 uses the root's /lib/modules",
+            );
+            return Ok(());
+        };
+        let ro = args.read_only;
+        let mut bound = Vec::new();
+        for sub in ["lib/modules", "lib/firmware"] {
+            // Both ends resolved inside the root: on Debian /lib is a link
+            // (to usr/lib), and a link to an absolute path would otherwise
+            // put the bind into the initramfs.
+            let inside = format!("{}/", km.dir);
+            let src = match self.on_root(&format!("{}/{sub}", km.store_path()), Follow::All) {
+                Ok(p) if p.starts_with(&inside) => p,
+                Ok(p) => {
+                    let msg = format!(
+                        "warning: {sub} in the kernel-modules object leads out of it (to {}); not bound",
+                        in_root_text(&p)
+                    );
+                    self.say(&msg);
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            if !matches!(self.sys.stat(&src), Ok(m) if m.kind == Kind::Dir) {
+                continue;
+            }
+            let target = match self.on_root(&format!("/{sub}"), Follow::All) {
+                Ok(t) => t,
+                Err(e) => {
+                    let msg = format!(
+                        "warning: /{sub} on the root cannot be resolved: {}; stage 2 goes without the generation's /{sub}",
+                        errno_text(&e)
+                    );
+                    self.say(&msg);
+                    continue;
+                }
+            };
+            let shown = in_root_text(&target);
+            if !matches!(self.sys.stat(&target), Ok(m) if m.kind == Kind::Dir) {
+                if ro {
+                    let msg = format!("warning: /{sub} is missing on the read-only root; stage 2 goes without the generation's /{sub}");
+                    self.say(&msg);
+                    continue;
+                }
+                if let Err(e) = self.mkdir_p(&target) {
+                    let msg = format!(
+                        "warning: cannot create {shown} on the root: {}",
+                        errno_text(&e)
+                    );
+                    self.say(&msg);
+                    continue;
+                }
+            }
+            let r = self
+                .sys
+                .mount(&src, &target, "", MS_BIND, "")
+                .and_then(|()| {
+                    self.sys
+                        .mount("", &target, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "")
+                });
+            if let Err(e) = r {
+                return fail(
+                    Step::BindModules,
+                    format!("cannot bind {src} on {target}: {}", errno_text(&e)),
+                    "the generation may be damaged; run `genboot verify`",
+                );
+            }
+            bound.push(if shown == format!("/{sub}") {
+                shown
+            } else {
+                format!("/{sub} (at {shown})")
+            });
+        }
+        let detail = if bound.is_empty() {
+            "nothing bound".to_string()
+        } else {
+            format!("{} (read-only)", bound.join(" "))
+        };
+        self.done(Step::BindModules, &detail);
+        Ok(())
+    }
+
+    pub(super) fn record(&mut self, g: &Generation) -> Result<(), Failure> {
+        let r = match self.sys.mkdir("/run/genboot", 0o755) {
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(e),
+            _ => Ok(()),
+        }
+        .and_then(|()| {
+            self.sys
+                .write_file(BOOTED, format!("{}\n", g.path).as_bytes())
+        });
+        if let Err(e) = r {
+            return fail(
+                Step::Record,
+                format!("cannot write {BOOTED}: {}", errno_text(&e)),
+                "/run must be a writable tmpfs; see the mount-api step",
+            );
+        }
+        self.done(Step::Record, BOOTED);
+        let json = self.timings_json();
+        // Timings are informative: a failure to write them is not fatal.
+        let _ = self.sys.write_file(TIMINGS, json.as_bytes());
+        Ok(())
+    }
+
+    pub(super) fn debug_stop(&mut self) -> Outcome {
+        let table = self
+            .sys
+            .read_file("/proc/self/mountinfo")
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .unwrap_or_else(|e| format!("(cannot read /proc/self/mountinfo: {e})"));
+        self.say("genboot.debug: stopped before switching root. Mount table:");
+        for l in table.lines() {
+            self.sys.console(l);
+        }
+        self.done(Step::Debug, "stopped");
+        if self.shell_reachable().is_some() {
+            self.say("genboot.debug: starting the root's /bin/sh (chrooted into /sysroot); exit it to reboot");
+            let _ = self.sys.run_shell(SYSROOT, "/bin/sh");
+            return self.reboot(Step::Debug);
+        }
+        loop {
+            self.say("genboot.debug: no shell on the root; waiting for a reset (remove genboot.debug to boot)");
+            self.sys.sleep(Duration::from_secs(600));
+        }
+    }
+
+    pub(super) fn switch_root(&mut self) -> Result<(), Failure> {
+        let r = self
+            .sys
+            .chdir(SYSROOT)
+            .map_err(|e| ("chdir /sysroot", e))
+            .and_then(|()| {
+                self.sys
+                    .mount(SYSROOT, "/", "", MS_MOVE, "")
+                    .map_err(|e| ("move /sysroot onto /", e))
+            })
+            .and_then(|()| self.sys.chroot(".").map_err(|e| ("chroot .", e)))
+            .and_then(|()| self.sys.chdir("/").map_err(|e| ("chdir /", e)));
+        if let Err((what, e)) = r {
+            return fail(
+                Step::SwitchRoot,
+                format!("{what}: {}", errno_text(&e)),
+                "the kernel refused the switch; boot with genboot.debug to see the mount table",
+            );
+        }
+        self.root_at = Some("/");
+        self.done(Step::SwitchRoot, "/sysroot is now /");
+        Ok(())
+    }
+
+    pub(super) fn exec(&mut self, args: &BootArgs, g: &Generation) -> Result<Outcome, Failure> {
+        let (path, argv) = if args.recovery {
+            ("/bin/sh".to_string(), vec!["sh".to_string()])
+        } else {
+            let p = format!("{}/init", g.path);
+            let mut argv = vec![p.clone()];
+            argv.extend(args.init_args.iter().cloned());
+            (p, argv)
+        };
+        self.done(Step::Exec, &path);
+        let total = self.steps.last().map(|s| s.1).unwrap_or(0);
+        let msg = format!("kernel start to stage 2: {} s", secs(total));
+        self.say(&msg);
+        let json = self.timings_json();
+        let _ = self.sys.write_file(TIMINGS, json.as_bytes());
+        if args.recovery {
+            let banner = format!(
+                "\n*** genboot recovery shell ***\nGeneration {} is active; the root is mounted read-only.\n  continue booting:   exec {}/init\n  make / writable:    mount -o remount,rw /\n  restart:            reboot -f\n",
+                g.path, g.path
+            );
+            for l in banner.lines() {
+                self.sys.console(l);
+            }
+        }
+        match self.sys.exec(&path, &argv) {
+            Ok(()) => Ok(Outcome::Exec(path)),
+            Err(e) => fail(
+                Step::Exec,
+                format!("cannot execute {path}: {}", errno_text(&e)),
+                if args.recovery {
+                    "the root has no /bin/sh; boot without genboot.recovery".to_string()
+                } else {
+                    format!("{}/init must point to an executable stage-2 init on the root (system.init in system.toml)", g.path)
+                },
+            ),
+        }
+    }
+}
