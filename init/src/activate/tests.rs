@@ -144,6 +144,12 @@ fn cmdline(extra: &str) -> String {
     )
 }
 
+/// The last `n` calls the machine saw, oldest first.
+fn last_calls(f: &FakeSys, n: usize) -> Vec<&str> {
+    let from = f.calls.len().saturating_sub(n);
+    f.calls[from..].iter().map(String::as_str).collect()
+}
+
 fn console_has(f: &FakeSys, needle: &str) -> bool {
     f.console.iter().any(|l| l.contains(needle))
 }
@@ -346,17 +352,9 @@ fn debug_prints_the_mount_table_and_stops_before_the_switch() {
     assert_eq!(run(&mut f), Outcome::Rebooted(Step::Debug));
     assert!(console_has(&f, "rootfs rootfs rw"));
     assert!(!f.calls.iter().any(|c| c.contains("MS_MOVE")));
-    let tail: Vec<&str> = f
-        .calls
-        .iter()
-        .rev()
-        .take(3)
-        .rev()
-        .map(String::as_str)
-        .collect();
     assert_eq!(
-        tail,
-        vec!["run_shell /sysroot /bin/sh", "sleep 5000ms", "reboot"]
+        last_calls(&f, 3),
+        ["run_shell /sysroot /bin/sh", "sleep 5000ms", "reboot"]
     );
 }
 
@@ -433,15 +431,7 @@ fn fails_at(mut f: FakeSys, step: Step, says: &str) -> FakeSys {
         f.kmsg.iter().any(|l| l.contains(&failed)),
         "the failure is in the kernel log too"
     );
-    let tail: Vec<&str> = f
-        .calls
-        .iter()
-        .rev()
-        .take(2)
-        .rev()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(tail, vec!["sleep 5000ms", "reboot"]);
+    assert_eq!(last_calls(&f, 2), ["sleep 5000ms", "reboot"]);
     if step != Step::Exec {
         assert!(
             !f.calls.iter().any(|c| c.starts_with("exec")),
@@ -546,6 +536,47 @@ fn wrong_init_says_so() {
 }
 
 #[test]
+fn init_paths_are_read_without_the_machine() {
+    use super::generation::parse_init_path;
+    let g = gen();
+    let init = format!("{g}/init");
+    let p = parse_init_path(&init).unwrap();
+    assert_eq!(p.generation, g);
+    assert_eq!(p.object.hash, H);
+    assert_eq!(p.object.name, format!("genboot-system-{KVER}"));
+    for (init, why) in [
+        (format!("{g}/init/"), "does not end in /init"),
+        (
+            "/sbin/init".to_string(),
+            "it is not in /var/lib/genboot/store",
+        ),
+        (
+            format!("/var/lib/genboot/storex/{H}-genboot-system-x/init"),
+            "it is not in",
+        ),
+        (
+            format!("{STORE_DIR}/{H}-/init"),
+            "not named <32 hex digits>",
+        ),
+        (
+            format!("{STORE_DIR}/{}-genboot-system-x/init", H.to_uppercase()),
+            "not named <32 hex digits>",
+        ),
+        (
+            format!("{STORE_DIR}/{H}-linux-6.1/init"),
+            "not a genboot-system",
+        ),
+        (
+            format!("{STORE_DIR}/{H}-genboot-system-x/sub/init"),
+            "not a genboot-system",
+        ),
+    ] {
+        let e = parse_init_path(&init).unwrap_err();
+        assert!(e.contains(why), "{init}: {e}");
+    }
+}
+
+#[test]
 fn generation_for_another_kernel_is_refused() {
     let mut f = world(&cmdline(""));
     let bj = format!("{SYSROOT}{}/boot.json", gen());
@@ -569,17 +600,9 @@ fn generation_whose_init_is_missing_gives_the_shell_when_asked() {
         Step::Generation,
         "init points to /sbin/init, which is not a file on the root",
     );
-    let tail: Vec<&str> = f
-        .calls
-        .iter()
-        .rev()
-        .take(3)
-        .rev()
-        .map(String::as_str)
-        .collect();
     assert_eq!(
-        tail,
-        vec!["run_shell /sysroot /bin/sh", "sleep 5000ms", "reboot"]
+        last_calls(&f, 3),
+        ["run_shell /sysroot /bin/sh", "sleep 5000ms", "reboot"]
     );
 }
 
