@@ -566,7 +566,7 @@ impl Store {
         for (_, l) in &lines {
             h.update(l.as_bytes());
         }
-        Some(storehash::hex(&h.finalize()[..16]))
+        Some(genboot_format::hex(&h.finalize()[..16]))
     }
 
     /// Re-hash every object.

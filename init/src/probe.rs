@@ -182,11 +182,11 @@ fn guid_be(g: &[u8; 16]) -> String {
     let [a0, a1, a2, a3, b0, b1, c0, c1, d0, d1, e @ ..] = *g;
     format!(
         "{}-{}-{}-{}-{}",
-        genboot_format::storehash::hex(&[a0, a1, a2, a3]),
-        genboot_format::storehash::hex(&[b0, b1]),
-        genboot_format::storehash::hex(&[c0, c1]),
-        genboot_format::storehash::hex(&[d0, d1]),
-        genboot_format::storehash::hex(&e)
+        genboot_format::hex(&[a0, a1, a2, a3]),
+        genboot_format::hex(&[b0, b1]),
+        genboot_format::hex(&[c0, c1]),
+        genboot_format::hex(&[d0, d1]),
+        genboot_format::hex(&e)
     )
 }
 

@@ -20,6 +20,7 @@
 //! [`SELF_MASK`], which is also what the builder writes before the hash is
 //! known.
 
+use crate::hex;
 use crate::store_name::{StoreHash, HASH_LEN};
 use sha2::{Digest, Sha256};
 use std::io::{self, Read};
@@ -46,17 +47,6 @@ pub struct Entry {
     /// Path relative to the object's directory, `/`-separated.
     pub path: Vec<u8>,
     pub kind: EntryKind,
-}
-
-/// Hex of a digest, lower case.
-pub fn hex(bytes: &[u8]) -> String {
-    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(digit(b >> 4));
-        s.push(digit(b & 15));
-    }
-    s
 }
 
 /// Where the next self-reference starts in `data`, at `from` or after.

@@ -8,7 +8,7 @@ use crate::inroot::Follow;
 use crate::sys::flags::*;
 use crate::sys::{Kind, Sys};
 use genboot_format::cmdline::BootArgs;
-use genboot_format::{BOOTED, TIMINGS};
+use genboot_format::{BOOTED, RUN_DIR, TIMINGS};
 use std::io;
 use std::time::Duration;
 
@@ -117,7 +117,7 @@ impl<S: Sys> Boot<'_, S> {
     }
 
     pub(super) fn record(&mut self, g: &Generation) -> Result<(), Failure> {
-        let r = match self.sys.mkdir("/run/genboot", 0o755) {
+        let r = match self.sys.mkdir(RUN_DIR, 0o755) {
             Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(e),
             _ => Ok(()),
         }
