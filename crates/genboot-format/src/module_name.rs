@@ -16,7 +16,7 @@ use std::fmt;
 
 /// A module name in canonical form: `-` is written `_`, as the kernel and
 /// kmod compare names (`hid-generic` and `hid_generic` are one module).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ModName(String);
 
 impl ModName {

@@ -27,7 +27,6 @@ mod switch;
 use crate::inroot::{resolve_in_root, Follow};
 use crate::sys::{Kind, Sys};
 use genboot_format::cmdline::{BootArgs, Cmdline};
-pub use genboot_format::{BOOTED, GENERATION_FORMAT, STORE_DIR, TIMINGS};
 use std::io;
 use std::time::Duration;
 

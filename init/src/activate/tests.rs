@@ -8,6 +8,7 @@ use crate::sys::fake::FakeSys;
 use genboot_format::manifest::{self, Manifest};
 use genboot_format::module_name::ModName;
 use genboot_format::store_name::StoreHash;
+use genboot_format::{BOOTED, STORE_DIR, TIMINGS};
 
 const KVER: &str = "6.1.0-50-amd64";
 const H: &str = "0123456789abcdef0123456789abcdef";
