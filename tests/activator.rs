@@ -3,9 +3,9 @@
 //! real `genboot build`, and a busybox stage 2. Each boot has a timeout; the
 //! console log of every boot is kept in `target/test-logs/activator-*.log`.
 //!
-//! Needs: `qemu/fetch-kernels` (or GENBOOT_KERNEL_CACHE), `qemu/build-activator`
+//! Needs: `tools/fetch-kernels` (or GENBOOT_KERNEL_CACHE), `tools/build-activator`
 //! (or GENBOOT_ACTIVATOR), and qemu-system-x86, busybox-static, gdisk,
-//! e2fsprogs, kmod, cpio, zstd (`qemu/install-deps`).
+//! e2fsprogs, kmod, cpio, zstd (`tools/install-deps`).
 
 mod common;
 
@@ -37,7 +37,7 @@ fn need(tool: &str) {
         .unwrap_or(false);
     assert!(
         ok,
-        "{tool} is missing; run `qemu/install-deps` (apt: qemu-system-x86 busybox-static gdisk e2fsprogs kmod cpio zstd)"
+        "{tool} is missing; run `tools/install-deps` (apt: qemu-system-x86 busybox-static gdisk e2fsprogs kmod cpio zstd)"
     );
 }
 
@@ -304,7 +304,7 @@ fn disk_copy(s: &System, name: &str) -> PathBuf {
 }
 
 /// Record the boot's figures, one tab-separated line in
-/// target/test-logs/activator-timings.tsv (read by `qemu/bench-activator`),
+/// target/test-logs/activator-timings.tsv (read by `tools/bench-activator`),
 /// and print them.
 fn report(name: &str, s: &System, vm: &Vm) {
     let initrd = std::fs::metadata(&s.initrd).unwrap().len();

@@ -1,5 +1,5 @@
 //! End to end on a real Debian 12 root with systemd: a stock minbase +
-//! systemd + `linux-image-amd64` root (`qemu/debian-root`, built from the
+//! systemd + `linux-image-amd64` root (`tools/debian-root`, built from the
 //! local package repository), made into a disk image by `genboot image`
 //! with the root's own kernel and modules, booted under QEMU + OVMF +
 //! systemd-boot. systemd must reach `multi-user.target` with nothing
@@ -106,7 +106,7 @@ fn debian_root_boots_to_multi_user_with_systemd() {
     std::fs::remove_dir_all(&s.dir).expect("remove the scenario's directory");
 }
 
-/// `qemu/deb-cache` resolves from this machine's apt lists: a kernel
+/// `tools/deb-cache` resolves from this machine's apt lists: a kernel
 /// package that left the mirror becomes the newest of its series and
 /// flavour that the list does not already use (never base's kernel), a
 /// pinned version that left becomes the current one, both said on stderr;
@@ -118,12 +118,12 @@ fn deb_cache_substitutes_vanished_kernels_and_pins_and_names_missing_packages() 
     let run = |list: &str| {
         let path = tmp.path().join("packages");
         std::fs::write(&path, list).unwrap();
-        std::process::Command::new(common::repo().join("qemu/deb-cache"))
+        std::process::Command::new(common::repo().join("tools/deb-cache"))
             .arg("--dry-run")
             .env("GENBOOT_DEBIAN_DIR", tmp.path().join("top"))
             .env("GENBOOT_DEBIAN_PACKAGES", &path)
             .output()
-            .expect("qemu/deb-cache runs")
+            .expect("tools/deb-cache runs")
     };
     let out =
         run("base less=0.0-vanished\nbase linux-image-amd64\nextra linux-image-6.1.0-1-amd64\n");
@@ -189,7 +189,7 @@ fn deb_cache_substitutes_vanished_kernels_and_pins_and_names_missing_packages() 
     );
 }
 
-/// Every "extra" package of `qemu/debian-packages` installs in the base
+/// Every "extra" package of `tools/debian-packages` installs in the base
 /// root from the local repository alone, through the root's own apt
 /// configuration (what a scenario does in the running system after
 /// `debian::install_mirror`). In a private mount namespace: the repository
@@ -207,7 +207,7 @@ fn extras_install_offline_in_the_root_from_the_local_repository() {
         .collect();
     assert!(
         !extras.is_empty(),
-        "qemu/debian-packages lists no extra package"
+        "tools/debian-packages lists no extra package"
     );
     // print-uris gives URL-encoded file: URIs; each file must be there.
     let script = format!(

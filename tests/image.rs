@@ -262,7 +262,7 @@ fn boot_until(img: &Path, work: &Path, until: &str, secs: u64) -> String {
     let vars_src = Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd");
     assert!(
         code.exists() && vars_src.exists(),
-        "OVMF is missing: apt-get install ovmf (or run qemu/install-deps)"
+        "OVMF is missing: apt-get install ovmf (or run tools/install-deps)"
     );
     let vars = work.join("vars.fd");
     std::fs::copy(vars_src, &vars).unwrap();

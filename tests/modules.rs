@@ -615,7 +615,7 @@ fn missing_activator_is_refused_saying_how_to_build_it() {
     let t = Tree::new(&basic());
     let cfg = t.config(&["virtio_blk"], "activator = \"/nonexistent/genboot-init\"");
     let out = common::run(&t.root(), &["build", "--config", cfg.to_str().unwrap()]);
-    t.refused(out, &["/nonexistent/genboot-init", "qemu/build-activator"]);
+    t.refused(out, &["/nonexistent/genboot-init", "tools/build-activator"]);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 pub const CLOUD: &str = "linux-image-6.1.0-47-cloud-amd64";
 pub const GENERIC: &str = "linux-image-6.1.0-50-amd64";
 
-/// A Debian kernel package unpacked by `qemu/fetch-kernels`.
+/// A Debian kernel package unpacked by `tools/fetch-kernels`.
 #[derive(Debug, Clone)]
 pub struct Kernel {
     pub package: String,
@@ -37,7 +37,7 @@ pub fn kernel(package: &str) -> Kernel {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .unwrap_or_else(|| {
             panic!(
-                "test kernel {package} is not unpacked in {}; run `qemu/fetch-kernels` (or `qemu/install-deps`) first",
+                "test kernel {package} is not unpacked in {}; run `tools/fetch-kernels` (or `tools/install-deps`) first",
                 cache.display()
             )
         });
@@ -119,12 +119,12 @@ init = "/sbin/init"
 }
 
 /// The static genboot-init binary (`$GENBOOT_ACTIVATOR`, else the default
-/// output of `qemu/build-activator`); panics with how to build it if missing.
+/// output of `tools/build-activator`); panics with how to build it if missing.
 pub fn activator() -> PathBuf {
     if let Some(p) = std::env::var_os("GENBOOT_ACTIVATOR") {
         return PathBuf::from(p);
     }
-    built_activator().unwrap_or_else(|| panic!("genboot-init is not built; run `qemu/build-activator` (it prints the path; or set GENBOOT_ACTIVATOR)"))
+    built_activator().unwrap_or_else(|| panic!("genboot-init is not built; run `tools/build-activator` (it prints the path; or set GENBOOT_ACTIVATOR)"))
 }
 
 fn built_activator() -> Option<PathBuf> {

@@ -48,7 +48,7 @@ impl Vm {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("qemu-system-x86_64 runs (qemu/install-deps installs qemu-system-x86)");
+            .expect("qemu-system-x86_64 runs (tools/install-deps installs qemu-system-x86)");
         let out = Arc::new(Mutex::new(Vec::new()));
         for mut pipe in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,

@@ -1,6 +1,6 @@
 //! Real Debian 12 roots with systemd for the end-to-end scenarios: a stock
-//! minbase + systemd + `linux-image-amd64` root built by `qemu/debian-root`
-//! with mmdebstrap from the local repository `qemu/deb-cache` made
+//! minbase + systemd + `linux-image-amd64` root built by `tools/debian-root`
+//! with mmdebstrap from the local repository `tools/deb-cache` made
 //! (`target/debian/mirror`), so no test reaches the network.
 //!
 //! Building: [`debian_root`] builds a root inside the test when the cache
@@ -8,10 +8,10 @@
 //! script caches it under `target/debian/roots/<key>` (and serialises
 //! builders with a lock), so a test run builds each distinct root once and
 //! every scenario copies it ([`copy_root`]). A missing repository fails the
-//! test with how to make it (`qemu/deb-cache`, run by `qemu/install-deps`);
+//! test with how to make it (`tools/deb-cache`, run by `tools/install-deps`);
 //! a test never downloads.
 //!
-//! The root's test agent (`genboot-e2e.service`, see `qemu/debian-root`)
+//! The root's test agent (`genboot-e2e.service`, see `tools/debian-root`)
 //! speaks the busybox stage 2's protocol: a `GENBOOT-E2E booted=…` line
 //! ([`crate::vm::Vm::expect_boot_within`]), the scenario's
 //! `/etc/genboot-e2e/stage2.sh` ([`crate::vm::Scenario::stage2`]), an
@@ -38,7 +38,7 @@ pub const BOOT: Duration = Duration::from_secs(480);
 pub const SETTLE: Duration = Duration::from_secs(300);
 
 /// The cached root with the base packages plus `extra` (each must be in
-/// `qemu/debian-packages`). Read-only: copy it ([`copy_root`]) before
+/// `tools/debian-packages`). Read-only: copy it ([`copy_root`]) before
 /// changing anything, or use it only as a source. `GENBOOT_DEBIAN_DIR`
 /// moves `target/debian`, as for the scripts.
 pub fn debian_root(extra: &[&str]) -> PathBuf {
@@ -54,11 +54,11 @@ pub fn debian_root(extra: &[&str]) -> PathBuf {
     let release = mirror().join("dists/bookworm/Release");
     assert!(
         release.is_file(),
-        "the local Debian package repository {} is missing: run `qemu/deb-cache` \
-         (`qemu/install-deps` does; it downloads the packages once, tests never do)",
+        "the local Debian package repository {} is missing: run `tools/deb-cache` \
+         (`tools/install-deps` does; it downloads the packages once, tests never do)",
         release.display()
     );
-    let mut c = Command::new(common::repo().join("qemu/debian-root"));
+    let mut c = Command::new(common::repo().join("tools/debian-root"));
     c.arg("--print");
     if !key.is_empty() {
         c.arg("--extra").args(&key);
@@ -67,10 +67,10 @@ pub fn debian_root(extra: &[&str]) -> PathBuf {
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .expect("qemu/debian-root runs");
+        .expect("tools/debian-root runs");
     assert!(
         out.status.success(),
-        "qemu/debian-root --print {key:?} failed (its output is above); it builds the \
+        "tools/debian-root --print {key:?} failed (its output is above); it builds the \
          root with mmdebstrap from target/debian/mirror and needs root"
     );
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -208,7 +208,7 @@ impl SystemToml {
     }
 }
 
-/// Put the static `genboot` (`qemu/build-static-genboot`) into the root as
+/// Put the static `genboot` (`tools/build-static-genboot`) into the root as
 /// `/usr/local/bin/genboot`, for stage-2 commands.
 pub fn install_static_genboot(root: &Path) {
     let dest = root.join("usr/local/bin/genboot");
@@ -220,7 +220,7 @@ pub fn install_static_genboot(root: &Path) {
 /// `deb [trusted=yes] file:/var/lib/genboot-test/mirror bookworm main`).
 pub const GUEST_MIRROR: &str = "var/lib/genboot-test/mirror";
 
-/// The local repository `qemu/deb-cache` made (`target/debian/mirror`).
+/// The local repository `tools/deb-cache` made (`target/debian/mirror`).
 pub fn mirror() -> PathBuf {
     let top = std::env::var_os("GENBOOT_DEBIAN_DIR")
         .map(PathBuf::from)
@@ -306,7 +306,7 @@ pub fn read_report(vm: &mut Vm) -> Report {
 }
 
 /// The per-root map from package name to installed version, as
-/// `qemu/debian-root` recorded it beside the cached root.
+/// `tools/debian-root` recorded it beside the cached root.
 pub fn packages(cached_root: &Path) -> HashMap<String, String> {
     let list = cached_root.with_file_name("packages");
     std::fs::read_to_string(&list)

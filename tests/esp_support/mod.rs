@@ -209,7 +209,7 @@ pub fn fsck_image(image: &Path) {
         .arg("-n")
         .arg(&fat)
         .output()
-        .expect("fsck.fat runs (apt-get install dosfstools, or run qemu/install-deps)");
+        .expect("fsck.fat runs (apt-get install dosfstools, or run tools/install-deps)");
     let _ = std::fs::remove_file(&fat);
     assert!(
         o.status.success(),
@@ -459,7 +459,7 @@ pub fn fsck_output(image: &Path) -> (bool, String) {
         .arg("-n")
         .arg(&fat)
         .output()
-        .expect("fsck.fat runs (apt-get install dosfstools, or run qemu/install-deps)");
+        .expect("fsck.fat runs (apt-get install dosfstools, or run tools/install-deps)");
     let _ = std::fs::remove_file(&fat);
     (
         o.status.success(),

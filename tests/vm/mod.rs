@@ -8,7 +8,7 @@
 //! overall budget. On any failure the whole console log is kept under
 //! `target/test-logs/<vm>.log` and the panic message says where.
 //!
-//! The stage-2 system (`qemu/make-stage2`) prints machine-readable lines
+//! The stage-2 system (`tools/make-stage2`) prints machine-readable lines
 //! starting with [`MARK`]; a scenario adds its own commands through
 //! `/etc/genboot-e2e/stage2.sh` ([`Scenario::stage2`]).
 #![allow(dead_code)]
@@ -34,7 +34,7 @@ pub const INITRD_MODULES: &[&str] = &["virtio_blk", "virtio_pci", "ext4"];
 pub const BOOT: Duration = Duration::from_secs(120);
 
 /// The static `genboot` for stage 2, built once per test binary by
-/// `qemu/build-static-genboot` (its own target directory, so it does not
+/// `tools/build-static-genboot` (its own target directory, so it does not
 /// wait for the lock `cargo test` holds).
 pub fn static_genboot() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -43,14 +43,14 @@ pub fn static_genboot() -> PathBuf {
             if let Some(p) = std::env::var_os("GENBOOT_STATIC") {
                 return PathBuf::from(p);
             }
-            let out = Command::new(common::repo().join("qemu/build-static-genboot"))
+            let out = Command::new(common::repo().join("tools/build-static-genboot"))
                 .stderr(Stdio::inherit())
                 .output()
-                .expect("qemu/build-static-genboot runs");
+                .expect("tools/build-static-genboot runs");
             assert!(
                 out.status.success(),
-                "qemu/build-static-genboot failed (see its output above); it needs the \
-                 x86_64-unknown-linux-musl target (`qemu/install-deps`)"
+                "tools/build-static-genboot failed (see its output above); it needs the \
+                 x86_64-unknown-linux-musl target (`tools/install-deps`)"
             );
             PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
         })
@@ -74,13 +74,13 @@ fn require_tools() {
             .unwrap_or(false);
         assert!(
             found,
-            "{tool} is missing: install the Debian package {pkg} (`qemu/install-deps` does)"
+            "{tool} is missing: install the Debian package {pkg} (`tools/install-deps` does)"
         );
     }
     for f in [OVMF_CODE, OVMF_VARS] {
         assert!(
             Path::new(f).exists(),
-            "{f} is missing: install the Debian package ovmf (`qemu/install-deps` does)"
+            "{f} is missing: install the Debian package ovmf (`tools/install-deps` does)"
         );
     }
 }
@@ -103,7 +103,7 @@ impl Scenario {
         Scenario::with_tree(name, budget, |tree| {
             let genboot = static_genboot();
             run_ok(
-                Command::new(common::repo().join("qemu/make-stage2"))
+                Command::new(common::repo().join("tools/make-stage2"))
                     .arg(tree)
                     .arg(&genboot),
             );
@@ -119,7 +119,7 @@ impl Scenario {
         let activator = common::activator();
         assert!(
             activator.exists(),
-            "genboot-init {} does not exist; run `qemu/build-activator` (it prints the path for GENBOOT_ACTIVATOR)",
+            "genboot-init {} does not exist; run `tools/build-activator` (it prints the path for GENBOOT_ACTIVATOR)",
             activator.display()
         );
         let dir = common::repo().join("target/e2e").join(name);

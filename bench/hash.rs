@@ -33,7 +33,7 @@ fn main() {
             let rel = std::fs::read_dir(&base)
                 .unwrap_or_else(|_| {
                     panic!(
-                        "{} is missing: run qemu/fetch-kernels first",
+                        "{} is missing: run tools/fetch-kernels first",
                         base.display()
                     )
                 })

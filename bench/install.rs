@@ -1,7 +1,7 @@
 //! Benchmark: install 30 generations (3 kernels) into a directory ESP and
 //! into the ESP of a disk image, then reinstall with nothing to change.
 //!
-//! `cargo bench --bench install` (kernels from `qemu/fetch-kernels`, or set
+//! `cargo bench --bench install` (kernels from `tools/fetch-kernels`, or set
 //! GENBOOT_KERNEL_CACHE). Prints a table (time, bytes written, files
 //! touched, and `pwrite` calls on the image); exits 1 if a no-op reinstall
 //! writes a single byte.
@@ -33,7 +33,7 @@ fn kernel(package: &str) -> (PathBuf, PathBuf) {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .unwrap_or_else(|| {
             eprintln!(
-                "test kernel {package} missing in {}; run qemu/fetch-kernels",
+                "test kernel {package} missing in {}; run tools/fetch-kernels",
                 kernel_cache().display()
             );
             std::process::exit(2)
@@ -89,7 +89,7 @@ fn main() {
             .join("target/x86_64-unknown-linux-musl/release-init/genboot-init");
         if !p.exists() {
             eprintln!(
-                "genboot-init is not built; run qemu/build-activator (or set GENBOOT_ACTIVATOR)"
+                "genboot-init is not built; run tools/build-activator (or set GENBOOT_ACTIVATOR)"
             );
             std::process::exit(2);
         }

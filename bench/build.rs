@@ -3,8 +3,8 @@
 //! kernel parameter changed, another initrd module set — then where a cold
 //! build's time goes, and the initrd per compression. Prints tables (medians of the runs).
 //!
-//! Needs the test kernels (`qemu/fetch-kernels`, or GENBOOT_KERNEL_CACHE)
-//! and the activator (`qemu/build-activator`, or GENBOOT_ACTIVATOR).
+//! Needs the test kernels (`tools/fetch-kernels`, or GENBOOT_KERNEL_CACHE)
+//! and the activator (`tools/build-activator`, or GENBOOT_ACTIVATOR).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
