@@ -949,7 +949,7 @@ fn installed_entries_and_loader_conf_match_the_golden_files() {
     ok(install(&sys, &t, &[]));
     let tr = t.tree();
     let golden = |name: &str| {
-        std::fs::read_to_string(common::repo().join("boot-entries").join(name)).unwrap()
+        std::fs::read_to_string(common::repo().join("tests/golden").join(name)).unwrap()
     };
     assert_eq!(
         String::from_utf8(tr["loader/loader.conf"].clone()).unwrap(),
