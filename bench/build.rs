@@ -6,8 +6,8 @@
 //! Needs the test kernels (`tools/fetch-kernels`, or GENBOOT_KERNEL_CACHE)
 //! and the activator (`tools/build-activator`, or GENBOOT_ACTIVATOR).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use genboot::config::Compression;
 use genboot::modules::{self, index, ModuleIndex};
@@ -30,7 +30,7 @@ fn ms(d: Duration) -> String {
 
 fn genboot_build(root: &Path, cfg: &Path, activator: &Path) -> (Duration, String) {
     let t = Instant::now();
-    let o = common::genboot()
+    let o = support::genboot()
         .env("GENBOOT_ACTIVATOR", activator)
         .arg("--root")
         .arg(root)
@@ -39,15 +39,15 @@ fn genboot_build(root: &Path, cfg: &Path, activator: &Path) -> (Duration, String
         .output()
         .unwrap();
     let d = t.elapsed();
-    assert!(o.status.success(), "{}", common::stderr(&o));
-    (d, common::stdout(&o).trim().to_string())
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    (d, support::stdout(&o).trim().to_string())
 }
 
 fn main() {
-    let k = common::kernel(common::GENERIC);
-    let activator = common::activator();
+    let k = support::kernel(support::GENERIC);
+    let activator = support::activator();
     let work = tempfile::tempdir().unwrap();
-    let cfg = common::write_config(&work.path().join("cfg"), &k, &WANTED, "");
+    let cfg = support::write_config(&work.path().join("cfg"), &k, &WANTED, "");
 
     // genboot build, end to end.
     let mut cold = Vec::new();
@@ -65,7 +65,7 @@ fn main() {
         .collect();
     let param: Vec<Duration> = (0..RUNS)
         .map(|i| {
-            let c = common::write_config(&work.path().join(format!("cfg-p{i}")), &k, &WANTED, "");
+            let c = support::write_config(&work.path().join(format!("cfg-p{i}")), &k, &WANTED, "");
             let text = std::fs::read_to_string(&c).unwrap().replace(
                 "params = [\"console=ttyS0\"]",
                 &format!("params = [\"console=ttyS0\", \"loglevel={i}\"]"),
@@ -83,7 +83,7 @@ fn main() {
         .iter()
         .enumerate()
         .map(|(i, set)| {
-            let c = common::write_config(&work.path().join(format!("cfg-m{i}")), &k, set, "");
+            let c = support::write_config(&work.path().join(format!("cfg-m{i}")), &k, set, "");
             genboot_build(&root, &c, &activator).0
         })
         .collect();
