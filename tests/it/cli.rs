@@ -10,22 +10,6 @@ fn gen_path(out: &str) -> PathBuf {
     PathBuf::from(out.trim())
 }
 
-fn store_objects(root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(root.join("var/lib/genboot/store"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn list_json(root: &Path) -> serde_json::Value {
-    serde_json::from_str(&ok(run(root, &["list", "--json"]))).unwrap()
-}
-
 fn current_number(root: &Path) -> u64 {
     list_json(root)
         .as_array()

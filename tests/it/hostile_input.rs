@@ -7,7 +7,7 @@
 //! kernel, with their `.modinfo` rewritten by `objcopy --update-section`.
 
 use crate::support;
-use crate::support::{kernel, only_object, stderr, Kernel, GENERIC};
+use crate::support::{dir_names, kernel, only_object, stderr, Kernel, GENERIC};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -190,19 +190,6 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-/// Names of the entries of the store directory (objects, temp dirs).
-fn store_entries(store: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(store)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[track_caller]
 fn assert_contains(text: &str, needles: &[&str]) {
     for n in needles {
@@ -268,9 +255,9 @@ fn module_firmware_names_cannot_pull_host_files_into_the_initrd() {
         ],
     );
     assert!(
-        store_entries(&t.store()).is_empty(),
+        dir_names(&t.store()).is_empty(),
         "{:?}",
-        store_entries(&t.store())
+        dir_names(&t.store())
     );
 
     // Default: each hostile name is skipped with a warning; the good
@@ -400,9 +387,9 @@ fn unbounded_reads_of_kernel_image_and_compressed_modules_are_refused() {
         ],
     );
     assert!(
-        store_entries(&t.store()).is_empty(),
+        dir_names(&t.store()).is_empty(),
         "{:?}",
-        store_entries(&t.store())
+        dir_names(&t.store())
     );
 
     // A module outside the closure that is a decompression bomb: a real
@@ -435,9 +422,9 @@ fn unbounded_reads_of_kernel_image_and_compressed_modules_are_refused() {
         ],
     );
     assert!(
-        store_entries(&t.store()).is_empty(),
+        dir_names(&t.store()).is_empty(),
         "{:?}",
-        store_entries(&t.store())
+        dir_names(&t.store())
     );
 
     // Without the bomb the same tree builds (the refusal was the bomb's).
@@ -498,9 +485,9 @@ fn modinfo_alias_or_name_with_whitespace_is_refused_at_build() {
         );
         assert_contains(&e, needles);
         assert!(
-            store_entries(&t.store()).is_empty(),
+            dir_names(&t.store()).is_empty(),
             "{what}: {:?}",
-            store_entries(&t.store())
+            dir_names(&t.store())
         );
     }
 }

@@ -92,22 +92,6 @@ fn assert_same(before: &[String], after: &[String], what: &str) {
     panic!("{what}\nbefore only: {gone:#?}\nafter only: {new:#?}");
 }
 
-fn store_objects(root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(root.join(STATE).join("store"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn list_json(root: &Path) -> serde_json::Value {
-    serde_json::from_str(&ok(run(root, &["list", "--json"]))).unwrap()
-}
-
 fn numbers(root: &Path) -> Vec<u64> {
     list_json(root)
         .as_array()

@@ -133,12 +133,33 @@ pub fn only_object(store: &Path, prefix: &str) -> PathBuf {
     hits[0].clone()
 }
 
+/// The names in a directory (the store's objects and staging
+/// directories), sorted; none when it does not exist.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The names in the store below `root`.
+pub fn store_objects(root: &Path) -> Vec<String> {
+    dir_names(&root.join("var/lib/genboot/store"))
+}
+
+/// `genboot --root root list --json`.
+pub fn list_json(root: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(run(root, &["list", "--json"]))).unwrap()
+}
+
 #[track_caller]
 pub fn assert_store_empty(root: &Path) {
-    let store = root.join("var/lib/genboot/store");
-    let left: Vec<_> = std::fs::read_dir(&store)
-        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    let left = store_objects(root);
     assert!(left.is_empty(), "store is not empty: {left:?}");
 }
 

@@ -200,17 +200,24 @@ pub fn image_tree(image: &Path) -> BTreeMap<String, Vec<u8>> {
     tree(&out)
 }
 
+/// `TOOL -i IMG@@OFFSET ARGS` (an mtools command on the image's ESP):
+/// its stdout; fails with its stderr.
+#[track_caller]
+fn mtools_stdout(tool: &str, image: &Path, args: &[&str]) -> String {
+    let o = Command::new(tool)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(mtools_target(image))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} runs (apt-get install mtools): {e}"));
+    assert!(o.status.success(), "{tool} {args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
 /// File names in an ESP directory of the image (`mdir -b`), sorted.
 pub fn mdir(image: &Path, dir: &str) -> Vec<String> {
-    let o = Command::new("mdir")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .args(["-b", "-i"])
-        .arg(mtools_target(image))
-        .arg(format!("::{dir}"))
-        .output()
-        .expect("mdir runs (apt-get install mtools)");
-    assert!(o.status.success(), "mdir ::{dir}: {}", stderr(&o));
-    let mut names: Vec<String> = stdout(&o)
+    let mut names: Vec<String> = mtools_stdout("mdir", image, &["-b", &format!("::{dir}")])
         .lines()
         .map(|l| l.trim().trim_end_matches('/'))
         .filter(|l| !l.is_empty())
@@ -223,28 +230,13 @@ pub fn mdir(image: &Path, dir: &str) -> Vec<String> {
 
 /// An ESP file's text (`mtype`).
 pub fn mtype(image: &Path, path: &str) -> String {
-    let o = Command::new("mtype")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(mtools_target(image))
-        .arg(format!("::{path}"))
-        .output()
-        .expect("mtype runs (apt-get install mtools)");
-    assert!(o.status.success(), "mtype ::{path}: {}", stderr(&o));
-    stdout(&o)
+    mtools_stdout("mtype", image, &[&format!("::{path}")])
 }
 
 /// Run an mtools command on the ESP inside `img`, as a tool other than
 /// genboot would change it.
 pub fn mtool(tool: &str, img: &Path, args: &[&str]) {
-    let st = Command::new(tool)
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(mtools_target(img))
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{tool} runs (apt-get install mtools): {e}"));
-    assert!(st.success(), "{tool} {args:?} failed on {}", img.display());
+    mtools_stdout(tool, img, args);
 }
 
 /// Copy a host file onto the image's ESP with mtools (overwriting).
@@ -264,14 +256,7 @@ pub fn mcopy_junk(image: &Path, scratch: &Path, len: u64, dest: &str) {
 /// The 11-byte short name mtools shows for the long name `long` in `dir`
 /// of the image's ESP (`GENBOO~2CON`).
 pub fn short_name(image: &Path, dir: &str, long: &str) -> [u8; 11] {
-    let o = Command::new("mdir")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(mtools_target(image))
-        .arg(format!("::{dir}"))
-        .output()
-        .expect("mdir runs (apt-get install mtools)");
-    let out = stdout(&o);
+    let out = mtools_stdout("mdir", image, &[&format!("::{dir}")]);
     for line in out
         .lines()
         .filter(|l| l.len() > 12 && l.is_char_boundary(12))

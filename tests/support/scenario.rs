@@ -214,8 +214,16 @@ impl Scenario {
     /// generation `n` of the host-side profile to come up: `why` says why
     /// that one. Returns the VM and what stage 2 reported.
     pub fn boot_expecting(&self, vm_name: &str, n: u32, why: &str) -> (Vm, Booted) {
-        let want = self.generation(n);
         let mut vm = self.boot(vm_name, false);
+        let b = self.expect_generation(&mut vm, n, why);
+        (vm, b)
+    }
+
+    /// Wait for stage 2's boot line in `vm` and fail unless generation `n`
+    /// of the host-side profile came up (`why` says why that one).
+    #[track_caller]
+    pub fn expect_generation(&self, vm: &mut Vm, n: u32, why: &str) -> Booted {
+        let want = self.generation(n);
         let b = vm.expect_boot();
         if b.generation != want {
             vm.fail(&format!(
@@ -223,7 +231,7 @@ impl Scenario {
                 b.generation
             ));
         }
-        (vm, b)
+        b
     }
 
     /// File names in an ESP directory of the image, sorted.
