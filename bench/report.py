@@ -1,9 +1,9 @@
 """The table and the targets of bench/peers, from its results dictionary.
 
     python3 bench/report.py bench/results/peers.json              # print peers.md's text
-    python3 bench/report.py bench/results/peers.json README.md    # refresh the README's copy
+    python3 bench/report.py bench/results/peers.json docs/benchmarks.md   # refresh the copy in docs/benchmarks.md
 
-The README's copy sits between the two BEGIN/END marker comments below.
+The copy in docs/benchmarks.md sits between the two BEGIN/END marker comments below.
 """
 
 import json

@@ -1,0 +1,299 @@
+//! `genboot image`: a GPT disk image with an ESP and an ext4 root, judged by
+//! `sgdisk -v`, `fsck.fat -n`, `bootctl list`, `e2fsck` and `blkid`.
+
+use crate::support;
+use crate::support::esp::*;
+use crate::support::judges::*;
+use crate::support::vm::{Opts, Vm};
+use crate::support::*;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn image(sys: &SystemTree, cfgs: &[&Path], out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args: Vec<String> = vec!["image".into()];
+    for c in cfgs {
+        args.push("--config".into());
+        args.push(c.display().to_string());
+    }
+    args.extend(["-o".into(), out.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    sys.run(&a)
+}
+
+/// The root partition copied out as a file.
+fn extract_root(img: &Path, out: &Path) {
+    let o = Command::new("sgdisk")
+        .arg("-i")
+        .arg("2")
+        .arg(img)
+        .output()
+        .unwrap();
+    let s = support::stdout(&o);
+    let num = |key: &str| -> u64 {
+        s.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let first = num("First sector: ");
+    let last = num("Last sector: ");
+    let f = std::fs::File::open(img).unwrap();
+    let mut data = vec![0u8; ((last + 1 - first) * 512) as usize];
+    f.read_exact_at(&mut data, first * 512).unwrap();
+    std::fs::write(out, data).unwrap();
+}
+
+#[test]
+fn image_passes_sgdisk_fsck_bootctl_and_e2fsck() {
+    let mut sys = SystemTree::new();
+    let c1 = sys.config(&support::kernel(CLOUD), "");
+    let c2 = sys.config(
+        &support::kernel(GENERIC),
+        "[boot]\ntimeout = 4\ntries = 2\n",
+    );
+    // Something of the user's own in the tree goes into the root file system.
+    std::fs::create_dir_all(sys.root.join("etc")).unwrap();
+    std::fs::write(sys.root.join("etc/hostname"), "genboot-test\n").unwrap();
+    let img = sys.path("disk.img");
+    let o = image(&sys, &[&c1, &c2], &img, &["--esp-size", "80M"]);
+    ok(o);
+    sgdisk_verify(&img);
+    fsck_image(&img);
+    // Fixed GUIDs.
+    let info = |n: &str| {
+        support::stdout(
+            &Command::new("sgdisk")
+                .args(["-i", n])
+                .arg(&img)
+                .output()
+                .unwrap(),
+        )
+    };
+    assert!(info("1").contains("Partition unique GUID: 65737000-0000-4000-8000-000000000001"));
+    assert!(info("1").contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
+    assert!(info("2").contains("Partition unique GUID: 6E6F6F74-0000-4000-8000-000000000002"));
+    let p = support::stdout(&Command::new("sgdisk").arg("-p").arg(&img).output().unwrap());
+    assert!(
+        p.contains("Disk identifier (GUID): 67656E62-6F6F-4000-8000-000000000000"),
+        "{p}"
+    );
+    // The ESP: every generation, systemd-boot, the configured timeout.
+    let t = image_tree(&img);
+    let b = bootctl(&t, &sys.path("mnt"));
+    assert!(
+        b.ids.contains(&"genboot-1.conf".to_string()),
+        "{}",
+        b.output
+    );
+    assert!(
+        b.ids.contains(&"genboot-2.conf".to_string()),
+        "{}",
+        b.output
+    );
+    assert_eq!(b.default.as_deref(), Some("genboot-2.conf"));
+    assert!(t.contains_key("EFI/BOOT/BOOTX64.EFI"));
+    assert_eq!(
+        t["EFI/systemd/systemd-bootx64.efi"],
+        std::fs::read("/usr/lib/systemd/boot/efi/systemd-bootx64.efi").unwrap()
+    );
+    let conf = String::from_utf8(t["loader/loader.conf"].clone()).unwrap();
+    assert!(conf.contains("timeout 4\n"), "{conf}");
+    assert!(entries(&t).contains(&"genboot-2+2.conf".to_string()));
+    // The root: a clean ext4 with the fixed UUID and label, holding the
+    // store, the profile and the user's files.
+    let root = sys.path("root.ext4");
+    extract_root(&img, &root);
+    let o = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "e2fsck: {}{}",
+        support::stdout(&o),
+        stderr(&o)
+    );
+    let blk = support::stdout(&Command::new("blkid").arg(&root).output().unwrap());
+    assert!(
+        blk.contains("UUID=\"6e6f6f74-6673-4000-8000-000000000003\""),
+        "{blk}"
+    );
+    assert!(blk.contains("LABEL=\"genboot-root\""), "{blk}");
+    let ls = |dir: &str| {
+        support::stdout(
+            &Command::new("debugfs")
+                .arg("-R")
+                .arg(format!("ls -p {dir}"))
+                .arg(&root)
+                .output()
+                .unwrap(),
+        )
+    };
+    let profiles = ls("/var/lib/genboot/profiles");
+    assert!(
+        profiles.contains("system-1-link") && profiles.contains("system-2-link"),
+        "{profiles}"
+    );
+    assert!(ls("/etc").contains("hostname"));
+    let store = ls("/var/lib/genboot/store");
+    assert!(store.contains("-genboot-system-"), "{store}");
+}
+
+#[test]
+fn image_esp_and_gpt_are_reproducible() {
+    let mut sys = SystemTree::new();
+    let c = sys.config(&support::kernel(GENERIC), "");
+    let a = sys.path("a.img");
+    let b = sys.path("b.img");
+    ok(image(&sys, &[&c], &a, &["--esp-size", "48M"]));
+    ok(image(&sys, &[&c], &b, &["--esp-size", "48M"]));
+    let f = |p: &Path| std::fs::File::open(p).unwrap();
+    let part = esp_partition(&a);
+    let read = |p: &Path, off: u64, len: u64| {
+        let mut v = vec![0u8; len as usize];
+        f(p).read_exact_at(&mut v, off).unwrap();
+        v
+    };
+    // Protective MBR + primary GPT, the whole ESP, the backup GPT.
+    assert!(read(&a, 0, 1 << 20) == read(&b, 0, 1 << 20), "GPT differs");
+    assert!(
+        read(&a, part.start, part.len) == read(&b, part.start, part.len),
+        "ESP differs"
+    );
+    let end = std::fs::metadata(&a).unwrap().len();
+    assert!(read(&a, end - (1 << 20), 1 << 20) == read(&b, end - (1 << 20), 1 << 20));
+}
+
+#[test]
+fn switch_into_an_image_updates_its_esp_only() {
+    let mut sys = SystemTree::new();
+    let c1 = sys.config(&support::kernel(GENERIC), "");
+    let img = sys.path("disk.img");
+    ok(image(&sys, &[&c1], &img, &["--esp-size", "48M"]));
+    let part = esp_partition(&img);
+    let root_bytes = |img: &Path| {
+        let f = std::fs::File::open(img).unwrap();
+        let start = part.start + part.len;
+        let len = std::fs::metadata(img).unwrap().len() - start;
+        let mut v = vec![0u8; len as usize];
+        f.read_exact_at(&mut v, start).unwrap();
+        v
+    };
+    let before = root_bytes(&img);
+    let c2 = sys.config(&support::kernel(CLOUD), "");
+    ok(sys.run(&[
+        "--image",
+        img.to_str().unwrap(),
+        "switch",
+        "--config",
+        c2.to_str().unwrap(),
+    ]));
+    let t = image_tree(&img);
+    let b = bootctl(&t, &sys.path("mnt"));
+    assert_eq!(b.default.as_deref(), Some("genboot-2.conf"), "{}", b.output);
+    fsck_image(&img);
+    sgdisk_verify(&img);
+    assert!(
+        root_bytes(&img) == before,
+        "the root partition was rewritten"
+    );
+}
+
+#[test]
+fn image_refuses_bad_sizes_and_output_inside_root() {
+    let mut sys = SystemTree::new();
+    let c = sys.config(&support::kernel(GENERIC), "");
+    let o = image(&sys, &[&c], &sys.path("x.img"), &["--size", "lots"]);
+    assert!(stderr(&o).contains("is not a size"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not a size"), "{}", stderr(&o));
+    let o = image(
+        &sys,
+        &[&c],
+        &sys.path("x.img"),
+        &["--size", "64M", "--esp-size", "64M"],
+    );
+    assert!(stderr(&o).contains("no room for an ESP"), "{}", stderr(&o));
+    let o = image(
+        &sys,
+        &[&c],
+        &sys.path("x.img"),
+        &["--size", "128M", "--esp-size", "20M"],
+    );
+    assert!(stderr(&o).contains("too small for FAT32"), "{}", stderr(&o));
+    // Refused before anything was built or written.
+    assert!(!sys
+        .root
+        .join("var/lib/genboot/profiles/system-1-link")
+        .exists());
+    assert!(!sys.path("x.img").exists());
+    // The tree (the store holds the kernel modules) does not fit.
+    let o = image(
+        &sys,
+        &[&c],
+        &sys.path("x.img"),
+        &["--size", "100M", "--esp-size", "48M"],
+    );
+    let e = stderr(&o);
+    assert!(
+        e.contains("needs about") && e.contains("leave --size out"),
+        "{e}"
+    );
+    assert!(!sys.path("x.img").exists());
+    let inside = sys.root.join("disk.img");
+    let o = image(&sys, &[&c], &inside, &[]);
+    assert!(
+        stderr(&o).contains("inside the --root tree"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!inside.exists());
+}
+
+/// Regression: fatfs's NullTimeProvider wrote date 0 (month 0, day 0) into
+/// every directory entry; OVMF's FAT driver then refused systemd-boot's
+/// boot-counting rename ("Failed to rename … Invalid Parameter"), so tries
+/// were never counted on images genboot wrote.
+#[test]
+fn systemd_boot_counts_tries_on_genboot_fat_regression_invalid_dates() {
+    let mut sys = SystemTree::new();
+    let c = sys.config(
+        &support::kernel(GENERIC),
+        "[boot]\ntries = 3\ntimeout = 1\n",
+    );
+    let img = sys.path("disk.img");
+    ok(image(&sys, &[&c], &img, &["--esp-size", "48M"]));
+    let budget = Duration::from_secs(120);
+    let mut vm = Vm::start(Opts::uefi(
+        "image-counts-tries",
+        &img,
+        Instant::now() + budget,
+    ));
+    let console = vm.wait_for("Linux version", budget);
+    drop(vm);
+    assert!(
+        console.contains("Test system (generation 1)"),
+        "no menu:\n{console}"
+    );
+    assert!(
+        !console.contains("Failed to rename"),
+        "systemd-boot could not count:\n{console}"
+    );
+    let names = entries(&image_tree(&img));
+    assert!(
+        names.contains(&"genboot-1+2-1.conf".to_string()),
+        "{names:?}"
+    );
+    fsck_image(&img);
+    // genboot keeps the counter systemd-boot wrote.
+    let o = sys.run(&["--image", img.to_str().unwrap(), "install"]);
+    ok(o.clone());
+    assert_eq!(written(&o), (0, 0), "{}", stderr(&o));
+}
