@@ -2,7 +2,7 @@
 //! `system` → the current link. Every change writes a new symlink under a
 //! temporary name and renames it over the old one, under an exclusive lock.
 
-use crate::failpoint;
+use crate::failpoint::{self, FailPoint};
 use crate::state::{State, StateError};
 use crate::store::{fsync_dir, Store, StorePath};
 use std::fs;
@@ -208,9 +208,9 @@ impl Profile {
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(format!("../store/{}", target.base_name()), &tmp)
             .map_err(io_err("create link", &tmp))?;
-        failpoint::hit("profile::link-written").map_err(io_err("create link", &tmp))?;
+        failpoint::hit(FailPoint::ProfileLinkWritten).map_err(io_err("create link", &tmp))?;
         fs::rename(&tmp, &link).map_err(io_err("rename", &link))?;
-        failpoint::hit("profile::link-renamed").map_err(io_err("rename", &link))?;
+        failpoint::hit(FailPoint::ProfileLinkRenamed).map_err(io_err("rename", &link))?;
         self.set_current(n, _lock)?;
         Ok((n, true))
     }
@@ -224,9 +224,9 @@ impl Profile {
         let tmp = self.dir.join(".system.tmp");
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(link_name(n), &tmp).map_err(io_err("create link", &tmp))?;
-        failpoint::hit("profile::current-written").map_err(io_err("create link", &tmp))?;
+        failpoint::hit(FailPoint::ProfileCurrentWritten).map_err(io_err("create link", &tmp))?;
         fs::rename(&tmp, self.dir.join(CURRENT)).map_err(io_err("rename", &tmp))?;
-        failpoint::hit("profile::current-renamed").map_err(io_err("rename", &tmp))?;
+        failpoint::hit(FailPoint::ProfileCurrentRenamed).map_err(io_err("rename", &tmp))?;
         fsync_dir(&self.dir)
             .map_err(|e| io_err("sync", &self.dir)(io::Error::other(e.to_string())))?;
         Ok(())

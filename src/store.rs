@@ -5,7 +5,7 @@
 //! flushed to disk, made read-only and renamed into place; an object is never
 //! changed after that. Hashing is parallel over files and streams each file.
 
-use crate::failpoint;
+use crate::failpoint::{self, FailPoint};
 use crate::state::{State, StateError, STORE_DIR};
 use genboot_init::storehash::{self, Entry, EntryKind, SELF_MASK};
 use rayon::prelude::*;
@@ -324,7 +324,7 @@ impl Store {
             name: name.to_string(),
             source: e.into(),
         })?;
-        failpoint::hit("store::staged").map_err(io_err("stage", tmp))?;
+        failpoint::hit(FailPoint::StoreStaged).map_err(io_err("stage", tmp))?;
         let entries = scan(tmp)?;
         check_links(name, tmp, &entries, opts.external_links)?;
         // Staged content carries SELF_MASK where it names itself, which is
@@ -334,7 +334,7 @@ impl Store {
             hash,
             name: name.to_string(),
         };
-        failpoint::hit("store::hashed").map_err(io_err("hash", tmp))?;
+        failpoint::hit(FailPoint::StoreHashed).map_err(io_err("hash", tmp))?;
         // An object already there is reused only after it is checked like
         // `verify` checks it: a damaged one (or a symlink or file under its
         // name) is replaced by this fresh copy.
@@ -348,10 +348,10 @@ impl Store {
         }
         make_read_only(tmp, &entries)?;
         syncfs(tmp)?;
-        failpoint::hit("store::synced").map_err(io_err("sync", tmp))?;
+        failpoint::hit(FailPoint::StoreSynced).map_err(io_err("sync", tmp))?;
         self.land(tmp, &sp, existing)?;
         fsync_dir(&self.dir)?;
-        failpoint::hit("store::renamed").map_err(io_err("rename", &self.path(&sp)))?;
+        failpoint::hit(FailPoint::StoreRenamed).map_err(io_err("rename", &self.path(&sp)))?;
         Ok(sp)
     }
 

@@ -18,7 +18,7 @@
 
 use super::entry::{self, Counter, EntryName, EntrySpec};
 use super::{human, Esp, EspError, Small, WriteStats, MAX_SMALL_FILE};
-use crate::failpoint;
+use crate::failpoint::{self, FailPoint};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -538,12 +538,12 @@ pub fn install(
     let removal = |esp: &mut dyn Esp, report: &mut InstallReport| -> Result<(), EspError> {
         for p in entry_removals.iter().chain(&leftovers) {
             esp.remove(p)?;
-            failpoint::hit("esp::entry-removed").map_err(fp_err(esp, p))?;
+            failpoint::hit(FailPoint::EspEntryRemoved).map_err(fp_err(esp, p))?;
             report.removed.push(p.clone());
         }
         for p in &file_removals {
             esp.remove(p)?;
-            failpoint::hit("esp::file-removed").map_err(fp_err(esp, p))?;
+            failpoint::hit(FailPoint::EspFileRemoved).map_err(fp_err(esp, p))?;
             report.removed.push(p.clone());
         }
         Ok(())
@@ -566,7 +566,13 @@ pub fn install(
             path: host.clone(),
             source,
         })?;
-        write_then_rename(esp, path, &mut f, "esp::file-written", "esp::file-renamed")?;
+        write_then_rename(
+            esp,
+            path,
+            &mut f,
+            FailPoint::EspFileWritten,
+            FailPoint::EspFileRenamed,
+        )?;
         report.written.push(path.clone());
     }
     for (path, data, _) in &small_writes {
@@ -574,8 +580,8 @@ pub fn install(
             esp,
             path,
             &mut &data[..],
-            "esp::file-written",
-            "esp::file-renamed",
+            FailPoint::EspFileWritten,
+            FailPoint::EspFileRenamed,
         )?;
         report.written.push(path.to_string());
     }
@@ -587,8 +593,8 @@ pub fn install(
                     esp,
                     &path,
                     &mut content.as_bytes(),
-                    "esp::entry-written",
-                    "esp::entry-renamed",
+                    FailPoint::EspEntryWritten,
+                    FailPoint::EspEntryRenamed,
                 )?;
                 report.written.push(path);
             }
@@ -603,14 +609,15 @@ pub fn install(
                 let new_path = format!("{ENTRIES_DIR}/{new}");
                 if new != old {
                     esp.rename(&old_path, &new_path)?;
-                    failpoint::hit("esp::entry-counter-reset").map_err(fp_err(esp, &new_path))?;
+                    failpoint::hit(FailPoint::EspEntryCounterReset)
+                        .map_err(fp_err(esp, &new_path))?;
                 }
                 write_then_rename(
                     esp,
                     &new_path,
                     &mut content.as_bytes(),
-                    "esp::entry-written",
-                    "esp::entry-renamed",
+                    FailPoint::EspEntryWritten,
+                    FailPoint::EspEntryRenamed,
                 )?;
                 report.written.push(new_path);
             }
@@ -621,8 +628,8 @@ pub fn install(
             esp,
             LOADER_CONF,
             &mut conf.as_bytes(),
-            "esp::loader-conf-written",
-            "esp::loader-conf-renamed",
+            FailPoint::EspLoaderConfWritten,
+            FailPoint::EspLoaderConfRenamed,
         )?;
         report.written.push(LOADER_CONF.into());
     }
@@ -694,8 +701,8 @@ fn write_then_rename(
     esp: &mut dyn Esp,
     path: &str,
     data: &mut dyn std::io::Read,
-    written: &str,
-    renamed: &str,
+    written: FailPoint,
+    renamed: FailPoint,
 ) -> Result<(), EspError> {
     let tmp = format!("{path}{TMP_SUFFIX}");
     esp.write_file(&tmp, data)?;
@@ -797,7 +804,7 @@ pub fn bless(
         let from = format!("{ENTRIES_DIR}/{f}");
         let to = format!("{ENTRIES_DIR}/{plain}");
         esp.rename(&from, &to)?;
-        failpoint::hit("esp::bless-renamed").map_err(fp_err(esp, &to))?;
+        failpoint::hit(FailPoint::EspBlessRenamed).map_err(fp_err(esp, &to))?;
         return Ok(Some(plain));
     }
     Err(EspError::Other(format!(
