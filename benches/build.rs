@@ -149,7 +149,7 @@ fn main() {
         lap(3, &mut steps);
         store::hash_tree(&dir, "kernel-modules").unwrap();
         lap(4, &mut steps);
-        store::syncfs(&dir).unwrap();
+        genboot::fsutil::syncfs(&dir).unwrap();
         lap(5, &mut steps);
         let members = initrd::members(&initrd::Contents {
             index: &idx,

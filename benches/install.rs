@@ -125,8 +125,7 @@ fn main() {
     let build_secs = t.elapsed().as_secs_f64();
     let plan = || {
         let gens = profile.generations().unwrap();
-        let (inputs, warnings) =
-            esp::plan_generations(&store, &gens, |_| "2026-11-24".to_string()).unwrap();
+        let (inputs, warnings) = genboot::app::esp_inputs(&store, &gens).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         inputs
     };
@@ -205,7 +204,7 @@ fn main() {
     let files: std::collections::BTreeSet<String> = inputs
         .iter()
         .flat_map(|g| {
-            std::iter::once(g.kernel.0.clone()).chain(g.initrd.as_ref().map(|i| i.0.clone()))
+            std::iter::once(g.kernel.hash.clone()).chain(g.initrd.as_ref().map(|i| i.hash.clone()))
         })
         .collect();
     println!(

@@ -639,7 +639,7 @@ fn cached_build_rebuilds_an_object_that_was_deleted_from_the_store() {
     assert!(first.status.success(), "{}", common::stderr(&first));
     let store = t.root().join("var/lib/genboot/store");
     let initrd = only_object(&store, "initrd-");
-    genboot::store::remove_tree(&initrd).unwrap();
+    genboot::fsutil::remove_tree(&initrd).unwrap();
     let second = t.build(&["virtio_blk"], "");
     assert!(second.status.success(), "{}", common::stderr(&second));
     assert_eq!(common::stdout(&first), common::stdout(&second));

@@ -254,14 +254,18 @@ impl Cache {
     }
 
     fn read(&self, name: &str) -> Option<Vec<u8>> {
-        crate::state::read_state_file(&self.dir.join(name), "cache entry")
+        crate::fsutil::read_own_file(&self.dir.join(name), "cache entry")
             .ok()
             .flatten()
     }
 
     fn write(&self, name: &str, bytes: &[u8]) {
         if std::fs::create_dir_all(&self.dir).is_ok() {
-            let _ = crate::state::write_state_file(&self.dir.join(name), bytes, false);
+            let _ = crate::fsutil::replace_file(
+                &self.dir.join(name),
+                bytes,
+                crate::fsutil::Durability::Cached,
+            );
         }
     }
 

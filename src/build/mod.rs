@@ -6,6 +6,7 @@ mod cache;
 
 use crate::bootspec::{BootJson, BootspecV1, GenbootV1, RootSpec};
 use crate::config::SystemConfig;
+use crate::hint::Hint;
 use crate::initrd::{self, InitrdError};
 use crate::kernel;
 use crate::modules::{self, modinfo::ModuleCompression, ModuleIndex, ModulesError};
@@ -28,12 +29,17 @@ pub enum BuildError {
     Initrd(#[from] InitrdError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{path}: {what}\nHint: {hint}")]
-    Input {
-        path: PathBuf,
-        what: String,
-        hint: String,
-    },
+}
+
+impl Hint for BuildError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            BuildError::Kernel(e) => e.hint(),
+            BuildError::Modules(e) => e.hint(),
+            BuildError::Initrd(e) => e.hint(),
+            BuildError::Store(e) => e.hint(),
+        }
+    }
 }
 
 /// Format version of generation objects (`org.genboot.v1.format`).

@@ -12,7 +12,6 @@
 //! they are kept in `<state>/esp-settings.json` so `rollback`, `delete`,
 //! `gc` and `install` use them too.
 
-use super::profile_cmds::format_date;
 use super::Ctx;
 use crate::config::{BootSection, SystemConfig};
 use crate::esp::dir::DirEsp;
@@ -23,7 +22,6 @@ use crate::store::{Store, StorePath};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::UNIX_EPOCH;
 
 /// The systemd-boot vendor GUID of `LoaderEntryOneShot` and friends.
 const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
@@ -44,7 +42,7 @@ fn settings_path(ctx: &Ctx) -> PathBuf {
 /// The saved settings; a missing or unreadable file gives the defaults, a
 /// symlink in its place is an error (it is never read through).
 fn load_settings(ctx: &Ctx) -> anyhow::Result<Settings> {
-    let data = crate::state::read_state_file(&settings_path(ctx), "settings file")?;
+    let data = crate::fsutil::read_own_file(&settings_path(ctx), "settings file")?;
     Ok(data
         .and_then(|d| serde_json::from_slice(&d).ok())
         .unwrap_or_default())
@@ -54,7 +52,7 @@ fn save_settings(ctx: &Ctx, s: &Settings) -> anyhow::Result<()> {
     let path = settings_path(ctx);
     let mut data = serde_json::to_vec_pretty(s)?;
     data.push(b'\n');
-    if crate::state::read_state_file(&path, "settings file")
+    if crate::fsutil::read_own_file(&path, "settings file")
         .ok()
         .flatten()
         .as_deref()
@@ -62,7 +60,7 @@ fn save_settings(ctx: &Ctx, s: &Settings) -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    crate::state::write_state_file(&path, &data, true)
+    crate::fsutil::replace_file(&path, &data, crate::fsutil::Durability::Durable)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -121,15 +119,6 @@ fn machine_id(ctx: &Ctx) -> Option<String> {
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
 }
 
-fn gen_date(g: &Generation) -> String {
-    let ts = g
-        .date
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format_date(ts)[..10].to_string()
-}
-
 /// Reconcile `esp` with the profile.
 fn install_into(
     ctx: &Ctx,
@@ -140,7 +129,7 @@ fn install_into(
     let store = Store::open_read_only(&ctx.state);
     let profile = Profile::new(&ctx.state);
     let gens = profile.generations()?;
-    let (inputs, warnings) = esp::plan_generations(&store, &gens, gen_date)?;
+    let (inputs, warnings) = crate::app::esp_inputs(&store, &gens)?;
     let unreadable = gens
         .iter()
         .map(|g| g.number)
@@ -150,7 +139,7 @@ fn install_into(
         unreadable,
         limit: settings.limit,
         timeout: settings.timeout.unwrap_or(0),
-        loader: loader.map(Path::to_path_buf),
+        loader: loader.map(crate::app::read_loader).transpose()?,
         machine_id: machine_id(ctx),
         booted: booted_generation(ctx),
     };
@@ -262,7 +251,8 @@ pub(super) fn follow_profile_change(
             "the boot menu could not be updated, so the profile was put back as it was: the current generation is {was} again and the ESP still boots what it booted before (the next install removes anything this attempt wrote there)"
         ))),
         Err(re) => Err(e.context(format!(
-            "the boot menu could not be updated, and putting the profile back failed too ({re}): the profile says generation {now} is current, but the ESP was not updated\nHint: fix the problem below and run `genboot install`, or run `genboot set-default {was}`"
+            "the boot menu could not be updated, and putting the profile back failed too ({}): the profile says generation {now} is current, but the ESP was not updated\nHint: fix the problem below and run `genboot install`, or run `genboot set-default {was}`",
+            crate::hint::Hint::with_hint(&re)
         ))),
     }
 }
@@ -282,10 +272,13 @@ pub(super) fn verify_esp(ctx: &Ctx) -> anyhow::Result<usize> {
     };
     let store = Store::open_read_only(&ctx.state);
     let gens = Profile::new(&ctx.state).generations()?;
-    let inputs = match esp::plan_generations(&store, &gens, gen_date) {
+    let inputs = match crate::app::esp_inputs(&store, &gens) {
         Ok((inputs, _)) => inputs,
         Err(e) => {
-            println!("MISMATCH ESP not checked: {e}");
+            println!(
+                "MISMATCH ESP not checked: {}",
+                crate::hint::Hint::with_hint(&e)
+            );
             return Ok(1);
         }
     };
@@ -324,9 +317,9 @@ pub(super) fn image(
     let fixed_size = if auto {
         None
     } else {
-        Some(crate::disk::parse_size(size).context("--size")?)
+        Some(crate::units::parse_size(size).context("--size")?)
     };
-    let esp_size = crate::disk::parse_size(esp_size_text).context("--esp-size")?;
+    let esp_size = crate::units::parse_size(esp_size_text).context("--esp-size")?;
     if let Some(s) = fixed_size {
         crate::disk::layout(s, esp_size)?;
     }
@@ -334,7 +327,7 @@ pub(super) fn image(
         anyhow::bail!(
             "--esp-size {}: an ESP of {} is too small for FAT32\nHint: give --esp-size 40M or more",
             esp_size_text,
-            esp::human(esp_size)
+            crate::units::human(esp_size)
         );
     }
     if let (Ok(o), Ok(r)) = (
@@ -393,9 +386,9 @@ pub(super) fn image(
                 anyhow::bail!(
                     "--size {}: the root partition would have {}, but the tree below {} needs about {}\nHint: give --size {}M or more, or leave --size out (auto)",
                     size,
-                    esp::human(root.len),
+                    crate::units::human(root.len),
                     ctx.state.root.display(),
-                    esp::human(root_need),
+                    crate::units::human(root_need),
                     (root_need + esp_size + (4 << 20)).div_ceil(1 << 20)
                 );
             }
@@ -419,7 +412,7 @@ pub(super) fn image(
     eprintln!(
         "genboot: wrote {} ({}): ESP PARTUUID={}, root PARTUUID={} (ext4 UUID={}, LABEL={})",
         output.display(),
-        esp::human(size),
+        crate::units::human(size),
         crate::disk::ESP_PARTUUID,
         crate::disk::ROOT_PARTUUID,
         crate::disk::ROOT_FS_UUID,
@@ -466,8 +459,12 @@ pub(super) fn bless(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let result = esp::bless(esp.as_mut(), generation, file.as_deref())?;
     esp.close()?;
     match result {
-        Some(name) => eprintln!("genboot: blessed: boot entry is now {name}"),
-        None => eprintln!("genboot: the booted entry has no boot counter; nothing to do"),
+        esp::bless::Blessed::Renamed(name) => {
+            eprintln!("genboot: blessed: boot entry is now {name}")
+        }
+        esp::bless::Blessed::AlreadyPlain(_) => {
+            eprintln!("genboot: the booted entry has no boot counter; nothing to do")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -555,10 +552,10 @@ pub(super) fn status(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
     };
     if let Some(mut e) = esp_open {
         st.esp = Some(e.describe());
-        st.default_entry = e.read(esp::install::LOADER_CONF)?.and_then(|d| {
+        st.default_entry = e.read(esp::layout::LOADER_CONF)?.and_then(|d| {
             esp::entry::field(&String::from_utf8_lossy(&d), "default").map(str::to_string)
         });
-        for f in e.list(esp::install::ENTRIES_DIR)? {
+        for f in e.list(esp::layout::ENTRIES_DIR)? {
             if let Some(n) = esp::entry::EntryName::parse(&f) {
                 st.entries.push(EntryStatus {
                     file: f.clone(),

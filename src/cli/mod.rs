@@ -170,20 +170,48 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Print an error and its causes, each once: library errors already
-/// include their cause in their own text.
+/// Print an error, its causes and the hint of each (library errors carry
+/// their cause in their own text and return none as `source()`, so nothing
+/// repeats).
 fn print_error(e: &anyhow::Error) {
-    let mut shown = String::new();
     for (i, cause) in e.chain().enumerate() {
-        let text = cause.to_string();
-        if i > 0 && shown.contains(&text) {
-            continue;
-        }
         if i == 0 {
-            eprintln!("genboot: error: {text}");
+            eprintln!("genboot: error: {cause}");
         } else {
-            eprintln!("  because: {text}");
+            eprintln!("  because: {cause}");
         }
-        shown.push_str(&text);
+        if let Some(h) = hint_of(cause) {
+            eprintln!("Hint: {h}");
+        }
     }
+}
+
+/// The hint of a library error, whichever it is.
+fn hint_of(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use crate::hint::Hint;
+    macro_rules! try_types {
+        ($($t:ty),* $(,)?) => {
+            $(if let Some(e) = e.downcast_ref::<$t>() {
+                return e.hint();
+            })*
+        };
+    }
+    try_types!(
+        crate::build::BuildError,
+        crate::bootspec::BootspecError,
+        crate::config::ConfigError,
+        crate::disk::DiskError,
+        crate::esp::EspError,
+        crate::esp::Full,
+        crate::fsutil::OwnFileError,
+        crate::gc::GcError,
+        crate::initrd::InitrdError,
+        crate::kernel::KernelError,
+        crate::modules::ModulesError,
+        crate::profile::ProfileError,
+        crate::state::StateError,
+        crate::store::StoreError,
+        crate::units::UnitError,
+    );
+    None
 }

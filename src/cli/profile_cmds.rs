@@ -171,7 +171,7 @@ pub(super) fn gc(
 ) -> anyhow::Result<ExitCode> {
     let policy = gc::Policy {
         keep,
-        older_than: older_than.map(gc::parse_age).transpose()?,
+        older_than: older_than.map(crate::units::parse_age).transpose()?,
     };
     let store = Store::open(&ctx.state)?;
     let profile = Profile::new(&ctx.state);

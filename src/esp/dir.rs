@@ -109,9 +109,9 @@ impl DirEsp {
                 path: path.to_path_buf(),
             });
         }
-        let canon = fs::canonicalize(path).map_err(|source| EspError::Input {
+        let canon = fs::canonicalize(path).map_err(|cause| EspError::Input {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         if std::env::var(ANY_DIR_ENV).as_deref() != Ok("1") {
             check_mount(&mounts(), path, &canon)?;
@@ -122,28 +122,17 @@ impl DirEsp {
         })
     }
 
-    /// A FAT ESP mounted at `/efi`, `/boot` or `/boot/efi` below `root`.
-    pub fn probe(root: &Path) -> Option<PathBuf> {
-        let all = mounts();
-        ["efi", "boot", "boot/efi"].iter().find_map(|p| {
-            let dir = fs::canonicalize(root.join(p)).ok()?;
-            all.iter()
-                .any(|m| m.point == dir && is_fat(&m.fstype))
-                .then_some(dir)
-        })
-    }
-
     fn p(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
 
     fn io(&self, op: &'static str, rel: &str) -> impl FnOnce(io::Error) -> EspError + '_ {
         let path = rel.to_string();
-        move |source| EspError::Io {
+        move |cause| EspError::Io {
             op,
             path,
             esp: self.root.display().to_string(),
-            source,
+            cause,
         }
     }
 
@@ -258,27 +247,20 @@ impl Esp for DirEsp {
         Ok(out)
     }
 
-    fn create_dir_all(&mut self, dir: &str) -> Result<(), EspError> {
-        let mut rel = String::new();
-        for part in dir.split('/').filter(|p| !p.is_empty()) {
-            if !rel.is_empty() {
-                rel.push('/');
-            }
-            rel.push_str(part);
-            let p = self.p(&rel);
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => continue,
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(self.io("create directory", &rel)(io::Error::other(
-                        "it is a symbolic link; genboot follows no symlink on the ESP",
-                    )))
-                }
-                _ => {}
-            }
-            fs::create_dir(&p).map_err(self.io("create directory", &rel))?;
-            self.sync_dir_of(&rel)?;
-            self.stats.files_touched += 1;
+    fn is_dir(&mut self, dir: &str) -> Result<bool, EspError> {
+        match fs::symlink_metadata(self.p(dir)) {
+            Ok(m) if m.is_dir() => Ok(true),
+            Ok(m) if m.file_type().is_symlink() => Err(self.io("create directory", dir)(
+                io::Error::other("it is a symbolic link; genboot follows no symlink on the ESP"),
+            )),
+            _ => Ok(false),
         }
+    }
+
+    fn create_dir(&mut self, dir: &str) -> Result<(), EspError> {
+        fs::create_dir(self.p(dir)).map_err(self.io("create directory", dir))?;
+        self.sync_dir_of(dir)?;
+        self.stats.files_touched += 1;
         Ok(())
     }
 
@@ -375,6 +357,7 @@ fn statvfs(path: &Path) -> io::Result<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hint::Hint;
 
     #[test]
     fn mountinfo_names_mount_point_and_type() {
@@ -401,13 +384,13 @@ mod tests {
         let p = Path::new("/boot/efi");
         assert!(check_mount(&m, p, p).is_ok());
         let sub = Path::new("/boot/efi/EFI");
-        let e = check_mount(&m, sub, sub).unwrap_err().to_string();
+        let e = check_mount(&m, sub, sub).unwrap_err().with_hint();
         assert!(
             e.contains("not a mount point") && e.contains("--esp /boot/efi"),
             "{e}"
         );
         let boot = Path::new("/boot");
-        let e = check_mount(&m, boot, boot).unwrap_err().to_string();
+        let e = check_mount(&m, boot, boot).unwrap_err().with_hint();
         assert!(e.contains("ext4 file system, not FAT"), "{e}");
     }
 }

@@ -90,7 +90,7 @@ pub fn firmware(
                 Err(why) if strict => return Err(refused(why)),
                 Err(why) => out.refused.push(format!(
                     "{}; the initrd is built without it (remove or fix the module; [initrd] strict_firmware = true makes this an error)",
-                    refused(why).summary()
+                    refused(why)
                 )),
             }
         }

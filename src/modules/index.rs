@@ -51,7 +51,7 @@ pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
         };
         let err = |source| ModulesError::Tree {
             path: here.clone(),
-            source,
+            cause: source,
         };
         for item in fs::read_dir(&here).map_err(err)? {
             let item = item.map_err(err)?;
@@ -70,7 +70,7 @@ pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
             };
             let ft = item.file_type().map_err(|source| ModulesError::Tree {
                 path: item.path(),
-                source,
+                cause: source,
             })?;
             if ft.is_dir() {
                 go(base, &child, out)?;
@@ -87,8 +87,10 @@ pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
         .into_par_iter()
         .map(|rel| {
             let path = dir.join(&rel);
-            let meta = fs::symlink_metadata(&path)
-                .map_err(|source| ModulesError::Tree { path, source })?;
+            let meta = fs::symlink_metadata(&path).map_err(|source| ModulesError::Tree {
+                path,
+                cause: source,
+            })?;
             Ok(TreeFile {
                 rel,
                 size: meta.len(),
@@ -214,7 +216,7 @@ impl ModuleIndex {
             Err(source) => {
                 return Err(ModulesError::Builtin {
                     path: builtin_file,
-                    source,
+                    cause: source,
                 })
             }
         };
@@ -231,7 +233,7 @@ impl ModuleIndex {
             Err(source) => {
                 return Err(ModulesError::Builtin {
                     path: modinfo_file,
-                    source,
+                    cause: source,
                 })
             }
         };
