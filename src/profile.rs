@@ -5,6 +5,7 @@
 use crate::failpoint::{self, FailPoint};
 use crate::fsutil::{self, IoError, OwnFileError};
 use crate::hint::Hint;
+use crate::notes::{Note, Wait};
 use crate::state::State;
 use crate::store::{Store, StorePath};
 use std::fs;
@@ -99,7 +100,7 @@ impl Profile {
 
     /// Take the exclusive lock. Without `wait`, fail at once if it is held;
     /// with it, say who holds it and wait.
-    pub fn lock(&self, wait: bool) -> Result<Lock, ProfileError> {
+    pub fn lock(&self, wait: Wait<'_>) -> Result<Lock, ProfileError> {
         fs::create_dir_all(&self.dir).map_err(|cause| ProfileError::NotWritable {
             path: self.dir.clone(),
             cause,
@@ -132,13 +133,13 @@ impl Profile {
                 } else {
                     holder
                 };
-                if !wait {
+                let Wait::Yes(notes) = wait else {
                     return Err(ProfileError::Locked { path, holder });
-                }
-                eprintln!(
-                    "genboot: waiting for another genboot (pid {holder}) to release {}",
+                };
+                notes.note(Note::Waiting(&format!(
+                    "waiting for another genboot (pid {holder}) to release {}",
                     path.display()
-                );
+                )));
                 file.lock().map_err(IoError::at("lock", &path))?;
             }
             Err(fs::TryLockError::Error(e)) => return Err(IoError::at("lock", &path)(e).into()),

@@ -8,6 +8,7 @@
 use crate::failpoint::{self, FailPoint};
 use crate::fsutil::{self, CopyError, IoError, OwnFileError};
 use crate::hint::Hint;
+use crate::notes::{Note, Notes, Silent, Wait};
 use crate::state::{State, STORE_DIR};
 use genboot_init::storehash::{self, Entry, EntryKind, SELF_MASK};
 use rayon::prelude::*;
@@ -102,7 +103,7 @@ impl StorePath {
 }
 
 /// How an object is built.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct BuildOptions<'a> {
     /// Files may name the object itself by writing [`SELF_MASK`] where the
     /// hash goes; it is replaced by the real hash before the object lands.
@@ -110,6 +111,27 @@ pub struct BuildOptions<'a> {
     /// Symlinks (relative paths in the object) allowed to point outside the
     /// store, such as a generation's `init`, which names the root's init.
     pub external_links: &'a [&'a str],
+    /// Where the warning goes when a damaged object is replaced.
+    pub notes: &'a dyn Notes,
+}
+
+impl Default for BuildOptions<'_> {
+    fn default() -> Self {
+        BuildOptions {
+            self_refs: false,
+            external_links: &[],
+            notes: &Silent,
+        }
+    }
+}
+
+impl std::fmt::Debug for BuildOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("self_refs", &self.self_refs)
+            .field("external_links", &self.external_links)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -217,7 +239,7 @@ impl Store {
     /// never deletes a build's staging directory or an object a running
     /// build has made but not yet linked. Without `wait`, fail at once when
     /// it is held the other way.
-    pub fn lock(&self, kind: LockKind, wait: bool) -> Result<StoreLock, StoreError> {
+    pub fn lock(&self, kind: LockKind, wait: Wait<'_>) -> Result<StoreLock, StoreError> {
         let path = &self.lock_file;
         let file = fsutil::open_lock_file(path, "store lock file")?;
         let tried = match kind {
@@ -231,13 +253,16 @@ impl Store {
         match tried {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                if !wait {
+                let Wait::Yes(notes) = wait else {
                     return Err(StoreError::Busy {
                         path: self.dir.clone(),
                         what,
                     });
-                }
-                eprintln!("genboot: waiting: {what} in {}", self.dir.display());
+                };
+                notes.note(Note::Waiting(&format!(
+                    "waiting: {what} in {}",
+                    self.dir.display()
+                )));
                 match kind {
                     LockKind::Shared => file.lock_shared(),
                     LockKind::Exclusive => file.lock(),
@@ -252,7 +277,7 @@ impl Store {
     /// The shared lock for a command that only reads the store; `None` when
     /// the store cannot hold a lock file (read-only), where nothing can
     /// delete objects either.
-    pub fn lock_for_reading(&self, wait: bool) -> Result<Option<StoreLock>, StoreError> {
+    pub fn lock_for_reading(&self, wait: Wait<'_>) -> Result<Option<StoreLock>, StoreError> {
         if !self.dir.is_dir() {
             return Ok(None);
         }
@@ -362,7 +387,7 @@ impl Store {
         make_read_only(tmp, &entries)?;
         fsutil::syncfs(tmp)?;
         failpoint::hit(FailPoint::StoreSynced).map_err(IoError::at("sync", tmp))?;
-        self.land(tmp, &sp, existing)?;
+        self.land(tmp, &sp, existing, opts.notes)?;
         fsutil::fsync_dir(&self.dir)?;
         failpoint::hit(FailPoint::StoreRenamed).map_err(IoError::at("rename", &self.path(&sp)))?;
         Ok(sp)
@@ -383,7 +408,13 @@ impl Store {
     /// Move the finished staging directory `tmp` to its place. Another build
     /// may land the same object first (builds run concurrently under the
     /// shared lock): losing that race to a good object is success.
-    fn land(&self, tmp: &Path, sp: &StorePath, existing: Existing) -> Result<(), StoreError> {
+    fn land(
+        &self,
+        tmp: &Path,
+        sp: &StorePath,
+        existing: Existing,
+        notes: &dyn Notes,
+    ) -> Result<(), StoreError> {
         let dest = self.path(sp);
         let problem = match existing {
             Existing::Bad(problem) => problem,
@@ -409,10 +440,10 @@ impl Store {
         // Swap the fresh copy in atomically: the name never goes missing
         // (a running system may be reading the old object through it).
         exchange(tmp, &dest)?;
-        eprintln!(
-            "genboot: warning: store object {} was damaged ({problem}); replaced it with a fresh copy",
+        notes.note(Note::Warning(&format!(
+            "store object {} was damaged ({problem}); replaced it with a fresh copy",
             dest.display()
-        );
+        )));
         // `tmp` now holds the damaged object.
         Ok(fsutil::remove_tree(tmp)?)
     }
@@ -1033,7 +1064,7 @@ mod tests {
                 "gen",
                 BuildOptions {
                     self_refs: true,
-                    external_links: &[],
+                    ..BuildOptions::default()
                 },
                 |d| {
                     fs::write(
