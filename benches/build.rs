@@ -93,7 +93,7 @@ fn main() {
     let idx = ModuleIndex::read(&k.modules, &k.release, &files).unwrap();
     let wanted: Vec<String> = WANTED.iter().map(|s| s.to_string()).collect();
     let closure = modules::closure(&idx, &wanted).unwrap();
-    let tree_bytes: u64 = files.iter().map(|f| f.size).sum();
+    let tree_bytes: u64 = files.iter().map(|f| f.stamp.size).sum();
 
     println!(
         "genboot build, kernel {} ({} modules, {} MB), initrd modules {:?}, {} runs, median",

@@ -17,6 +17,39 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// What a file's metadata says about its content without reading it:
+/// size, modification and change times (nanoseconds), inode number. The
+/// change time is what makes it trustworthy: size and mtime can be put
+/// back after an edit (`touch -r`), the ctime cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub ino: u64,
+}
+
+impl Stamp {
+    pub fn of(m: &fs::Metadata) -> Stamp {
+        Stamp {
+            size: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            ino: m.ino(),
+        }
+    }
+
+    /// The stamp of `path` (symlinks followed); `None` if it is missing.
+    pub fn of_path(path: &Path) -> Option<Stamp> {
+        fs::metadata(path).ok().map(|m| Stamp::of(&m))
+    }
+
+    /// The newer of its change and modification times.
+    pub fn changed_ns(&self) -> i128 {
+        self.ctime_ns.max(self.mtime_ns)
+    }
+}
+
 /// A failed file-system call: `cannot {op} {path}: {source}`.
 #[derive(Debug)]
 pub struct IoError {

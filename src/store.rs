@@ -76,10 +76,49 @@ impl From<CopyError> for StoreError {
     }
 }
 
-/// A store object.
+/// A store hash: exactly 32 lower-case hex digits, the first half of the
+/// object hash in hex (the `<hash>` of `<hash>-<name>`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StoreHash([u8; 32]);
+
+impl StoreHash {
+    /// `Some` when `text` is exactly 32 lower-case hex digits.
+    pub fn parse(text: &str) -> Option<StoreHash> {
+        let bytes = <[u8; 32]>::try_from(text.as_bytes()).ok()?;
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+            .then_some(StoreHash(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only hex digits are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The hash's text as bytes: what a self-reference in an object's
+    /// contents looks like (see [`SELF_MASK`]).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for StoreHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for StoreHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreHash({})", self.as_str())
+    }
+}
+
+/// A store object: `<hash>-<name>`. Serialised as that string.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StorePath {
-    pub hash: String,
+    pub hash: StoreHash,
     pub name: String,
 }
 
@@ -96,9 +135,23 @@ impl StorePath {
         let (hash, name) = storehash::split_store_name(base_name)?;
         check_name(name).ok()?;
         Some(StorePath {
-            hash: hash.into(),
+            hash: StoreHash::parse(hash)?,
             name: name.into(),
         })
+    }
+}
+
+impl serde::Serialize for StorePath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.base_name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StorePath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StorePath, D::Error> {
+        let text = String::deserialize(d)?;
+        StorePath::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a store object name")))
     }
 }
 
@@ -541,9 +594,8 @@ impl Store {
             problems.truncate(3);
             problems.push(format!("and {more} more with wrong modes or owners"));
         }
-        let own: [u8; 32] = sp.hash.as_bytes().try_into().expect("hash is 32 bytes");
         let entries = scanned.into_iter().map(|(e, _)| e).collect();
-        let hash = hash_entries(&dir, &sp.name, entries, Some(&own))?;
+        let hash = hash_entries(&dir, &sp.name, entries, Some(sp.hash.as_bytes()))?;
         if hash != sp.hash {
             problems.insert(0, format!("contents hash to {hash}"));
         }
@@ -872,7 +924,7 @@ fn hash_entries(
     name: &str,
     mut entries: Vec<Entry>,
     own: Option<&[u8; 32]>,
-) -> Result<String, StoreError> {
+) -> Result<StoreHash, StoreError> {
     entries
         .par_iter_mut()
         .try_for_each(|e| -> Result<(), StoreError> {
@@ -894,12 +946,15 @@ fn hash_entries(
             }
             Ok(())
         })?;
-    Ok(storehash::object_hash(name, &entries))
+    let hash = storehash::object_hash(name, &entries);
+    StoreHash::parse(&hash).ok_or_else(|| {
+        IoError::at("hash", dir)(io::Error::other(format!("{hash:?} is not a store hash"))).into()
+    })
 }
 
 /// Hash a directory tree as if it were object `name` (used by benchmarks and
 /// by callers that need a hash without adding to the store).
-pub fn hash_tree(dir: &Path, name: &str) -> Result<String, StoreError> {
+pub fn hash_tree(dir: &Path, name: &str) -> Result<StoreHash, StoreError> {
     let entries = scan(dir)?;
     hash_entries(dir, name, entries, None)
 }
@@ -1105,6 +1160,6 @@ mod tests {
         std::os::unix::fs::symlink("a/b/f", t.path().join("l")).unwrap();
         let ours = hash_tree(t.path(), "n").unwrap();
         let theirs = storehash::hash_tree(t.path(), "n", None).unwrap();
-        assert_eq!(ours, theirs);
+        assert_eq!(ours.as_str(), theirs);
     }
 }

@@ -6,6 +6,7 @@ mod cache;
 
 use crate::bootspec::{BootJson, BootspecV1, GenbootV1, RootSpec};
 use crate::config::SystemConfig;
+use crate::fsutil::Stamp;
 use crate::hint::Hint;
 use crate::initrd::{self, InitrdError};
 use crate::kernel;
@@ -107,7 +108,7 @@ pub fn build(
     let record = record
         && inputs.watch.iter().all(|(_, st)| {
             st.as_ref()
-                .is_none_or(|s| cache::settled(s.ctime_ns.max(s.mtime_ns), started_ns))
+                .is_none_or(|s| cache::settled(s.changed_ns(), started_ns))
         });
     let mut watch = inputs.watch.clone();
     for file in &inputs.missing {
@@ -168,7 +169,7 @@ struct ModuleInputs {
     warnings: Vec<String>,
     /// Firmware files found or refused, with their stamps: the cache entry
     /// holds only while they stay as they are.
-    watch: Vec<(PathBuf, Option<cache::Stamp>)>,
+    watch: Vec<(PathBuf, Option<Stamp>)>,
 }
 
 /// Read the module tree, resolve the configured modules and their firmware;
@@ -220,7 +221,7 @@ fn read_modules(
         .map(|f| f.source.clone())
         .chain(refused_paths)
         .map(|p| {
-            let stamp = cache::stamp(&p);
+            let stamp = Stamp::of_path(&p);
             (p, stamp)
         })
         .collect();
@@ -428,7 +429,7 @@ pub fn assemble(
         Ok(())
     })?;
     // What landed names itself by its real hash.
-    let real = |s: String| s.replace(mask, &generation.hash);
+    let real = |s: String| s.replace(mask, generation.hash.as_str());
     let mut boot = boot;
     boot.bootspec.init = real(boot.bootspec.init);
     boot.bootspec.toplevel = real(boot.bootspec.toplevel);

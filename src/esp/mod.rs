@@ -29,6 +29,7 @@ pub use plan::{plan, Plan};
 pub use survey::{survey, EspSnapshot};
 
 use crate::hint::Hint;
+use crate::store::StoreHash;
 use crate::units::human;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -289,7 +290,7 @@ pub(crate) fn too_big(size: u64, cap: u64) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreFile {
     /// Store hash of the object holding it (names the ESP copy).
-    pub hash: String,
+    pub hash: StoreHash,
     /// Where it is on this machine.
     pub host: PathBuf,
     /// Its size in bytes.
@@ -301,7 +302,7 @@ pub struct StoreFile {
 
 impl StoreFile {
     /// The file at `host`, its size read; no digest yet.
-    pub fn at(hash: String, host: PathBuf) -> Result<StoreFile, EspError> {
+    pub fn at(hash: StoreHash, host: PathBuf) -> Result<StoreFile, EspError> {
         let len = std::fs::metadata(&host)
             .map_err(|cause| EspError::Input {
                 path: host.clone(),
@@ -336,14 +337,14 @@ pub struct GenInput {
 impl GenInput {
     /// The ESP path of its kernel.
     pub fn kernel_path(&self) -> String {
-        layout::kernel_path(&self.kernel.hash, &self.kernel_release)
+        layout::kernel_path(self.kernel.hash.as_str(), &self.kernel_release)
     }
 
     /// The ESP path of its initrd.
     pub fn initrd_path(&self) -> Option<String> {
         self.initrd
             .as_ref()
-            .map(|i| layout::initrd_path(&i.hash, &self.kernel_release))
+            .map(|i| layout::initrd_path(i.hash.as_str(), &self.kernel_release))
     }
 
     /// The ESP files this generation needs: (ESP path, store file).

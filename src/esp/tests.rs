@@ -7,6 +7,7 @@ use super::layout::{self, ENTRIES_DIR, LOADER_CONF};
 use super::memory::{MemEsp, Op};
 use super::*;
 use crate::failpoint::{self, FailPoint, Mode};
+use crate::store::StoreHash;
 use std::collections::BTreeMap;
 
 /// Store files in a temporary directory, as the profile's objects hold them.
@@ -29,7 +30,7 @@ impl Store {
         let path = self.dir.path().join(format!("f{}", self.n));
         let data: Vec<u8> = (0..len).map(|i| (i as u32 * 7 + self.n) as u8).collect();
         std::fs::write(&path, data).unwrap();
-        StoreFile::at(format!("{:032x}", self.n), path).unwrap()
+        StoreFile::at(StoreHash::parse(&format!("{:032x}", self.n)).unwrap(), path).unwrap()
     }
 }
 

@@ -5,10 +5,10 @@
 use super::input::{self, InputError, MAX_INDEX_BYTES};
 use super::modinfo::{self, ModuleCompression};
 use super::{normalize_name, ModulesError};
+use crate::fsutil::Stamp;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Index files genboot writes itself; a tree's own copies are not taken over.
@@ -30,12 +30,7 @@ pub const GENERATED: &[&str] = &[
 pub struct TreeFile {
     /// Relative to the tree, e.g. `kernel/fs/ext4/ext4.ko`.
     pub rel: String,
-    pub size: u64,
-    pub mtime_ns: i128,
-    /// The inode change time: no one can set it back, so an edit with the
-    /// size and mtime restored still shows here.
-    pub ctime_ns: i128,
-    pub ino: u64,
+    pub stamp: Stamp,
 }
 
 /// Every regular file below `dir` (sorted by path), skipping symlinks, the
@@ -93,10 +88,7 @@ pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
             })?;
             Ok(TreeFile {
                 rel,
-                size: meta.len(),
-                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-                ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-                ino: meta.ino(),
+                stamp: Stamp::of(&meta),
             })
         })
         .collect()
