@@ -209,11 +209,9 @@ fn main() {
         n + 1,
     ));
 
-    let files: std::collections::BTreeSet<String> = inputs
+    let files: std::collections::BTreeSet<_> = inputs
         .iter()
-        .flat_map(|g| {
-            std::iter::once(g.kernel.hash.clone()).chain(g.initrd.as_ref().map(|i| i.hash.clone()))
-        })
+        .flat_map(|g| std::iter::once(g.kernel.hash).chain(g.initrd.as_ref().map(|i| i.hash)))
         .collect();
     println!(
         "\n{GENERATIONS} generations on 3 kernel objects: {} kernel and initrd files on the ESP (generations built in {build_secs:.2} s)\n",
