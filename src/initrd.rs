@@ -174,7 +174,7 @@ pub fn members(c: &Contents<'_>) -> Result<BTreeMap<String, Member>, InitrdError
         manifest.modules.push((name.clone(), format!("/{inside}")));
         // Patterns as the module declares them; the activator matches
         // the kernel's modalias strings against them.
-        for a in &info.aliases {
+        for a in &info.info.aliases {
             manifest.aliases.push((a.clone(), name.clone()));
         }
     }

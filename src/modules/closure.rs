@@ -25,7 +25,8 @@ impl ModuleIndex {
         }
         let mut hits: Vec<String> = Vec::new();
         for m in self.in_order() {
-            if m.aliases
+            if m.info
+                .aliases
                 .iter()
                 .any(|a| fnmatch(&normalize_alias(a), &name))
             {
@@ -117,10 +118,10 @@ impl Walk<'_> {
         }
         let m = &self.index.modules[name];
         self.stack.push(name.to_string());
-        for soft in &m.softdep_pre {
+        for soft in &m.info.softdep_pre {
             self.visit_soft(soft)?;
         }
-        for dep in &m.depends {
+        for dep in &m.info.depends {
             if self.index.modules.contains_key(dep) {
                 self.visit(dep)?;
             } else if !self.index.builtin.contains(dep) {
@@ -133,7 +134,7 @@ impl Walk<'_> {
         self.stack.pop();
         self.done.insert(name.to_string());
         self.out.push(name.to_string());
-        for soft in &m.softdep_post {
+        for soft in &m.info.softdep_post {
             self.visit_soft(soft)?;
         }
         Ok(())
@@ -267,15 +268,14 @@ mod tests {
         ModuleInfo {
             name: name.into(),
             path: format!("kernel/{name}.ko"),
-            depends: deps.iter().map(|s| s.to_string()).collect(),
-            softdep_pre: pre.iter().map(|s| s.to_string()).collect(),
-            softdep_post: post.iter().map(|s| s.to_string()).collect(),
-            softdep_raw: vec![],
-            aliases: vec![format!("alias-of-{name}")],
-            firmware: vec![],
-            exports: vec![],
-            needs: vec![],
             order: 0,
+            info: crate::modules::modinfo::ModInfo {
+                depends: deps.iter().map(|s| s.to_string()).collect(),
+                softdep_pre: pre.iter().map(|s| s.to_string()).collect(),
+                softdep_post: post.iter().map(|s| s.to_string()).collect(),
+                aliases: vec![format!("alias-of-{name}")],
+                ..Default::default()
+            },
         }
     }
 

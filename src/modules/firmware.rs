@@ -63,7 +63,7 @@ pub fn firmware(
     let dir = FirmwareDir::open(fw_dir);
     for module in &closure.modules {
         let info = &index.modules[module];
-        for fw in &info.firmware {
+        for fw in &info.info.firmware {
             if !seen.insert(fw.clone()) {
                 continue;
             }

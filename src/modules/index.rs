@@ -94,26 +94,17 @@ pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
         .collect()
 }
 
-/// One loadable module.
+/// One loadable module: where it is, its load order, and what its
+/// `.modinfo` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleInfo {
     /// Canonical name (`_`, not `-`).
     pub name: String,
     /// Path relative to the tree, e.g. `kernel/fs/ext4/ext4.ko`.
     pub path: String,
-    pub depends: Vec<String>,
-    pub softdep_pre: Vec<String>,
-    pub softdep_post: Vec<String>,
-    /// Each `softdep=` value as written (kmod applies one line per value).
-    pub softdep_raw: Vec<String>,
-    pub aliases: Vec<String>,
-    pub firmware: Vec<String>,
-    /// Exported symbols.
-    pub exports: Vec<String>,
-    /// Undefined symbols, in symbol-table order.
-    pub needs: Vec<String>,
     /// Position in `modules.order` (modules not listed come after, by path).
     pub order: u32,
+    pub info: modinfo::ModInfo,
 }
 
 /// All modules of one kernel's tree.
@@ -160,15 +151,8 @@ impl ModuleIndex {
                 Ok(ModuleInfo {
                     name,
                     path: f.rel.clone(),
-                    depends: info.depends,
-                    softdep_pre: info.softdep_pre,
-                    softdep_post: info.softdep_post,
-                    softdep_raw: info.softdep_raw,
-                    aliases: info.aliases,
-                    firmware: info.firmware,
-                    exports: info.exports,
-                    needs: info.needs,
                     order: order.get(key).copied().unwrap_or(u32::MAX),
+                    info,
                 })
             })
             .collect();
