@@ -93,7 +93,7 @@ fn main() {
     let idx = ModuleIndex::read(&k.modules, &k.release, &files).unwrap();
     let wanted: Vec<String> = WANTED.iter().map(|s| s.to_string()).collect();
     let closure = modules::closure(&idx, &wanted).unwrap();
-    let tree_bytes: u64 = files.iter().map(|f| f.size).sum();
+    let tree_bytes: u64 = files.iter().map(|f| f.stamp.size).sum();
 
     println!(
         "genboot build, kernel {} ({} modules, {} MB), initrd modules {:?}, {} runs, median",
@@ -149,7 +149,7 @@ fn main() {
         lap(3, &mut steps);
         store::hash_tree(&dir, "kernel-modules").unwrap();
         lap(4, &mut steps);
-        store::syncfs(&dir).unwrap();
+        genboot::fsutil::syncfs(&dir).unwrap();
         lap(5, &mut steps);
         let members = initrd::members(&initrd::Contents {
             index: &idx,

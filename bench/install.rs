@@ -6,9 +6,10 @@
 //! touched, and `pwrite` calls on the image); exits 1 if a no-op reinstall
 //! writes a single byte.
 
-use genboot::esp::dir::DirEsp;
+use genboot::esp::dir::{DirEsp, MountCheck};
 use genboot::esp::image::ImageEsp;
 use genboot::esp::{self, Esp, InstallOptions};
+use genboot::notes::{Silent, Wait};
 use genboot::profile::Profile;
 use genboot::state::State;
 use genboot::store::Store;
@@ -102,8 +103,10 @@ fn main() {
     let state = State::open(&root).unwrap();
     let store = Store::open(&state).unwrap();
     let profile = Profile::new(&state);
-    let lock = profile.lock(true).unwrap();
-    let store_lock = store.lock(genboot::store::LockKind::Shared, true).unwrap();
+    let lock = profile.lock(Wait::Yes(&Silent)).unwrap();
+    let store_lock = store
+        .lock(genboot::store::LockKind::Shared, Wait::Yes(&Silent))
+        .unwrap();
 
     // Three kernel objects: generic, cloud, generic with one byte appended.
     let generic = kernel("linux-image-6.1.0-50-amd64");
@@ -117,16 +120,19 @@ fn main() {
     let t = Instant::now();
     for i in 1..=GENERATIONS {
         let (img, mods) = &kernels[(i % 3) as usize];
-        let built =
-            genboot::build::build(&store, &config(img, mods, &format!("gen={i}")), &store_lock)
-                .unwrap();
+        let built = genboot::build::build(
+            &store,
+            &config(img, mods, &format!("gen={i}")),
+            &store_lock,
+            &Silent,
+        )
+        .unwrap();
         profile.add(&built.generation, &lock).unwrap();
     }
     let build_secs = t.elapsed().as_secs_f64();
     let plan = || {
         let gens = profile.generations().unwrap();
-        let (inputs, warnings) =
-            esp::plan_generations(&store, &gens, |_| "2026-11-24".to_string()).unwrap();
+        let (inputs, warnings) = genboot::app::esp_inputs(&store, &gens).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         inputs
     };
@@ -139,10 +145,10 @@ fn main() {
 
     // Directory backend (a plain directory on this machine's disk) and
     // image backend (1 GiB image, 512 MiB ESP).
-    std::env::set_var(genboot::esp::dir::ANY_DIR_ENV, "1");
     let dir = tmp.join("esp");
     std::fs::create_dir_all(&dir).unwrap();
-    let open_dir = |p: &Path| -> Box<dyn Esp> { Box::new(DirEsp::open(p).unwrap()) };
+    let open_dir =
+        |p: &Path| -> Box<dyn Esp> { Box::new(DirEsp::open(p, MountCheck::AnyDir).unwrap()) };
     let img = tmp.join("disk.img");
     let (part, _) = genboot::disk::write_gpt(&img, 1 << 30, 512 << 20).unwrap();
     let f = std::rc::Rc::new(genboot::esp::image::open_image(&img, true).unwrap());
@@ -180,6 +186,7 @@ fn main() {
         &store,
         &config(&generic.0, &generic.1, "gen=new"),
         &store_lock,
+        &Silent,
     )
     .unwrap();
     profile.add(&built.generation, &lock).unwrap();
@@ -202,11 +209,9 @@ fn main() {
         n + 1,
     ));
 
-    let files: std::collections::BTreeSet<String> = inputs
+    let files: std::collections::BTreeSet<_> = inputs
         .iter()
-        .flat_map(|g| {
-            std::iter::once(g.kernel.0.clone()).chain(g.initrd.as_ref().map(|i| i.0.clone()))
-        })
+        .flat_map(|g| std::iter::once(g.kernel.hash).chain(g.initrd.as_ref().map(|i| i.hash)))
         .collect();
     println!(
         "\n{GENERATIONS} generations on 3 kernel objects: {} kernel and initrd files on the ESP (generations built in {build_secs:.2} s)\n",

@@ -61,16 +61,27 @@ pub struct RootSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootspecError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path} is not a genboot boot.json: {source}\nHint: the generation may be damaged; run `genboot verify`")]
+    #[error("{path} is not a genboot boot.json: {cause}")]
     Parse {
         path: std::path::PathBuf,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
+}
+
+impl crate::hint::Hint for BootspecError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            BootspecError::Read { .. } => None,
+            BootspecError::Parse { .. } => {
+                Some("the generation may be damaged; run `genboot verify`".into())
+            }
+        }
+    }
 }
 
 impl BootJson {
@@ -83,13 +94,13 @@ impl BootJson {
     }
 
     pub fn read(path: &Path) -> Result<BootJson, BootspecError> {
-        let data = std::fs::read(path).map_err(|source| BootspecError::Read {
+        let data = std::fs::read(path).map_err(|cause| BootspecError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
-        serde_json::from_slice(&data).map_err(|source| BootspecError::Parse {
+        serde_json::from_slice(&data).map_err(|cause| BootspecError::Parse {
             path: path.to_path_buf(),
-            source,
+            cause,
         })
     }
 }

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read configuration {path}: {source}\nHint: pass an existing file with --config FILE (see the example in README.md)")]
+    #[error("cannot read configuration {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path}:{line}:{column}: {what}{key}\nHint: {hint}", key = key_suffix(.key))]
+    #[error("{path}:{line}:{column}: {what}{key}", key = key_suffix(.key))]
     Syntax {
         path: PathBuf,
         line: usize,
@@ -25,7 +25,7 @@ pub enum ConfigError {
         what: String,
         hint: String,
     },
-    #[error("{path}{at}: [{section}] {key}: {what}\nHint: {hint}", at = at_suffix(.at))]
+    #[error("{path}{at}: [{section}] {key}: {what}", at = at_suffix(.at))]
     Invalid {
         path: PathBuf,
         /// Line and column of the value, when it can be found in the file.
@@ -35,6 +35,17 @@ pub enum ConfigError {
         what: String,
         hint: String,
     },
+}
+
+impl crate::hint::Hint for ConfigError {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            ConfigError::Read { .. } => {
+                "pass an existing file with --config FILE (see the example in README.md)".into()
+            }
+            ConfigError::Syntax { hint, .. } | ConfigError::Invalid { hint, .. } => hint.clone(),
+        })
+    }
 }
 
 fn at_suffix(at: &Option<(u32, u32)>) -> String {
@@ -203,9 +214,9 @@ impl SystemConfig {
     /// Read and check `path`. Relative paths inside become relative to the
     /// file's directory.
     pub fn load(path: &Path) -> Result<SystemConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Self::parse(&text, path)
     }
@@ -436,6 +447,7 @@ fn syntax_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hint::Hint;
 
     const MINIMAL: &str = r#"
 [kernel]
@@ -464,7 +476,7 @@ label = "Test"
         let text = MINIMAL.replace("label = \"Test\"", "label = \"Test\"\nlabell = \"x\"");
         let e = SystemConfig::parse(&text, Path::new("s.toml"))
             .unwrap_err()
-            .to_string();
+            .with_hint();
         assert!(e.starts_with("s.toml:11:1: unknown field `labell`"), "{e}");
         assert!(e.contains("key `system.labell`"), "{e}");
     }
@@ -474,7 +486,7 @@ label = "Test"
         let text = format!("{MINIMAL}\n[boot]\ntries = \"three\"\n");
         let e = SystemConfig::parse(&text, Path::new("s.toml"))
             .unwrap_err()
-            .to_string();
+            .with_hint();
         assert!(e.contains("key `boot.tries`"), "{e}");
         assert!(e.contains("expected"), "{e}");
         assert!(e.contains(":13:9:"), "{e}");
@@ -500,7 +512,7 @@ label = "Test"
         ] {
             let e = SystemConfig::parse(&params(p), Path::new("s.toml"))
                 .unwrap_err()
-                .to_string();
+                .with_hint();
             assert!(e.starts_with("s.toml:7:3: [kernel] params: "), "{p}: {e}");
             assert!(e.contains(why), "{p}: {e}");
             assert!(e.contains("Hint:"), "{p}: {e}");
@@ -518,14 +530,14 @@ label = "Test"
             );
             let e = SystemConfig::parse(&text, Path::new("s.toml"))
                 .unwrap_err()
-                .to_string();
+                .with_hint();
             assert!(e.starts_with("s.toml:8:11: [root] options: "), "{o}: {e}");
             assert!(e.contains(why), "{o}: {e}");
         }
         let text = MINIMAL.replace("PARTUUID=8d5f3a6e", "PARTUUID=\\\"8d5f3a6e");
         let e = SystemConfig::parse(&text, Path::new("s.toml"))
             .unwrap_err()
-            .to_string();
+            .with_hint();
         assert!(
             e.starts_with("s.toml:7:10: [root] device") && e.contains("double quote"),
             "{e}"
@@ -537,7 +549,7 @@ label = "Test"
         let text = MINIMAL.replace("PARTUUID=8d5f3a6e-0000-4000-8000-000000000002", "sda1");
         let e = SystemConfig::parse(&text, Path::new("s.toml"))
             .unwrap_err()
-            .to_string();
+            .with_hint();
         assert!(e.contains("[root] device"), "{e}");
     }
 }

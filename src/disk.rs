@@ -6,6 +6,9 @@
 //! the root partition right after it up to 1 MiB before the end, the backup
 //! GPT in the last 33 sectors. Same inputs, same bytes.
 
+use crate::fsutil::IoError;
+use crate::hint::Hint;
+use crate::units::human;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -30,28 +33,37 @@ const MIB: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    #[error("cannot {op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("no GPT partition table: {0}")]
     NoGpt(String),
     #[error("the GPT has no EFI System Partition (type C12A7328-F81F-11D2-BA4B-00A0C93EC93B)")]
     NoEsp,
-    #[error("{what}\nHint: {hint}")]
+    #[error("{what}")]
     BadGpt { what: String, hint: String },
     #[error("cannot write the GPT of {path}: {what}")]
     Gpt { path: PathBuf, what: String },
-    #[error("{what}\nHint: {hint}")]
-    Size { what: String, hint: String },
-    #[error("mke2fs failed on {path} (exit {code}): {stderr}\nHint: is e2fsprogs installed (`apt-get install e2fsprogs`)? Is the image big enough for the tree below --root?")]
+    #[error("an image of {} has no room for an ESP of {} and a root partition", human(*.size), human(*.esp_size))]
+    NoRoom { size: u64, esp_size: u64 },
+    #[error("mke2fs failed on {path} (exit {code}): {stderr}")]
     Mke2fs {
         path: PathBuf,
         code: String,
         stderr: String,
     },
+}
+
+impl Hint for DiskError {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            DiskError::BadGpt { hint, .. } => hint.clone(),
+            DiskError::NoRoom { .. } => "give a larger --size or a smaller --esp-size".into(),
+            DiskError::Mke2fs { .. } => "is e2fsprogs installed (`apt-get install e2fsprogs`)? Is the image big enough for the tree below --root?".into(),
+            DiskError::Io(_) | DiskError::NoGpt(_) | DiskError::NoEsp | DiskError::Gpt { .. } => {
+                return None
+            }
+        })
+    }
 }
 
 /// A partition: number (1-based), byte range.
@@ -188,11 +200,7 @@ const GDISK_HINT: &str = "the backup GPT at the end of the image is intact: rebu
 pub fn find_esp(file: &File) -> Result<Part, DiskError> {
     let size = file
         .metadata()
-        .map_err(|source| DiskError::Io {
-            op: "read",
-            path: PathBuf::from("image"),
-            source,
-        })?
+        .map_err(IoError::at("read", Path::new("image")))?
         .len();
     if size < 34 * SECTOR {
         return Err(DiskError::NoGpt(format!(
@@ -291,39 +299,12 @@ impl DiskError {
     }
 }
 
-/// Parse `512M`, `1G`, `300MiB`, `4096` (bytes).
-pub(crate) fn parse_size(s: &str) -> Result<u64, DiskError> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let bad = || DiskError::Size {
-        what: format!("{s:?} is not a size"),
-        hint: "write a number and a unit, e.g. 512M or 2G".into(),
-    };
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let mult = match unit.to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KIB" => 1 << 10,
-        "M" | "MIB" => 1 << 20,
-        "G" | "GIB" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(mult).ok_or_else(bad)
-}
-
 /// Where the partitions of an image of `size` bytes go.
 pub(crate) fn layout(size: u64, esp_size: u64) -> Result<(Part, Part), DiskError> {
     let size = size / MIB * MIB;
     let esp_size = esp_size.div_ceil(MIB) * MIB;
     if size < esp_size + 2 * MIB + 16 * MIB {
-        return Err(DiskError::Size {
-            what: format!(
-                "an image of {} has no room for an ESP of {} and a root partition",
-                crate::esp::human(size),
-                crate::esp::human(esp_size)
-            ),
-            hint: "give a larger --size or a smaller --esp-size".into(),
-        });
+        return Err(DiskError::NoRoom { size, esp_size });
     }
     let esp = Part {
         number: 1,
@@ -343,13 +324,7 @@ pub(crate) fn layout(size: u64, esp_size: u64) -> Result<(Part, Part), DiskError
 pub fn write_gpt(path: &Path, size: u64, esp_size: u64) -> Result<(Part, Part), DiskError> {
     let (esp, root) = layout(size, esp_size)?;
     let size = size / MIB * MIB;
-    let io = |op| {
-        move |source| DiskError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
+    let io = |op| IoError::at(op, path);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -409,11 +384,7 @@ pub fn write_gpt(path: &Path, size: u64, esp_size: u64) -> Result<(Part, Part), 
 /// and the reserve, rounded up to MiB.
 pub(crate) fn root_size_for(tree: &Path) -> Result<u64, DiskError> {
     fn walk(dir: &Path, sum: &mut u64) -> Result<(), DiskError> {
-        let rd = std::fs::read_dir(dir).map_err(|source| DiskError::Io {
-            op: "read",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let rd = std::fs::read_dir(dir).map_err(IoError::at("read", dir))?;
         for e in rd.flatten() {
             let p = e.path();
             let Ok(m) = std::fs::symlink_metadata(&p) else {
@@ -456,11 +427,7 @@ pub(crate) fn make_root(image: &Path, root: Part, tree: &Path) -> Result<(), Dis
         .arg(image)
         .arg(blocks.to_string())
         .output()
-        .map_err(|source| DiskError::Io {
-            op: "run mke2fs for",
-            path: image.to_path_buf(),
-            source,
-        })?;
+        .map_err(IoError::at("run mke2fs for", image))?;
     if !out.status.success() {
         return Err(DiskError::Mke2fs {
             path: image.to_path_buf(),
@@ -474,16 +441,6 @@ pub(crate) fn make_root(image: &Path, root: Part, tree: &Path) -> Result<(), Dis
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
-        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
-        assert_eq!(parse_size("300MiB").unwrap(), 300 << 20);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("1T").is_err());
-        assert!(parse_size("big").is_err());
-    }
 
     #[test]
     fn layout_puts_esp_at_one_mib_and_root_after_it() {

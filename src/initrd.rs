@@ -19,24 +19,38 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitrdError {
-    #[error("no activator (genboot-init) found; tried {}\nHint: run `qemu/build-activator` and set [initrd] activator = \"<path it prints>\" in system.toml (or GENBOOT_ACTIVATOR=<path>), or install genboot-init next to genboot", .tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("no activator (genboot-init) found; tried {}", .tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     NoActivator { tried: Vec<PathBuf> },
-    #[error("the activator {path} ({from}) does not exist\nHint: run `qemu/build-activator` and point {from} at the path it prints")]
+    #[error("the activator {path} ({from}) does not exist")]
     ActivatorMissing { path: PathBuf, from: &'static str },
-    #[error("the activator {path} is not an ELF executable\nHint: /init must be the static genboot-init binary built by `qemu/build-activator`")]
+    #[error("the activator {path} is not an ELF executable")]
     ActivatorNotElf { path: PathBuf },
-    #[error("cannot read {path} for the initrd: {source}")]
+    #[error("cannot read {path} for the initrd: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path} cannot go into the initrd: {why}\nHint: the activator and module files must be regular files (the activator at most 64 MiB, a module at most 128 MiB)")]
+    #[error("{path} cannot go into the initrd: {why}")]
     NotAFile { path: PathBuf, why: String },
-    #[error("{format} compression failed: {source}")]
+    #[error("{format} compression failed: {cause}")]
     Compress {
         format: Compression,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+}
+
+impl crate::hint::Hint for InitrdError {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            InitrdError::NoActivator { .. } => "run `tools/build-activator` and set [initrd] activator = \"<path it prints>\" in system.toml (or GENBOOT_ACTIVATOR=<path>), or install genboot-init next to genboot".into(),
+            InitrdError::ActivatorMissing { from, .. } => {
+                format!("run `tools/build-activator` and point {from} at the path it prints")
+            }
+            InitrdError::ActivatorNotElf { .. } => "/init must be the static genboot-init binary built by `tools/build-activator`".into(),
+            InitrdError::NotAFile { .. } => "the activator and module files must be regular files (the activator at most 64 MiB, a module at most 128 MiB)".into(),
+            InitrdError::Read { .. } | InitrdError::Compress { .. } => return None,
+        })
+    }
 }
 
 /// The largest activator genboot puts into an initrd: 64 MiB (the static
@@ -116,9 +130,9 @@ pub fn members(c: &Contents<'_>) -> Result<BTreeMap<String, Member>, InitrdError
     // (the tree walk took only regular files). Both are bounded.
     let read = |p: &Path, follow: bool, cap: u64| {
         input::read_regular(p, follow, cap).map_err(|e| match e {
-            InputError::Io(source) => InitrdError::Read {
+            InputError::Io(cause) => InitrdError::Read {
                 path: p.to_path_buf(),
-                source,
+                cause,
             },
             other => InitrdError::NotAFile {
                 path: p.to_path_buf(),
@@ -160,7 +174,7 @@ pub fn members(c: &Contents<'_>) -> Result<BTreeMap<String, Member>, InitrdError
         manifest.modules.push((name.clone(), format!("/{inside}")));
         // Patterns as the module declares them; the activator matches
         // the kernel's modalias strings against them.
-        for a in &info.aliases {
+        for a in &info.info.aliases {
             manifest.aliases.push((a.clone(), name.clone()));
         }
     }
@@ -285,7 +299,7 @@ fn pad4(out: &mut Vec<u8>) {
 /// Compress `data`; `level` None means [`default_level`].
 pub fn compress(data: &[u8], c: Compression, level: Option<i32>) -> Result<Vec<u8>, InitrdError> {
     let level = level.unwrap_or_else(|| default_level(c));
-    let err = |source| InitrdError::Compress { format: c, source };
+    let err = |cause| InitrdError::Compress { format: c, cause };
     match c {
         Compression::None => Ok(data.to_vec()),
         Compression::Zstd => zstd::bulk::compress(data, level).map_err(err),

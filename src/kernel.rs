@@ -1,27 +1,42 @@
 //! Kernel images: the release string from the bzImage header, and the check
 //! that the image is an EFI-stub PE the firmware can start.
 
+use crate::hint::Hint;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("cannot read kernel image {path}: {source}\nHint: [kernel] image must name a bzImage, e.g. /boot/vmlinuz-6.1.0-50-amd64")]
+    #[error("cannot read kernel image {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("[kernel] image {path} cannot be used: {why}\nHint: [kernel] image must name a bzImage file (a regular file of at most 256 MiB), e.g. /boot/vmlinuz-6.1.0-50-amd64")]
+    #[error("[kernel] image {path} cannot be used: {why}")]
     NotAFile { path: PathBuf, why: String },
-    #[error("{path} is not a bzImage kernel: {why}\nHint: [kernel] image must name a bzImage such as /boot/vmlinuz-<release> (not a vmlinux ELF, not a compressed archive)")]
+    #[error("{path} is not a bzImage kernel: {why}")]
     NotBzImage { path: PathBuf, why: String },
-    #[error("{path}: the kernel release {release:?} cannot name a store object: {source}")]
+    #[error("{path}: the kernel release {release:?} cannot name a store object: {cause}")]
     BadRelease {
         path: PathBuf,
         release: String,
-        source: crate::store::StoreError,
+        cause: crate::store::StoreError,
     },
-    #[error("{path} has no EFI stub: {why}\nHint: systemd-boot starts kernels as EFI programs; use a kernel built with CONFIG_EFI_STUB (every Debian kernel is)")]
+    #[error("{path} has no EFI stub: {why}")]
     NoEfiStub { path: PathBuf, why: String },
+}
+
+impl Hint for KernelError {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            KernelError::Read { .. } => {
+                "[kernel] image must name a bzImage, e.g. /boot/vmlinuz-6.1.0-50-amd64".into()
+            }
+            KernelError::NotAFile { .. } => "[kernel] image must name a bzImage file (a regular file of at most 256 MiB), e.g. /boot/vmlinuz-6.1.0-50-amd64".into(),
+            KernelError::NotBzImage { .. } => "[kernel] image must name a bzImage such as /boot/vmlinuz-<release> (not a vmlinux ELF, not a compressed archive)".into(),
+            KernelError::BadRelease { cause, .. } => return cause.hint(),
+            KernelError::NoEfiStub { .. } => "systemd-boot starts kernels as EFI programs; use a kernel built with CONFIG_EFI_STUB (every Debian kernel is)".into(),
+        })
+    }
 }
 
 /// What genboot needs to know about a kernel image.
@@ -42,9 +57,9 @@ pub const MAX_KERNEL_BYTES: u64 = 256 << 20;
 fn read_image(path: &Path) -> Result<Vec<u8>, KernelError> {
     use crate::modules::input::{read_regular, InputError};
     read_regular(path, true, MAX_KERNEL_BYTES).map_err(|e| match e {
-        InputError::Io(source) => KernelError::Read {
+        InputError::Io(cause) => KernelError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         },
         other => KernelError::NotAFile {
             path: path.to_path_buf(),
@@ -56,7 +71,7 @@ fn read_image(path: &Path) -> Result<Vec<u8>, KernelError> {
 /// Copy the kernel image `from` to `to` with the checks of [`inspect`]
 /// (regular file, at most [`MAX_KERNEL_BYTES`]).
 pub fn copy_image(from: &Path, to: &Path) -> std::io::Result<()> {
-    let data = read_image(from).map_err(std::io::Error::other)?;
+    let data = read_image(from).map_err(|e| std::io::Error::other(e.with_hint()))?;
     std::fs::write(to, data)
 }
 
@@ -69,11 +84,11 @@ pub fn inspect(path: &Path) -> Result<KernelInfo, KernelError> {
     })?;
     // The release names store objects and ESP files: refuse '/', '..' and
     // the like here, before anything else reads the module tree.
-    crate::store::check_name(&format!("linux-{release}")).map_err(|source| {
+    crate::store::check_name(&format!("linux-{release}")).map_err(|cause| {
         KernelError::BadRelease {
             path: path.to_path_buf(),
             release: release.clone(),
-            source,
+            cause,
         }
     })?;
     check_efi_stub(&data).map_err(|why| KernelError::NoEfiStub {

@@ -4,6 +4,7 @@
 //! disk outside a temporary directory, and each of those writes through named
 //! [`failpoint`]s.
 
+pub mod app;
 pub mod bootspec;
 pub mod build;
 pub mod cli;
@@ -11,10 +12,15 @@ pub mod config;
 pub mod disk;
 pub mod esp;
 pub mod failpoint;
+pub mod fsutil;
 pub mod gc;
+pub mod hint;
+pub mod host;
 pub mod initrd;
 pub mod kernel;
 pub mod modules;
+pub mod notes;
 pub mod profile;
 pub mod state;
 pub mod store;
+pub mod units;

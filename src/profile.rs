@@ -2,9 +2,12 @@
 //! `system` → the current link. Every change writes a new symlink under a
 //! temporary name and renames it over the old one, under an exclusive lock.
 
-use crate::failpoint;
-use crate::state::{State, StateError};
-use crate::store::{fsync_dir, Store, StorePath};
+use crate::failpoint::{self, FailPoint};
+use crate::fsutil::{self, IoError, OwnFileError};
+use crate::hint::Hint;
+use crate::notes::{Note, Wait};
+use crate::state::State;
+use crate::store::{Store, StorePath};
 use std::fs;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -12,39 +15,46 @@ use std::time::SystemTime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("another genboot (pid {holder}) is changing {path}\nHint: wait for it to finish, or run without --no-wait to wait for it")]
+    #[error("another genboot (pid {holder}) is changing {path}")]
     Locked { path: PathBuf, holder: String },
-    #[error("generation {0} does not exist\nHint: `genboot list` shows the generations")]
+    #[error("generation {0} does not exist")]
     NoSuchGeneration(u32),
-    #[error("generation {0} is the current one and cannot be deleted\nHint: make another generation current first (`genboot rollback` or `genboot set-default N`)")]
+    #[error("generation {0} is the current one and cannot be deleted")]
     DeleteCurrent(u32),
-    #[error("generation {0} is the running system (genboot-init recorded it in /run/genboot/booted) and cannot be deleted: its kernel modules are mounted at /lib/modules\nHint: boot another generation first (`genboot set-default N`, then reboot), then delete it")]
+    #[error("generation {0} is the running system (genboot-init recorded it in /run/genboot/booted) and cannot be deleted: its kernel modules are mounted at /lib/modules")]
     DeleteBooted(u32),
     #[error("there is no generation before {0} to roll back to")]
     NothingToRollBack(u32),
-    #[error(
-        "the profile has no current generation\nHint: run `genboot switch --config FILE` first"
-    )]
+    #[error("the profile has no current generation")]
     NoCurrent,
     #[error("profile link {path} does not point into the store")]
     BadLink { path: PathBuf },
-    #[error("cannot {op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
-    #[error("the state directory {path} is not writable: {source}\nHint: run as root, or pass --root DIR to work on a tree you own")]
-    NotWritable { path: PathBuf, source: io::Error },
     #[error(transparent)]
-    State(#[from] StateError),
+    Io(#[from] IoError),
+    #[error("the state directory {path} is not writable: {cause}")]
+    NotWritable { path: PathBuf, cause: io::Error },
+    #[error(transparent)]
+    LockFile(#[from] OwnFileError),
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ProfileError + 'a {
-    move |source| ProfileError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
+impl Hint for ProfileError {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            ProfileError::Locked { .. } => {
+                "wait for it to finish, or run without --no-wait to wait for it".into()
+            }
+            ProfileError::NoSuchGeneration(_) => "`genboot list` shows the generations".into(),
+            ProfileError::DeleteCurrent(_) => "make another generation current first (`genboot rollback` or `genboot set-default N`)".into(),
+            ProfileError::DeleteBooted(_) => "boot another generation first (`genboot set-default N`, then reboot), then delete it".into(),
+            ProfileError::NoCurrent => "run `genboot switch --config FILE` first".into(),
+            ProfileError::NotWritable { .. } => {
+                "run as root, or pass --root DIR to work on a tree you own".into()
+            }
+            ProfileError::LockFile(e) => return e.hint(),
+            ProfileError::NothingToRollBack(_)
+            | ProfileError::BadLink { .. }
+            | ProfileError::Io(_) => return None,
+        })
     }
 }
 
@@ -90,22 +100,25 @@ impl Profile {
 
     /// Take the exclusive lock. Without `wait`, fail at once if it is held;
     /// with it, say who holds it and wait.
-    pub fn lock(&self, wait: bool) -> Result<Lock, ProfileError> {
-        fs::create_dir_all(&self.dir).map_err(|source| ProfileError::NotWritable {
+    pub fn lock(&self, wait: Wait<'_>) -> Result<Lock, ProfileError> {
+        fs::create_dir_all(&self.dir).map_err(|cause| ProfileError::NotWritable {
             path: self.dir.clone(),
-            source,
+            cause,
         })?;
         let path = self.dir.join(".lock");
         // Never through a symlink or a hard link: the pid is written into it.
-        let mut file = match crate::state::open_lock_file(&path, "profile lock file") {
+        let mut file = match fsutil::open_lock_file(&path, "profile lock file") {
             Ok(f) => f,
-            Err(StateError::Io { source, .. })
+            Err(OwnFileError::Io(e))
                 if matches!(
-                    source.raw_os_error(),
+                    e.raw_os_error(),
                     Some(libc::EROFS | libc::EACCES | libc::EPERM)
                 ) =>
             {
-                return Err(ProfileError::NotWritable { path, source })
+                return Err(ProfileError::NotWritable {
+                    path,
+                    cause: e.source,
+                })
             }
             Err(e) => return Err(e.into()),
         };
@@ -120,20 +133,20 @@ impl Profile {
                 } else {
                     holder
                 };
-                if !wait {
+                let Wait::Yes(notes) = wait else {
                     return Err(ProfileError::Locked { path, holder });
-                }
-                eprintln!(
-                    "genboot: waiting for another genboot (pid {holder}) to release {}",
+                };
+                notes.note(Note::Waiting(&format!(
+                    "waiting for another genboot (pid {holder}) to release {}",
                     path.display()
-                );
-                file.lock().map_err(io_err("lock", &path))?;
+                )));
+                file.lock().map_err(IoError::at("lock", &path))?;
             }
-            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+            Err(fs::TryLockError::Error(e)) => return Err(IoError::at("lock", &path)(e).into()),
         }
-        file.set_len(0).map_err(io_err("write", &path))?;
-        file.rewind().map_err(io_err("write", &path))?;
-        write!(file, "{}", std::process::id()).map_err(io_err("write", &path))?;
+        file.set_len(0).map_err(IoError::at("write", &path))?;
+        file.rewind().map_err(IoError::at("write", &path))?;
+        write!(file, "{}", std::process::id()).map_err(IoError::at("write", &path))?;
         Ok(Lock { _file: file })
     }
 
@@ -144,10 +157,10 @@ impl Profile {
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(io_err("list", &self.dir)(e)),
+            Err(e) => return Err(IoError::at("list", &self.dir)(e).into()),
         };
         for item in rd {
-            let item = item.map_err(io_err("list", &self.dir))?;
+            let item = item.map_err(IoError::at("list", &self.dir))?;
             let Some(number) = item.file_name().to_str().and_then(parse_link_name) else {
                 continue;
             };
@@ -155,7 +168,7 @@ impl Profile {
             let target = self.read_link(&path)?;
             let date = fs::symlink_metadata(&path)
                 .and_then(|m| m.modified())
-                .map_err(io_err("stat", &path))?;
+                .map_err(IoError::at("stat", &path))?;
             out.push(Generation {
                 number,
                 target,
@@ -168,7 +181,7 @@ impl Profile {
     }
 
     fn read_link(&self, path: &Path) -> Result<StorePath, ProfileError> {
-        let t = fs::read_link(path).map_err(io_err("read link", path))?;
+        let t = fs::read_link(path).map_err(IoError::at("read link", path))?;
         t.file_name()
             .and_then(|n| n.to_str())
             .and_then(StorePath::parse)
@@ -182,7 +195,7 @@ impl Profile {
         match fs::read_link(&path) {
             Ok(t) => Ok(t.to_str().and_then(parse_link_name)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("read link", &path)(e)),
+            Err(e) => Err(IoError::at("read link", &path)(e).into()),
         }
     }
 
@@ -207,10 +220,10 @@ impl Profile {
         let tmp = self.dir.join(format!(".{}.tmp", link_name(n)));
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(format!("../store/{}", target.base_name()), &tmp)
-            .map_err(io_err("create link", &tmp))?;
-        failpoint::hit("profile::link-written").map_err(io_err("create link", &tmp))?;
-        fs::rename(&tmp, &link).map_err(io_err("rename", &link))?;
-        failpoint::hit("profile::link-renamed").map_err(io_err("rename", &link))?;
+            .map_err(IoError::at("create link", &tmp))?;
+        failpoint::hit(FailPoint::ProfileLinkWritten).map_err(IoError::at("create link", &tmp))?;
+        fs::rename(&tmp, &link).map_err(IoError::at("rename", &link))?;
+        failpoint::hit(FailPoint::ProfileLinkRenamed).map_err(IoError::at("rename", &link))?;
         self.set_current(n, _lock)?;
         Ok((n, true))
     }
@@ -223,12 +236,12 @@ impl Profile {
         }
         let tmp = self.dir.join(".system.tmp");
         let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(link_name(n), &tmp).map_err(io_err("create link", &tmp))?;
-        failpoint::hit("profile::current-written").map_err(io_err("create link", &tmp))?;
-        fs::rename(&tmp, self.dir.join(CURRENT)).map_err(io_err("rename", &tmp))?;
-        failpoint::hit("profile::current-renamed").map_err(io_err("rename", &tmp))?;
-        fsync_dir(&self.dir)
-            .map_err(|e| io_err("sync", &self.dir)(io::Error::other(e.to_string())))?;
+        std::os::unix::fs::symlink(link_name(n), &tmp).map_err(IoError::at("create link", &tmp))?;
+        failpoint::hit(FailPoint::ProfileCurrentWritten)
+            .map_err(IoError::at("create link", &tmp))?;
+        fs::rename(&tmp, self.dir.join(CURRENT)).map_err(IoError::at("rename", &tmp))?;
+        failpoint::hit(FailPoint::ProfileCurrentRenamed).map_err(IoError::at("rename", &tmp))?;
+        fsutil::fsync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -268,10 +281,9 @@ impl Profile {
         }
         for n in numbers {
             let link = self.dir.join(link_name(*n));
-            fs::remove_file(&link).map_err(io_err("remove", &link))?;
+            fs::remove_file(&link).map_err(IoError::at("remove", &link))?;
         }
-        fsync_dir(&self.dir)
-            .map_err(|e| io_err("sync", &self.dir)(io::Error::other(e.to_string())))?;
+        fsutil::fsync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -295,9 +307,9 @@ impl Profile {
             let tmp = self.dir.join(format!(".{}.tmp", link_name(b.number)));
             let _ = fs::remove_file(&tmp);
             std::os::unix::fs::symlink(format!("../store/{}", b.target.base_name()), &tmp)
-                .map_err(io_err("create link", &tmp))?;
-            set_link_mtime(&tmp, b.date).map_err(io_err("set the date of", &tmp))?;
-            fs::rename(&tmp, &link).map_err(io_err("rename", &link))?;
+                .map_err(IoError::at("create link", &tmp))?;
+            set_link_mtime(&tmp, b.date).map_err(IoError::at("set the date of", &tmp))?;
+            fs::rename(&tmp, &link).map_err(IoError::at("rename", &link))?;
         }
         match before.iter().find(|g| g.current) {
             Some(c) => self.set_current(c.number, lock)?,
@@ -305,7 +317,7 @@ impl Profile {
                 let cur = self.dir.join(CURRENT);
                 match fs::remove_file(&cur) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                        return Err(io_err("remove", &cur)(e))
+                        return Err(IoError::at("remove", &cur)(e).into())
                     }
                     _ => {}
                 }
@@ -314,11 +326,10 @@ impl Profile {
         for g in &now {
             if !before.iter().any(|b| b.number == g.number) {
                 let link = self.dir.join(link_name(g.number));
-                fs::remove_file(&link).map_err(io_err("remove", &link))?;
+                fs::remove_file(&link).map_err(IoError::at("remove", &link))?;
             }
         }
-        fsync_dir(&self.dir)
-            .map_err(|e| io_err("sync", &self.dir)(io::Error::other(e.to_string())))?;
+        fsutil::fsync_dir(&self.dir)?;
         Ok(())
     }
 }

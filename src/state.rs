@@ -25,10 +25,11 @@
 //! Refusing every symlink instead would break trees where `/var/lib/genboot`
 //! is a link to another disk, which are legitimate.
 
+use crate::fsutil::IoError;
+use crate::hint::Hint;
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io;
 use std::path::{Component, Path, PathBuf};
 
 pub use genboot_format::{STATE_DIR, STORE_DIR};
@@ -38,39 +39,33 @@ const MAX_LINKS: u32 = 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{link} is a symlink to {target}, which does not exist below {root} (genboot resolves links below --root as if {root} were /, so it never follows a link out of the tree)\nHint: remove the link, or create its target below {root}")]
+    #[error("{link} is a symlink to {target}, which does not exist below {root} (genboot resolves links below --root as if {root} were /, so it never follows a link out of the tree)")]
     Dangling {
         link: PathBuf,
         target: PathBuf,
         root: PathBuf,
     },
-    #[error("too many levels of symlinks (more than {MAX_LINKS}) resolving {path} below {root}\nHint: look for a symlink loop in the tree below --root")]
+    #[error("too many levels of symlinks (more than {MAX_LINKS}) resolving {path} below {root}")]
     Loop { path: PathBuf, root: PathBuf },
-    #[error(
-        "{path} is not a directory, so {rest} cannot be below it\nHint: remove or rename {path}"
-    )]
+    #[error("{path} is not a directory, so {rest} cannot be below it")]
     NotDir { path: PathBuf, rest: String },
-    #[error("{path} is a symlink; genboot's {what} must be a plain file\nHint: remove {path} (genboot creates it again); a symlink there would make genboot write to whatever it points at")]
-    SymlinkedFile { path: PathBuf, what: &'static str },
-    #[error("{path} is not a plain file genboot created ({why}); genboot's {what} must be a regular file with one link\nHint: remove {path} (genboot creates it again)")]
-    ForeignFile {
-        path: PathBuf,
-        what: &'static str,
-        why: String,
-    },
-    #[error("cannot {op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
-    move |source| StateError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
+impl Hint for StateError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            StateError::Dangling { root, .. } => Some(format!(
+                "remove the link, or create its target below {}",
+                root.display()
+            )),
+            StateError::Loop { .. } => {
+                Some("look for a symlink loop in the tree below --root".into())
+            }
+            StateError::NotDir { path, .. } => Some(format!("remove or rename {}", path.display())),
+            StateError::Io(_) => None,
+        }
     }
 }
 
@@ -92,9 +87,9 @@ impl State {
             Ok(r) => r,
             // A root that does not exist yet is created by the first write.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::path::absolute(root).map_err(io_err("find the absolute path of", root))?
+                std::path::absolute(root).map_err(IoError::at("find the absolute path of", root))?
             }
-            Err(e) => return Err(io_err("open", root)(e)),
+            Err(e) => return Err(IoError::at("open", root)(e).into()),
         };
         let state = Path::new(STATE_DIR);
         Ok(State {
@@ -179,7 +174,8 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, StateError> 
                         root: root.to_path_buf(),
                     });
                 }
-                let target = fs::read_link(&candidate).map_err(io_err("read link", &candidate))?;
+                let target =
+                    fs::read_link(&candidate).map_err(IoError::at("read link", &candidate))?;
                 if target.is_absolute() {
                     done.clear();
                 }
@@ -220,127 +216,10 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, StateError> 
                     return Ok(root.to_path_buf());
                 }
             }
-            Err(e) => return Err(io_err("look up", &candidate)(e)),
+            Err(e) => return Err(IoError::at("look up", &candidate)(e).into()),
         }
     }
     Ok(here(&done))
-}
-
-/// Open (creating it) a lock file genboot keeps in its state: never through
-/// a symlink, and only a regular file with one link (a hard link to another
-/// file would have genboot overwrite that file).
-pub(crate) fn open_lock_file(path: &Path, what: &'static str) -> Result<fs::File, StateError> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| nofollow_error(e, path, what))?;
-    check_own_file(&file, path, what)?;
-    Ok(file)
-}
-
-fn nofollow_error(e: io::Error, path: &Path, what: &'static str) -> StateError {
-    if e.raw_os_error() == Some(libc::ELOOP) {
-        StateError::SymlinkedFile {
-            path: path.to_path_buf(),
-            what,
-        }
-    } else {
-        io_err("open", path)(e)
-    }
-}
-
-fn check_own_file(file: &fs::File, path: &Path, what: &'static str) -> Result<(), StateError> {
-    let m = file.metadata().map_err(io_err("stat", path))?;
-    let why = if !m.is_file() {
-        Some("not a regular file".to_string())
-    } else if m.nlink() != 1 {
-        Some(format!("it has {} hard links", m.nlink()))
-    } else {
-        None
-    };
-    match why {
-        Some(why) => Err(StateError::ForeignFile {
-            path: path.to_path_buf(),
-            what,
-            why,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Read a state file genboot wrote, never through a symlink; `None` if it
-/// does not exist.
-pub(crate) fn read_state_file(
-    path: &Path,
-    what: &'static str,
-) -> Result<Option<Vec<u8>>, StateError> {
-    let mut f = match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(nofollow_error(e, path, what)),
-    };
-    if !f.metadata().map_err(io_err("stat", path))?.is_file() {
-        return Err(StateError::ForeignFile {
-            path: path.to_path_buf(),
-            what,
-            why: "not a regular file".into(),
-        });
-    }
-    let mut data = Vec::new();
-    f.read_to_end(&mut data).map_err(io_err("read", path))?;
-    Ok(Some(data))
-}
-
-static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Replace `path` with `data`: a fresh temporary file beside it (`O_EXCL`,
-/// `O_NOFOLLOW`, so a planted file or link at the temporary name is never
-/// written through), optionally flushed, then renamed over `path` (rename
-/// replaces a link at `path`, it does not follow it).
-pub(crate) fn write_state_file(path: &Path, data: &[u8], durable: bool) -> Result<(), StateError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .unwrap_or(OsStr::new("file"))
-        .to_string_lossy();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        f.write_all(data).map_err(io_err("write", &tmp))?;
-        if durable {
-            f.sync_all().map_err(io_err("sync", &tmp))?;
-        }
-        fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
-        if durable {
-            fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err("sync", dir))?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]
@@ -409,33 +288,5 @@ mod tests {
         fs::write(root.join("var/file"), b"x").unwrap();
         let e = resolve_in_root(&root, Path::new("/var/file/x")).unwrap_err();
         assert!(matches!(e, StateError::NotDir { .. }), "{e}");
-    }
-
-    #[test]
-    fn lock_files_are_never_opened_through_links() {
-        let (t, root) = tree();
-        let victim = t.path().join("victim");
-        fs::write(&victim, b"precious").unwrap();
-        symlink(&victim, root.join(".lock")).unwrap();
-        let e = open_lock_file(&root.join(".lock"), "lock file").unwrap_err();
-        assert!(matches!(e, StateError::SymlinkedFile { .. }), "{e}");
-        fs::remove_file(root.join(".lock")).unwrap();
-        fs::hard_link(&victim, root.join(".lock")).unwrap();
-        let e = open_lock_file(&root.join(".lock"), "lock file").unwrap_err();
-        assert!(e.to_string().contains("2 hard links"), "{e}");
-        assert_eq!(fs::read(&victim).unwrap(), b"precious");
-    }
-
-    #[test]
-    fn state_files_replace_links_instead_of_writing_through_them() {
-        let (t, root) = tree();
-        let victim = t.path().join("victim");
-        fs::write(&victim, b"precious").unwrap();
-        let path = root.join("settings.json");
-        symlink(&victim, &path).unwrap();
-        assert!(read_state_file(&path, "settings").is_err());
-        write_state_file(&path, b"{}", false).unwrap();
-        assert_eq!(fs::read(&victim).unwrap(), b"precious");
-        assert_eq!(read_state_file(&path, "settings").unwrap().unwrap(), b"{}");
     }
 }

@@ -5,9 +5,13 @@
 //! flushed to disk, made read-only and renamed into place; an object is never
 //! changed after that. Hashing is parallel over files and streams each file.
 
-use crate::failpoint;
-use crate::state::{State, StateError, STORE_DIR};
+use crate::failpoint::{self, FailPoint};
+use crate::fsutil::{self, CopyError, IoError, OwnFileError};
+use crate::hint::Hint;
+use crate::notes::{Note, Notes, Silent, Wait};
+use crate::state::{State, STORE_DIR};
 use genboot_format::store_name::split_store_name;
+pub use genboot_format::store_name::StoreHash;
 use genboot_format::storehash::{self, Entry, EntryKind, SELF_MASK};
 use rayon::prelude::*;
 use std::ffi::OsStr;
@@ -19,9 +23,9 @@ use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store object name {name:?} is not allowed: {why}\nHint: names may not contain '/', '..', control characters or spaces")]
+    #[error("store object name {name:?} is not allowed: {why}")]
     BadName { name: String, why: &'static str },
-    #[error("symlink {link} in store object {name:?} points to {target}, outside the store\nHint: store objects may only link to other store objects (relative links that stay inside {STORE_DIR})")]
+    #[error("symlink {link} in store object {name:?} points to {target}, outside the store")]
     LinkLeavesStore {
         name: String,
         link: String,
@@ -29,46 +33,55 @@ pub enum StoreError {
     },
     #[error("{path} is not a regular file, directory or symlink, so it cannot enter the store")]
     SpecialFile { path: PathBuf },
-    #[error("cannot {op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
-    #[error("the state directory {path} is not writable: {source}\nHint: run as root, or pass --root DIR to work on a tree you own")]
-    NotWritable { path: PathBuf, source: io::Error },
-    #[error("building store object {name:?} failed: {source}")]
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("the state directory {path} is not writable: {cause}")]
+    NotWritable { path: PathBuf, cause: io::Error },
+    #[error("building store object {name:?} failed: {cause}")]
     Fill {
         name: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("the store {path} is in use: {what}\nHint: wait for it to finish, or run without --no-wait to wait for it")]
+    #[error("the store {path} is in use: {what}")]
     Busy { path: PathBuf, what: &'static str },
     #[error(transparent)]
-    State(Box<StateError>),
+    LockFile(#[from] OwnFileError),
 }
 
-impl From<StateError> for StoreError {
-    fn from(e: StateError) -> StoreError {
-        StoreError::State(Box::new(e))
+impl Hint for StoreError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            StoreError::BadName { .. } => Some(
+                "names may not contain '/', '..', control characters or spaces".into(),
+            ),
+            StoreError::LinkLeavesStore { .. } => Some(format!(
+                "store objects may only link to other store objects (relative links that stay inside {STORE_DIR})"
+            )),
+            StoreError::NotWritable { .. } => Some(
+                "run as root, or pass --root DIR to work on a tree you own".into(),
+            ),
+            StoreError::Busy { .. } => Some(
+                "wait for it to finish, or run without --no-wait to wait for it".into(),
+            ),
+            StoreError::LockFile(e) => e.hint(),
+            StoreError::SpecialFile { .. } | StoreError::Io(_) | StoreError::Fill { .. } => None,
+        }
     }
 }
 
-pub(crate) fn io_err<'a>(
-    op: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
+impl From<CopyError> for StoreError {
+    fn from(e: CopyError) -> StoreError {
+        match e {
+            CopyError::Io(e) => StoreError::Io(e),
+            CopyError::Special { path } => StoreError::SpecialFile { path },
+        }
     }
 }
 
-/// A store object.
+/// A store object: `<hash>-<name>`. Serialised as that string.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StorePath {
-    pub hash: String,
+    pub hash: StoreHash,
     pub name: String,
 }
 
@@ -85,14 +98,28 @@ impl StorePath {
         let (hash, name) = split_store_name(base_name)?;
         check_name(name).ok()?;
         Some(StorePath {
-            hash: hash.to_string(),
+            hash,
             name: name.into(),
         })
     }
 }
 
+impl serde::Serialize for StorePath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.base_name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StorePath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StorePath, D::Error> {
+        let text = String::deserialize(d)?;
+        StorePath::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a store object name")))
+    }
+}
+
 /// How an object is built.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct BuildOptions<'a> {
     /// Files may name the object itself by writing [`SELF_MASK`] where the
     /// hash goes; it is replaced by the real hash before the object lands.
@@ -100,6 +127,27 @@ pub struct BuildOptions<'a> {
     /// Symlinks (relative paths in the object) allowed to point outside the
     /// store, such as a generation's `init`, which names the root's init.
     pub external_links: &'a [&'a str],
+    /// Where the warning goes when a damaged object is replaced.
+    pub notes: &'a dyn Notes,
+}
+
+impl Default for BuildOptions<'_> {
+    fn default() -> Self {
+        BuildOptions {
+            self_refs: false,
+            external_links: &[],
+            notes: &Silent,
+        }
+    }
+}
+
+impl std::fmt::Debug for BuildOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("self_refs", &self.self_refs)
+            .field("external_links", &self.external_links)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -175,17 +223,17 @@ impl Store {
     pub fn open(state: &State) -> Result<Store, StoreError> {
         // Resolved inside --root: whatever part is missing holds no symlink.
         let dir = state.store_dir();
-        fs::create_dir_all(&dir).map_err(|source| StoreError::NotWritable {
+        fs::create_dir_all(&dir).map_err(|cause| StoreError::NotWritable {
             path: state.dir.clone(),
-            source,
+            cause,
         })?;
         // Creating the directory may succeed on an existing, read-only tree.
         let probe = dir.join(format!(".probe-{}", std::process::id()));
         fs::create_dir(&probe)
             .and_then(|_| fs::remove_dir(&probe))
-            .map_err(|source| StoreError::NotWritable {
+            .map_err(|cause| StoreError::NotWritable {
                 path: dir.clone(),
-                source,
+                cause,
             })?;
         Ok(Store {
             dir,
@@ -207,9 +255,9 @@ impl Store {
     /// never deletes a build's staging directory or an object a running
     /// build has made but not yet linked. Without `wait`, fail at once when
     /// it is held the other way.
-    pub fn lock(&self, kind: LockKind, wait: bool) -> Result<StoreLock, StoreError> {
+    pub fn lock(&self, kind: LockKind, wait: Wait<'_>) -> Result<StoreLock, StoreError> {
         let path = &self.lock_file;
-        let file = crate::state::open_lock_file(path, "store lock file")?;
+        let file = fsutil::open_lock_file(path, "store lock file")?;
         let tried = match kind {
             LockKind::Shared => file.try_lock_shared(),
             LockKind::Exclusive => file.try_lock(),
@@ -221,20 +269,23 @@ impl Store {
         match tried {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                if !wait {
+                let Wait::Yes(notes) = wait else {
                     return Err(StoreError::Busy {
                         path: self.dir.clone(),
                         what,
                     });
-                }
-                eprintln!("genboot: waiting: {what} in {}", self.dir.display());
+                };
+                notes.note(Note::Waiting(&format!(
+                    "waiting: {what} in {}",
+                    self.dir.display()
+                )));
                 match kind {
                     LockKind::Shared => file.lock_shared(),
                     LockKind::Exclusive => file.lock(),
                 }
-                .map_err(io_err("lock", path))?;
+                .map_err(IoError::at("lock", path))?;
             }
-            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", path)(e)),
+            Err(fs::TryLockError::Error(e)) => return Err(IoError::at("lock", path)(e).into()),
         }
         Ok(StoreLock { _file: file, kind })
     }
@@ -242,17 +293,17 @@ impl Store {
     /// The shared lock for a command that only reads the store; `None` when
     /// the store cannot hold a lock file (read-only), where nothing can
     /// delete objects either.
-    pub fn lock_for_reading(&self, wait: bool) -> Result<Option<StoreLock>, StoreError> {
+    pub fn lock_for_reading(&self, wait: Wait<'_>) -> Result<Option<StoreLock>, StoreError> {
         if !self.dir.is_dir() {
             return Ok(None);
         }
         match self.lock(LockKind::Shared, wait) {
             Ok(l) => Ok(Some(l)),
-            Err(StoreError::State(e))
-                if matches!(&*e, StateError::Io { source, .. } if matches!(
-                    source.raw_os_error(),
+            Err(StoreError::LockFile(OwnFileError::Io(e)))
+                if matches!(
+                    e.raw_os_error(),
                     Some(libc::EROFS | libc::EACCES | libc::EPERM)
-                )) =>
+                ) =>
             {
                 Ok(None)
             }
@@ -301,12 +352,14 @@ impl Store {
         let tmp = self.dir.join(format!(
             ".tmp-{}-{}-{name}",
             std::process::id(),
-            TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            fsutil::tmp_number()
         ));
-        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        fs::create_dir(&tmp).map_err(IoError::at("create", &tmp))?;
         let result = self.build_in(&tmp, name, opts, fill);
         if result.is_err() {
-            let _ = remove_tree(&tmp);
+            // The error is what matters; a staging directory left behind is
+            // removed by the next `gc`.
+            let _ = fsutil::remove_tree(&tmp);
         }
         result
     }
@@ -323,9 +376,9 @@ impl Store {
     {
         fill(tmp).map_err(|e| StoreError::Fill {
             name: name.to_string(),
-            source: e.into(),
+            cause: e.into(),
         })?;
-        failpoint::hit("store::staged").map_err(io_err("stage", tmp))?;
+        failpoint::hit(FailPoint::StoreStaged).map_err(IoError::at("stage", tmp))?;
         let entries = scan(tmp)?;
         check_links(name, tmp, &entries, opts.external_links)?;
         // Staged content carries SELF_MASK where it names itself, which is
@@ -335,24 +388,24 @@ impl Store {
             hash,
             name: name.to_string(),
         };
-        failpoint::hit("store::hashed").map_err(io_err("hash", tmp))?;
+        failpoint::hit(FailPoint::StoreHashed).map_err(IoError::at("hash", tmp))?;
         // An object already there is reused only after it is checked like
         // `verify` checks it: a damaged one (or a symlink or file under its
         // name) is replaced by this fresh copy.
         let existing = self.existing(&sp)?;
         if existing == Existing::Good {
-            remove_tree(tmp)?;
+            fsutil::remove_tree(tmp)?;
             return Ok(sp);
         }
         if opts.self_refs {
             rewrite_self_refs(tmp, &entries, sp.hash.as_bytes())?;
         }
         make_read_only(tmp, &entries)?;
-        syncfs(tmp)?;
-        failpoint::hit("store::synced").map_err(io_err("sync", tmp))?;
-        self.land(tmp, &sp, existing)?;
-        fsync_dir(&self.dir)?;
-        failpoint::hit("store::renamed").map_err(io_err("rename", &self.path(&sp)))?;
+        fsutil::syncfs(tmp)?;
+        failpoint::hit(FailPoint::StoreSynced).map_err(IoError::at("sync", tmp))?;
+        self.land(tmp, &sp, existing, opts.notes)?;
+        fsutil::fsync_dir(&self.dir)?;
+        failpoint::hit(FailPoint::StoreRenamed).map_err(IoError::at("rename", &self.path(&sp)))?;
         Ok(sp)
     }
 
@@ -360,7 +413,7 @@ impl Store {
         let dest = self.path(sp);
         match fs::symlink_metadata(&dest) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Existing::Missing),
-            Err(e) => Err(io_err("look up", &dest)(e)),
+            Err(e) => Err(IoError::at("look up", &dest)(e).into()),
             Ok(_) => Ok(match self.verify_object(sp)? {
                 None => Existing::Good,
                 Some(problem) => Existing::Bad(problem),
@@ -371,7 +424,13 @@ impl Store {
     /// Move the finished staging directory `tmp` to its place. Another build
     /// may land the same object first (builds run concurrently under the
     /// shared lock): losing that race to a good object is success.
-    fn land(&self, tmp: &Path, sp: &StorePath, existing: Existing) -> Result<(), StoreError> {
+    fn land(
+        &self,
+        tmp: &Path,
+        sp: &StorePath,
+        existing: Existing,
+        notes: &dyn Notes,
+    ) -> Result<(), StoreError> {
         let dest = self.path(sp);
         let problem = match existing {
             Existing::Bad(problem) => problem,
@@ -384,25 +443,25 @@ impl Store {
                     ) =>
                 {
                     match self.existing(sp)? {
-                        Existing::Good => return remove_tree(tmp),
+                        Existing::Good => return Ok(fsutil::remove_tree(tmp)?),
                         Existing::Bad(problem) => problem,
                         Existing::Missing => {
-                            return Err(io_err("rename into place", &dest)(e));
+                            return Err(IoError::at("rename into place", &dest)(e).into());
                         }
                     }
                 }
-                Err(e) => return Err(io_err("rename into place", &dest)(e)),
+                Err(e) => return Err(IoError::at("rename into place", &dest)(e).into()),
             },
         };
         // Swap the fresh copy in atomically: the name never goes missing
         // (a running system may be reading the old object through it).
         exchange(tmp, &dest)?;
-        eprintln!(
-            "genboot: warning: store object {} was damaged ({problem}); replaced it with a fresh copy",
+        notes.note(Note::Warning(&format!(
+            "store object {} was damaged ({problem}); replaced it with a fresh copy",
             dest.display()
-        );
+        )));
         // `tmp` now holds the damaged object.
-        remove_tree(tmp)
+        Ok(fsutil::remove_tree(tmp)?)
     }
 
     /// Add a copy of `src` (a file or a directory tree) as object `name`.
@@ -412,14 +471,13 @@ impl Store {
             name,
             BuildOptions::default(),
             |dir| -> Result<(), StoreError> {
-                let meta = fs::metadata(src).map_err(io_err("read", src))?;
+                let meta = fs::metadata(src).map_err(IoError::at("read", src))?;
                 if meta.is_dir() {
-                    copy_tree(src, dir)
+                    Ok(fsutil::copy_tree(src, dir)?)
                 } else {
                     let dest = dir.join(src.file_name().unwrap_or(OsStr::new("file")));
-                    fs::copy(src, &dest)
-                        .map_err(io_err("copy", src))
-                        .map(|_| ())
+                    fs::copy(src, &dest).map_err(IoError::at("copy", src))?;
+                    Ok(())
                 }
             },
         )
@@ -431,10 +489,10 @@ impl Store {
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(io_err("list", &self.dir)(e)),
+            Err(e) => return Err(IoError::at("list", &self.dir)(e).into()),
         };
         for item in rd {
-            let item = item.map_err(io_err("list", &self.dir))?;
+            let item = item.map_err(IoError::at("list", &self.dir))?;
             if let Some(sp) = item.file_name().to_str().and_then(StorePath::parse) {
                 out.push(sp);
             }
@@ -464,7 +522,7 @@ impl Store {
     /// object's name.
     pub fn verify_object(&self, sp: &StorePath) -> Result<Option<String>, StoreError> {
         let dir = self.path(sp);
-        let meta = fs::symlink_metadata(&dir).map_err(io_err("look up", &dir))?;
+        let meta = fs::symlink_metadata(&dir).map_err(IoError::at("look up", &dir))?;
         if meta.file_type().is_symlink() {
             let to = fs::read_link(&dir).unwrap_or_default();
             return Ok(Some(format!(
@@ -499,9 +557,8 @@ impl Store {
             problems.truncate(3);
             problems.push(format!("and {more} more with wrong modes or owners"));
         }
-        let own: [u8; 32] = sp.hash.as_bytes().try_into().expect("hash is 32 bytes");
         let entries = scanned.into_iter().map(|(e, _)| e).collect();
-        let hash = hash_entries(&dir, &sp.name, entries, Some(&own))?;
+        let hash = hash_entries(&dir, &sp.name, entries, Some(sp.hash.as_bytes()))?;
         if hash != sp.hash {
             problems.insert(0, format!("contents hash to {hash}"));
         }
@@ -618,11 +675,30 @@ impl Store {
 
     /// Delete an object (for gc).
     pub fn delete(&self, sp: &StorePath) -> Result<(), StoreError> {
-        remove_tree(&self.path(sp))
+        Ok(fsutil::remove_tree(&self.path(sp))?)
     }
 }
 
-static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Swap the fresh copy `a` in for the damaged object `b`: atomically
+/// (`renameat2(RENAME_EXCHANGE)`), or on a file system without it with two
+/// renames; between them the object's name is missing for an instant,
+/// which only a reader opening it at that moment notices (open files stay
+/// valid), and which a crash there leaves as a missing object that the
+/// next build makes again.
+fn exchange(a: &Path, b: &Path) -> Result<(), StoreError> {
+    if fsutil::exchange(a, b)? {
+        return Ok(());
+    }
+    let aside = a.with_file_name(format!(
+        ".tmp-{}-{}-damaged",
+        std::process::id(),
+        fsutil::tmp_number()
+    ));
+    fs::rename(b, &aside).map_err(IoError::at("move aside", b))?;
+    fs::rename(a, b).map_err(IoError::at("rename into place", b))?;
+    fs::rename(&aside, a).map_err(IoError::at("rename", &aside))?;
+    Ok(())
+}
 
 /// Where `target` (a symlink in `object`, in directory `link_dir` relative to
 /// the object) lands, relative to the store directory; `None` if outside.
@@ -746,18 +822,16 @@ fn scan(dir: &Path) -> Result<Vec<Entry>, StoreError> {
 /// [`scan`], with each entry's mode and owner. The directory itself must be
 /// a real directory, not a symlink to one.
 fn scan_full(dir: &Path) -> Result<Vec<(Entry, Perm)>, StoreError> {
-    let top = fs::symlink_metadata(dir).map_err(io_err("look up", dir))?;
+    let top = fs::symlink_metadata(dir).map_err(IoError::at("look up", dir))?;
     if !top.is_dir() {
-        return Err(io_err("list", dir)(io::Error::from_raw_os_error(
-            libc::ENOTDIR,
-        )));
+        return Err(IoError::at("list", dir)(io::Error::from_raw_os_error(libc::ENOTDIR)).into());
     }
     fn walk(base: &Path, rel: &Path, out: &mut Vec<(Entry, Perm)>) -> Result<(), StoreError> {
         let here = base.join(rel);
-        for item in fs::read_dir(&here).map_err(io_err("list", &here))? {
-            let item = item.map_err(io_err("list", &here))?;
+        for item in fs::read_dir(&here).map_err(IoError::at("list", &here))? {
+            let item = item.map_err(IoError::at("list", &here))?;
             let path = item.path();
-            let meta = fs::symlink_metadata(&path).map_err(io_err("stat", &path))?;
+            let meta = fs::symlink_metadata(&path).map_err(IoError::at("stat", &path))?;
             let rel_path = rel.join(item.file_name());
             let bytes = rel_path.as_os_str().as_bytes().to_vec();
             let ft = meta.file_type();
@@ -772,7 +846,7 @@ fn scan_full(dir: &Path) -> Result<Vec<(Entry, Perm)>, StoreError> {
                 ));
                 walk(base, &rel_path, out)?;
             } else if ft.is_symlink() {
-                let target = fs::read_link(&path).map_err(io_err("read link", &path))?;
+                let target = fs::read_link(&path).map_err(IoError::at("read link", &path))?;
                 out.push((
                     Entry {
                         path: bytes,
@@ -813,15 +887,16 @@ fn hash_entries(
     name: &str,
     mut entries: Vec<Entry>,
     own: Option<&[u8; 32]>,
-) -> Result<String, StoreError> {
+) -> Result<StoreHash, StoreError> {
     entries
         .par_iter_mut()
         .try_for_each(|e| -> Result<(), StoreError> {
             match &mut e.kind {
                 EntryKind::File { size, digest, .. } => {
                     let path = dir.join(OsStr::from_bytes(&e.path));
-                    let f = fs::File::open(&path).map_err(io_err("read", &path))?;
-                    let (n, d) = storehash::file_digest(f, own).map_err(io_err("read", &path))?;
+                    let f = fs::File::open(&path).map_err(IoError::at("read", &path))?;
+                    let (n, d) =
+                        storehash::file_digest(f, own).map_err(IoError::at("read", &path))?;
                     *size = n;
                     *digest = d;
                 }
@@ -834,12 +909,12 @@ fn hash_entries(
             }
             Ok(())
         })?;
-    Ok(storehash::object_hash(name, &entries).to_string())
+    Ok(storehash::object_hash(name, &entries))
 }
 
 /// Hash a directory tree as if it were object `name` (used by benchmarks and
 /// by callers that need a hash without adding to the store).
-pub fn hash_tree(dir: &Path, name: &str) -> Result<String, StoreError> {
+pub fn hash_tree(dir: &Path, name: &str) -> Result<StoreHash, StoreError> {
     let entries = scan(dir)?;
     hash_entries(dir, name, entries, None)
 }
@@ -849,17 +924,17 @@ fn rewrite_self_refs(dir: &Path, entries: &[Entry], hash: &[u8]) -> Result<(), S
         let path = dir.join(OsStr::from_bytes(&e.path));
         match &e.kind {
             EntryKind::File { size, .. } if *size <= 16 << 20 => {
-                let data = fs::read(&path).map_err(io_err("read", &path))?;
+                let data = fs::read(&path).map_err(IoError::at("read", &path))?;
                 if memchr::memmem::find(&data, SELF_MASK).is_some() {
                     let replaced = replace_all(&data, SELF_MASK, hash);
-                    fs::write(&path, replaced).map_err(io_err("write", &path))?;
+                    fs::write(&path, replaced).map_err(IoError::at("write", &path))?;
                 }
             }
             EntryKind::Symlink { target } if memchr::memmem::find(target, SELF_MASK).is_some() => {
                 let new = replace_all(target, SELF_MASK, hash);
-                fs::remove_file(&path).map_err(io_err("replace link", &path))?;
+                fs::remove_file(&path).map_err(IoError::at("replace link", &path))?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&new), &path)
-                    .map_err(io_err("replace link", &path))?;
+                    .map_err(IoError::at("replace link", &path))?;
             }
             _ => {}
         }
@@ -892,127 +967,11 @@ fn make_read_only(dir: &Path, entries: &[Entry]) -> Result<(), StoreError> {
             EntryKind::Symlink { .. } => continue,
         };
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-            .map_err(io_err("make read-only", &path))?;
+            .map_err(IoError::at("make read-only", &path))?;
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(0o555))
-        .map_err(io_err("make read-only", dir))
-}
-
-/// Copy a directory tree (files, directories, symlinks as they are).
-pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), StoreError> {
-    for item in fs::read_dir(src).map_err(io_err("list", src))? {
-        let item = item.map_err(io_err("list", src))?;
-        let from = item.path();
-        let to = dst.join(item.file_name());
-        let ft = item.file_type().map_err(io_err("stat", &from))?;
-        if ft.is_dir() {
-            fs::create_dir(&to).map_err(io_err("create", &to))?;
-            copy_tree(&from, &to)?;
-        } else if ft.is_symlink() {
-            let t = fs::read_link(&from).map_err(io_err("read link", &from))?;
-            std::os::unix::fs::symlink(t, &to).map_err(io_err("create link", &to))?;
-        } else if ft.is_file() {
-            fs::copy(&from, &to).map_err(io_err("copy", &from))?;
-        } else {
-            return Err(StoreError::SpecialFile { path: from });
-        }
-    }
+        .map_err(IoError::at("make read-only", dir))?;
     Ok(())
-}
-
-/// Remove a tree, restoring write permission on read-only directories first.
-pub fn remove_tree(path: &Path) -> Result<(), StoreError> {
-    fn unlock(p: &Path) {
-        if let Ok(meta) = fs::symlink_metadata(p) {
-            if meta.is_dir() {
-                let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o755));
-                if let Ok(rd) = fs::read_dir(p) {
-                    for item in rd.flatten() {
-                        unlock(&item.path());
-                    }
-                }
-            }
-        }
-    }
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("remove", path)(e)),
-        // A symlink or file (where an object or staging directory should
-        // be): remove the name, never what a link points at.
-        Ok(m) if !m.is_dir() => return fs::remove_file(path).map_err(io_err("remove", path)),
-        Ok(_) => {}
-    }
-    unlock(path);
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err("remove", path)(e)),
-    }
-}
-
-/// Swap two names atomically (`renameat2(RENAME_EXCHANGE)`). On a file
-/// system without it, fall back to two renames; between them the object's
-/// name is missing for an instant, which only a reader opening it at that
-/// moment notices (open files stay valid), and which a crash there leaves
-/// as a missing object that the next build makes again.
-#[allow(unsafe_code)]
-fn exchange(a: &Path, b: &Path) -> Result<(), StoreError> {
-    use std::ffi::CString;
-    let c = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io_err("rename", p)(io::Error::other("path contains NUL")))
-    };
-    let (ca, cb) = (c(a)?, c(b)?);
-    // The raw system call: the musl that Rust's static target bundles has
-    // no renameat2 wrapper.
-    // SAFETY: both are valid NUL-terminated paths that outlive the call;
-    // renameat2 only reads them, and takes exactly these five arguments.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
-        return Err(io_err("swap into place", b)(e));
-    }
-    let aside = a.with_file_name(format!(
-        ".tmp-{}-{}-damaged",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    fs::rename(b, &aside).map_err(io_err("move aside", b))?;
-    fs::rename(a, b).map_err(io_err("rename into place", b))?;
-    fs::rename(&aside, a).map_err(io_err("rename", &aside))
-}
-
-/// Flush the whole file system holding `path` (one call instead of an
-/// fsync per file).
-pub fn syncfs(path: &Path) -> Result<(), StoreError> {
-    use std::os::fd::AsRawFd;
-    let f = fs::File::open(path).map_err(io_err("open", path))?;
-    #[allow(unsafe_code)]
-    // SAFETY: syncfs only reads the file descriptor, which `f` keeps open.
-    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
-    if rc != 0 {
-        return Err(io_err("sync", path)(io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// fsync a directory so a rename in it is durable.
-pub fn fsync_dir(path: &Path) -> Result<(), StoreError> {
-    fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("sync", path))
 }
 
 #[cfg(test)]
@@ -1120,7 +1079,7 @@ mod tests {
                 "gen",
                 BuildOptions {
                     self_refs: true,
-                    external_links: &[],
+                    ..BuildOptions::default()
                 },
                 |d| {
                     fs::write(
@@ -1160,9 +1119,7 @@ mod tests {
         fs::set_permissions(t.path().join("x"), fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::symlink("a/b/f", t.path().join("l")).unwrap();
         let ours = hash_tree(t.path(), "n").unwrap();
-        let theirs = storehash::hash_tree(t.path(), "n", None)
-            .unwrap()
-            .to_string();
+        let theirs = storehash::hash_tree(t.path(), "n", None).unwrap();
         assert_eq!(ours, theirs);
     }
 }

@@ -23,13 +23,13 @@
 //! written without fsync.
 
 use crate::config::SystemConfig;
+use crate::fsutil::{self, Durability, Stamp};
 use crate::modules::index::TreeFile;
 use crate::store::{Store, StorePath};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Bump when the objects built from the same inputs change.
@@ -41,7 +41,7 @@ const CACHE_FORMAT: u32 = 2;
 pub const RACY_NS: i128 = 2_000_000_000;
 
 /// What a cached build made.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hit {
     pub release: String,
     pub kernel: StorePath,
@@ -53,22 +53,21 @@ pub struct Hit {
     pub watch: Vec<(PathBuf, Option<Stamp>)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
-    pub size: u64,
-    pub mtime_ns: i128,
-    pub ctime_ns: i128,
-    pub ino: u64,
+/// The kernel and kernel-modules objects of one kernel image and tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TreeHit {
+    pub release: String,
+    pub kernel: StorePath,
+    pub kernel_modules: StorePath,
 }
 
-pub fn stamp(path: &Path) -> Option<Stamp> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        size: m.len(),
-        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-        ino: m.ino(),
-    })
+/// A cache file: what a build made, and each object's metadata stamp when
+/// it was written.
+#[derive(Serialize, Deserialize)]
+struct Recorded<T> {
+    #[serde(flatten)]
+    hit: T,
+    stamps: Vec<(String, String)>,
 }
 
 /// Now, in nanoseconds since the epoch (for the racy check).
@@ -76,18 +75,6 @@ pub fn now_ns() -> i128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128)
-}
-
-#[derive(Serialize, Deserialize)]
-struct Entry {
-    release: String,
-    kernel: String,
-    kernel_modules: String,
-    initrd: String,
-    warnings: Vec<String>,
-    watch: Vec<(PathBuf, Option<Stamp>)>,
-    /// Each object's metadata stamp when the entry was written.
-    stamps: Vec<(String, String)>,
 }
 
 /// The fingerprints (hex) of a build's inputs.
@@ -111,9 +98,9 @@ pub fn fingerprints(cfg: &SystemConfig, files: &[TreeFile], activator: &Path) ->
         env!("CARGO_PKG_VERSION")
     );
     let mut file = |s: &mut String, label: &str, p: &Path| {
-        let st = stamp(p);
+        let st = Stamp::of_path(p);
         if let Some(st) = &st {
-            newest = newest.max(st.ctime_ns).max(st.mtime_ns);
+            newest = newest.max(st.changed_ns());
         }
         let _ = writeln!(s, "{label} {} {st:?}", p.display());
     };
@@ -124,10 +111,11 @@ pub fn fingerprints(cfg: &SystemConfig, files: &[TreeFile], activator: &Path) ->
     file(&mut s, "kernel", &cfg.kernel.image);
     let _ = writeln!(s, "modules-dir {}", cfg.kernel.modules.display());
     for f in files {
+        let st = &f.stamp;
         let _ = writeln!(
             s,
             "{} {} {} {} {}",
-            f.rel, f.size, f.mtime_ns, f.ctime_ns, f.ino
+            f.rel, st.size, st.mtime_ns, st.ctime_ns, st.ino
         );
     }
     let tree = hex(&s);
@@ -139,7 +127,7 @@ pub fn fingerprints(cfg: &SystemConfig, files: &[TreeFile], activator: &Path) ->
         cfg.initrd.compression, cfg.initrd.level, cfg.initrd.strict_firmware
     );
     for f in files {
-        newest = newest.max(f.ctime_ns).max(f.mtime_ns);
+        newest = newest.max(f.stamp.changed_ns());
     }
     Fingerprints {
         tree,
@@ -160,22 +148,6 @@ fn hex(s: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// The kernel and kernel-modules objects of one kernel image and tree.
-#[derive(Debug, Clone)]
-pub struct TreeHit {
-    pub release: String,
-    pub kernel: StorePath,
-    pub kernel_modules: StorePath,
-}
-
-#[derive(Serialize, Deserialize)]
-struct TreeEntry {
-    release: String,
-    kernel: String,
-    kernel_modules: String,
-    stamps: Vec<(String, String)>,
 }
 
 pub struct Cache {
@@ -214,6 +186,18 @@ fn intact(store: &Store, objects: &[&StorePath], recorded: &[(String, String)]) 
     Some(changed)
 }
 
+impl Hit {
+    fn objects(&self) -> [&StorePath; 3] {
+        [&self.kernel, &self.kernel_modules, &self.initrd]
+    }
+}
+
+impl TreeHit {
+    fn objects(&self) -> [&StorePath; 2] {
+        [&self.kernel, &self.kernel_modules]
+    }
+}
+
 impl Cache {
     /// The store's input cache (`<state>/cache`).
     pub fn new(store: &Store) -> Cache {
@@ -225,87 +209,53 @@ impl Cache {
     /// The kernel objects for the tree fingerprint `key`, if still in the
     /// store and intact.
     pub fn lookup_tree(&self, key: &str, store: &Store) -> Option<TreeHit> {
-        let data = self.read(&format!("tree-{key}.json"))?;
-        let e: TreeEntry = serde_json::from_slice(&data).ok()?;
-        let hit = TreeHit {
-            release: e.release,
-            kernel: StorePath::parse(&e.kernel)?,
-            kernel_modules: StorePath::parse(&e.kernel_modules)?,
-        };
-        if intact(store, &[&hit.kernel, &hit.kernel_modules], &e.stamps)? {
-            self.store_tree(key, &hit, store);
+        let e: Recorded<TreeHit> = self.read(&format!("tree-{key}.json"))?;
+        if intact(store, &e.hit.objects(), &e.stamps)? {
+            self.store_tree(key, &e.hit, store);
         }
-        Some(hit)
+        Some(e.hit)
     }
 
     pub fn store_tree(&self, key: &str, hit: &TreeHit, store: &Store) {
-        let Some(stamps) = stamps_of(store, &[&hit.kernel, &hit.kernel_modules]) else {
-            return;
-        };
-        let e = TreeEntry {
-            release: hit.release.clone(),
-            kernel: hit.kernel.base_name(),
-            kernel_modules: hit.kernel_modules.base_name(),
-            stamps,
-        };
-        if let Ok(bytes) = serde_json::to_vec(&e) {
-            self.write(&format!("tree-{key}.json"), &bytes);
-        }
-    }
-
-    fn read(&self, name: &str) -> Option<Vec<u8>> {
-        crate::state::read_state_file(&self.dir.join(name), "cache entry")
-            .ok()
-            .flatten()
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) {
-        if std::fs::create_dir_all(&self.dir).is_ok() {
-            let _ = crate::state::write_state_file(&self.dir.join(name), bytes, false);
+        if let Some(stamps) = stamps_of(store, &hit.objects()) {
+            self.write(&format!("tree-{key}.json"), &Recorded { hit, stamps });
         }
     }
 
     pub fn lookup(&self, key: &str, store: &Store) -> Option<Hit> {
-        let data = self.read(&format!("build-{key}.json"))?;
-        let e: Entry = serde_json::from_slice(&data).ok()?;
-        let hit = Hit {
-            release: e.release,
-            kernel: StorePath::parse(&e.kernel)?,
-            kernel_modules: StorePath::parse(&e.kernel_modules)?,
-            initrd: StorePath::parse(&e.initrd)?,
-            warnings: e.warnings,
-            watch: e.watch,
-        };
-        if !hit.watch.iter().all(|(p, st)| stamp(p) == *st) {
+        let e: Recorded<Hit> = self.read(&format!("build-{key}.json"))?;
+        if !e.hit.watch.iter().all(|(p, st)| Stamp::of_path(p) == *st) {
             return None;
         }
-        if intact(
-            store,
-            &[&hit.kernel, &hit.kernel_modules, &hit.initrd],
-            &e.stamps,
-        )? {
-            self.store(key, &hit, store);
+        if intact(store, &e.hit.objects(), &e.stamps)? {
+            self.store(key, &e.hit, store);
         }
-        Some(hit)
+        Some(e.hit)
     }
 
     /// Record a build; failures only cost the next build its speed.
     pub fn store(&self, key: &str, hit: &Hit, store: &Store) {
-        let Some(stamps) = stamps_of(store, &[&hit.kernel, &hit.kernel_modules, &hit.initrd])
-        else {
+        if let Some(stamps) = stamps_of(store, &hit.objects()) {
+            self.write(&format!("build-{key}.json"), &Recorded { hit, stamps });
+        }
+    }
+
+    /// A cache file; a missing, unreadable or torn one is a miss.
+    fn read<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
+        let data = fsutil::read_own_file(&self.dir.join(name), "cache entry")
+            .ok()
+            .flatten()?;
+        serde_json::from_slice(&data).ok()
+    }
+
+    /// Write a cache file; failures only cost the next build its speed.
+    fn write<T: Serialize>(&self, name: &str, value: &T) {
+        let Ok(bytes) = serde_json::to_vec(value) else {
             return;
         };
-        let e = Entry {
-            release: hit.release.clone(),
-            kernel: hit.kernel.base_name(),
-            kernel_modules: hit.kernel_modules.base_name(),
-            initrd: hit.initrd.base_name(),
-            warnings: hit.warnings.clone(),
-            watch: hit.watch.clone(),
-            stamps,
-        };
-        if let Ok(bytes) = serde_json::to_vec(&e) {
-            self.write(&format!("build-{key}.json"), &bytes);
+        if std::fs::create_dir_all(&self.dir).is_ok() {
+            // Advisory: a cache file that cannot be written is a miss later.
+            let _ = fsutil::replace_file(&self.dir.join(name), &bytes, Durability::Cached);
         }
     }
 }
@@ -326,10 +276,12 @@ mod tests {
     fn file(ctime_ns: i128) -> TreeFile {
         TreeFile {
             rel: "kernel/fs/x.ko".into(),
-            size: 100,
-            mtime_ns: 1_000_000_000,
-            ctime_ns,
-            ino: 7,
+            stamp: Stamp {
+                size: 100,
+                mtime_ns: 1_000_000_000,
+                ctime_ns,
+                ino: 7,
+            },
         }
     }
 

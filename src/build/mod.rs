@@ -6,18 +6,19 @@ mod cache;
 
 use crate::bootspec::{BootJson, BootspecV1, GenbootV1, RootSpec};
 use crate::config::SystemConfig;
+use crate::fsutil::Stamp;
+use crate::hint::Hint;
 use crate::initrd::{self, InitrdError};
 use crate::kernel;
 use crate::modules::{self, modinfo::ModuleCompression, ModuleIndex, ModulesError};
+use crate::notes::{Note, Notes};
 use crate::state::STORE_DIR;
 use crate::store::{BuildOptions, Store, StoreError, StoreLock, StorePath};
 use genboot_format::storehash::SELF_MASK;
 use genboot_format::{GENERATION_FORMAT, GENERATION_NAME_PREFIX};
 use rayon::prelude::*;
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -29,12 +30,17 @@ pub enum BuildError {
     Initrd(#[from] InitrdError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{path}: {what}\nHint: {hint}")]
-    Input {
-        path: PathBuf,
-        what: String,
-        hint: String,
-    },
+}
+
+impl Hint for BuildError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            BuildError::Kernel(e) => e.hint(),
+            BuildError::Modules(e) => e.hint(),
+            BuildError::Initrd(e) => e.hint(),
+            BuildError::Store(e) => e.hint(),
+        }
+    }
 }
 
 /// What a build produced.
@@ -48,59 +54,138 @@ pub struct Built {
 }
 
 /// Build the generation for `cfg` into `store`, under the store's lock
-/// (shared: builds run side by side, `gc` waits for them).
+/// (shared: builds run side by side, `gc` waits for them). Progress and
+/// warnings go to `notes`.
 ///
 /// Everything is checked before anything is written: a bad kernel image,
 /// module tree, module name or missing strict firmware leaves the store as
 /// it was. The kernel, kernel-modules and initrd objects of unchanged
 /// inputs are found through the input cache (`<state>/cache/`) without
 /// reading the module tree again.
-pub fn build(store: &Store, cfg: &SystemConfig, _lock: &StoreLock) -> Result<Built, BuildError> {
-    let progress = Progress::new();
+pub fn build(
+    store: &Store,
+    cfg: &SystemConfig,
+    _lock: &StoreLock,
+    notes: &dyn Notes,
+) -> Result<Built, BuildError> {
+    let step = |what: &str| notes.note(Note::Progress(what));
     let started_ns = cache::now_ns();
     let activator = initrd::find_activator(cfg.initrd.activator.as_deref())?;
     let files = modules::index::walk(&cfg.kernel.modules)?;
     let prints = cache::fingerprints(cfg, &files, &activator);
-    let (tree_key, key) = (prints.tree.clone(), prints.all.clone());
     // Inputs changed just before the build cannot vouch for a later build.
     let record = cache::settled(prints.newest_change_ns, started_ns);
     let cache = cache::Cache::new(store);
-    if let Some(hit) = cache.lookup(&key, store) {
-        progress.step("inputs unchanged; reusing the kernel, modules and initrd objects");
+    if let Some(hit) = cache.lookup(&prints.all, store) {
+        step("inputs unchanged; reusing the kernel, modules and initrd objects");
         for w in &hit.warnings {
-            eprintln!("genboot: warning: {w}");
+            notes.note(Note::Warning(w));
         }
-        return assemble(
-            store,
-            cfg,
-            &hit.release,
-            hit.kernel,
-            Some(hit.initrd),
-            Some(hit.kernel_modules),
-        );
+        let parts = Parts {
+            kernel: hit.kernel,
+            initrd: Some(hit.initrd),
+            kernel_modules: Some(hit.kernel_modules),
+        };
+        return assemble(store, cfg, &hit.release, parts, notes);
     }
 
     // The same kernel and tree with other initrd settings: keep the kernel
     // and kernel-modules objects, build only the initrd.
-    let tree_hit = cache.lookup_tree(&tree_key, store);
+    let tree_hit = cache.lookup_tree(&prints.tree, store);
     let release = match &tree_hit {
         Some(hit) => hit.release.clone(),
         None => {
-            progress.step("reading the kernel image");
+            step("reading the kernel image");
             kernel::inspect(&cfg.kernel.image)?.release
         }
     };
     let kver = release.as_str();
     // A release that cannot name store objects is refused before the tree is read.
     crate::store::check_name(&format!("kernel-modules-{kver}"))?;
+    let inputs = read_modules(cfg, kver, &files, notes)?;
+    let record = record
+        && inputs.watch.iter().all(|(_, st)| {
+            st.as_ref()
+                .is_none_or(|s| cache::settled(s.changed_ns(), started_ns))
+        });
+    let mut watch = inputs.watch.clone();
+    for file in &inputs.missing {
+        for p in modules::firmware::firmware_candidates(&inputs.fw_dir, kver, file) {
+            watch.push((p, None));
+        }
+    }
+
+    let (kernel, kernel_modules) = match tree_hit {
+        Some(hit) => {
+            step("module tree unchanged; reusing the kernel and kernel-modules objects");
+            (hit.kernel, hit.kernel_modules)
+        }
+        None => {
+            let objects = kernel_objects(store, cfg, &inputs.index, &files, notes)?;
+            if record {
+                let hit = cache::TreeHit {
+                    release: kver.to_string(),
+                    kernel: objects.0.clone(),
+                    kernel_modules: objects.1.clone(),
+                };
+                cache.store_tree(&prints.tree, &hit, store);
+            }
+            objects
+        }
+    };
+    let initrd_obj = initrd_object(store, cfg, &inputs, &activator, notes)?;
+    if record {
+        let hit = cache::Hit {
+            release: kver.to_string(),
+            kernel: kernel.clone(),
+            kernel_modules: kernel_modules.clone(),
+            initrd: initrd_obj.clone(),
+            warnings: inputs.warnings,
+            watch,
+        };
+        cache.store(&prints.all, &hit, store);
+    }
+    let parts = Parts {
+        kernel,
+        initrd: Some(initrd_obj),
+        kernel_modules: Some(kernel_modules),
+    };
+    let built = assemble(store, cfg, kver, parts, notes);
+    step("done");
+    built
+}
+
+/// The module tree as the initrd needs it: the index, the closure of the
+/// configured modules and their firmware.
+struct ModuleInputs {
+    index: ModuleIndex,
+    closure: modules::Closure,
+    firmware: Vec<modules::firmware::Firmware>,
+    fw_dir: PathBuf,
+    /// Firmware named but not found (built without, with a warning).
+    missing: Vec<String>,
+    warnings: Vec<String>,
+    /// Firmware files found or refused, with their stamps: the cache entry
+    /// holds only while they stay as they are.
+    watch: Vec<(PathBuf, Option<Stamp>)>,
+}
+
+/// Read the module tree, resolve the configured modules and their firmware;
+/// missing firmware is an error with `strict_firmware`, else a warning.
+fn read_modules(
+    cfg: &SystemConfig,
+    kver: &str,
+    files: &[modules::index::TreeFile],
+    notes: &dyn Notes,
+) -> Result<ModuleInputs, BuildError> {
     let module_count = files
         .iter()
         .filter(|f| {
             ModuleCompression::of_file_name(f.rel.rsplit('/').next().unwrap_or("")).is_some()
         })
         .count();
-    progress.step(&format!("parsing {module_count} modules"));
-    let index = ModuleIndex::read(&cfg.kernel.modules, kver, &files)?;
+    notes.note(Note::Progress(&format!("parsing {module_count} modules")));
+    let index = ModuleIndex::read(&cfg.kernel.modules, kver, files)?;
     let closure = modules::closure(&index, &cfg.initrd.modules)?;
     let fw_dir = firmware_dir(&cfg.kernel.modules);
     let modules::firmware::Found {
@@ -110,7 +195,7 @@ pub fn build(store: &Store, cfg: &SystemConfig, _lock: &StoreLock) -> Result<Bui
         refused_paths,
     } = modules::firmware::firmware(&index, &closure, &fw_dir, cfg.initrd.strict_firmware)?;
     let mut warnings = refused;
-    let missing_names = missing.clone();
+    let mut missing_files = Vec::new();
     for (module, file) in missing {
         if cfg.initrd.strict_firmware {
             return Err(ModulesError::MissingFirmware {
@@ -124,108 +209,95 @@ pub fn build(store: &Store, cfg: &SystemConfig, _lock: &StoreLock) -> Result<Bui
             "firmware {file} named by module {module} is not in {}; the initrd is built without it",
             fw_dir.display()
         ));
+        missing_files.push(file);
     }
     for w in &warnings {
-        eprintln!("genboot: warning: {w}");
+        notes.note(Note::Warning(w));
     }
-    let mut watch: Vec<(PathBuf, Option<cache::Stamp>)> = firmware
+    let watch = firmware
         .iter()
-        .map(|f| (f.source.clone(), cache::stamp(&f.source)))
+        .map(|f| f.source.clone())
+        .chain(refused_paths)
+        .map(|p| {
+            let stamp = Stamp::of_path(&p);
+            (p, stamp)
+        })
         .collect();
-    for p in refused_paths {
-        let stamp = cache::stamp(&p);
-        watch.push((p, stamp));
-    }
-    let record = record
-        && watch.iter().all(|(_, st)| {
-            st.as_ref()
-                .is_none_or(|s| cache::settled(s.ctime_ns.max(s.mtime_ns), started_ns))
-        });
-    for (_, file) in &missing_names {
-        for p in modules::firmware::firmware_candidates(&fw_dir, kver, file) {
-            watch.push((p, None));
-        }
-    }
+    Ok(ModuleInputs {
+        index,
+        closure,
+        firmware,
+        fw_dir,
+        missing: missing_files,
+        warnings,
+        watch,
+    })
+}
 
-    let (kernel, kernel_modules) = match tree_hit {
-        Some(hit) => {
-            progress.step("module tree unchanged; reusing the kernel and kernel-modules objects");
-            (hit.kernel, hit.kernel_modules)
-        }
-        None => {
-            progress.step("copying the kernel");
-            let kernel = store.build(&format!("linux-{kver}"), BuildOptions::default(), |dir| {
-                kernel::copy_image(&cfg.kernel.image, &dir.join("bzImage"))
-            })?;
-            progress.step(&format!(
-                "copying and hashing {} module files, writing kmod indexes",
-                index.modules.len()
-            ));
-            let kernel_modules = store.build(
-                &format!("kernel-modules-{kver}"),
-                BuildOptions::default(),
-                |dir| fill_kernel_modules(dir, &index, &files),
-            )?;
-            if record {
-                cache.store_tree(
-                    &tree_key,
-                    &cache::TreeHit {
-                        release: kver.to_string(),
-                        kernel: kernel.clone(),
-                        kernel_modules: kernel_modules.clone(),
-                    },
-                    store,
-                );
-            }
-            (kernel, kernel_modules)
-        }
+/// The kernel and kernel-modules objects.
+fn kernel_objects(
+    store: &Store,
+    cfg: &SystemConfig,
+    index: &ModuleIndex,
+    files: &[modules::index::TreeFile],
+    notes: &dyn Notes,
+) -> Result<(StorePath, StorePath), BuildError> {
+    let kver = &index.release;
+    let opts = BuildOptions {
+        notes,
+        ..BuildOptions::default()
     };
-    progress.step(&format!(
+    notes.note(Note::Progress("copying the kernel"));
+    let kernel = store.build(&format!("linux-{kver}"), opts, |dir| {
+        kernel::copy_image(&cfg.kernel.image, &dir.join("bzImage"))
+    })?;
+    notes.note(Note::Progress(&format!(
+        "copying and hashing {} module files, writing kmod indexes",
+        index.modules.len()
+    )));
+    let kernel_modules = store.build(&format!("kernel-modules-{kver}"), opts, |dir| {
+        fill_kernel_modules(dir, index, files)
+    })?;
+    Ok((kernel, kernel_modules))
+}
+
+/// The initrd object: activator, modules, firmware, manifest; compressed.
+fn initrd_object(
+    store: &Store,
+    cfg: &SystemConfig,
+    inputs: &ModuleInputs,
+    activator: &Path,
+    notes: &dyn Notes,
+) -> Result<StorePath, BuildError> {
+    let step = |what: &str| notes.note(Note::Progress(what));
+    step(&format!(
         "writing the initrd ({} modules, {} firmware files)",
-        closure.modules.len(),
-        firmware.len()
+        inputs.closure.modules.len(),
+        inputs.firmware.len()
     ));
     let members = initrd::members(&initrd::Contents {
-        index: &index,
-        closure: &closure,
-        firmware: &firmware,
-        activator: &activator,
+        index: &inputs.index,
+        closure: &inputs.closure,
+        firmware: &inputs.firmware,
+        activator,
     })?;
     let archive = initrd::cpio(&members);
-    progress.step(&format!(
+    step(&format!(
         "compressing the initrd ({}, {} bytes)",
         cfg.initrd.compression,
         archive.len()
     ));
     let compressed = initrd::compress(&archive, cfg.initrd.compression, cfg.initrd.level)?;
-    let initrd_obj = store.build(&format!("initrd-{kver}"), BuildOptions::default(), |dir| {
+    let opts = BuildOptions {
+        notes,
+        ..BuildOptions::default()
+    };
+    let kver = &inputs.index.release;
+    let initrd = store.build(&format!("initrd-{kver}"), opts, |dir| {
         std::fs::write(dir.join("initrd"), &compressed)
     })?;
-    progress.step(&format!("initrd: {} bytes", compressed.len()));
-    if record {
-        cache.store(
-            &key,
-            &cache::Hit {
-                release: kver.to_string(),
-                kernel: kernel.clone(),
-                kernel_modules: kernel_modules.clone(),
-                initrd: initrd_obj.clone(),
-                warnings,
-                watch,
-            },
-            store,
-        );
-    }
-    let built = assemble(
-        store,
-        cfg,
-        kver,
-        kernel,
-        Some(initrd_obj),
-        Some(kernel_modules),
-    );
-    progress.step("done");
-    built
+    step(&format!("initrd: {} bytes", compressed.len()));
+    Ok(initrd)
 }
 
 /// Where firmware for a module tree lives: `<root>/lib/firmware` for
@@ -262,29 +334,6 @@ pub fn fill_kernel_modules(
     modules::kmod::write_index_files(index, &root)
 }
 
-/// Progress lines on stderr when it is a terminal; silent in a pipe.
-struct Progress {
-    on: bool,
-    start: Instant,
-}
-
-impl Progress {
-    fn new() -> Progress {
-        Progress {
-            on: std::io::stderr().is_terminal(),
-            start: Instant::now(),
-        }
-    }
-    fn step(&self, what: &str) {
-        if self.on {
-            eprintln!(
-                "genboot: [{:5.2}s] {what}",
-                self.start.elapsed().as_secs_f64()
-            );
-        }
-    }
-}
-
 /// The kernel command line a generation boots with, except `init=`.
 pub fn kernel_params(cfg: &SystemConfig) -> Vec<String> {
     let mut p = vec![
@@ -307,15 +356,27 @@ pub fn kernel_params(cfg: &SystemConfig) -> Vec<String> {
     p
 }
 
+/// The objects a generation links to.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    pub kernel: StorePath,
+    pub initrd: Option<StorePath>,
+    pub kernel_modules: Option<StorePath>,
+}
+
 /// Write the generation object from its parts.
 pub fn assemble(
     store: &Store,
     cfg: &SystemConfig,
     kver: &str,
-    kernel: StorePath,
-    initrd: Option<StorePath>,
-    kernel_modules: Option<StorePath>,
+    parts: Parts,
+    notes: &dyn Notes,
 ) -> Result<Built, BuildError> {
+    let Parts {
+        kernel,
+        initrd,
+        kernel_modules,
+    } = parts;
     let name = format!("{GENERATION_NAME_PREFIX}{kver}");
     let mask = std::str::from_utf8(SELF_MASK).expect("mask is ASCII");
     let toplevel = format!("{STORE_DIR}/{mask}-{name}");
@@ -347,6 +408,7 @@ pub fn assemble(
     let opts = BuildOptions {
         self_refs: true,
         external_links: &["init"],
+        notes,
     };
     let generation = store.build(&name, opts, |dir| -> std::io::Result<()> {
         use std::os::unix::fs::symlink;
@@ -365,7 +427,7 @@ pub fn assemble(
         Ok(())
     })?;
     // What landed names itself by its real hash.
-    let real = |s: String| s.replace(mask, &generation.hash);
+    let real = |s: String| s.replace(mask, generation.hash.as_str());
     let mut boot = boot;
     boot.bootspec.init = real(boot.bootspec.init);
     boot.bootspec.toplevel = real(boot.bootspec.toplevel);

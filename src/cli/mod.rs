@@ -1,14 +1,23 @@
-//! The `genboot` command line: argument parsing and one function per verb.
-//! Errors are typed inside the library; here they get context and are
-//! printed once.
+//! The `genboot` command line: parse (clap, with typed sizes and ages),
+//! call the use case in [`crate::app`], print what it returns
+//! ([`output`]). Nothing here decides anything about generations or ESPs.
 
-mod esp_cmds;
-mod profile_cmds;
+mod output;
 
+use crate::app::image::{ImageRequest, ImageSize, SYSTEMD_BOOT};
+use crate::app::{self, Session, Target};
+use crate::gc::Policy;
 use crate::state::State;
+use crate::units::{self, UnitError};
 use clap::{Parser, Subcommand};
+use output::Printer;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// Set to `1` to accept any directory as the ESP (tests and tools; a real
+/// ESP is a FAT mount point).
+pub const ANY_DIR_ENV: &str = "GENBOOT_ESP_ANY_DIR";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,8 +76,8 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         keep: Option<u32>,
         /// Delete generations older than this (e.g. 30d, 12h, 2w).
-        #[arg(long, value_name = "AGE")]
-        older_than: Option<String>,
+        #[arg(long, value_name = "AGE", value_parser = units::parse_age)]
+        older_than: Option<Duration>,
     },
     /// Re-hash every store object, check modes and owners, compare the ESP's kernels and initrds with the store; report each mismatch (exit code 1 if any).
     Verify,
@@ -78,11 +87,7 @@ pub enum Command {
         #[arg(long)]
         install_loader: bool,
         /// The systemd-boot EFI binary to install.
-        #[arg(
-            long,
-            value_name = "FILE",
-            default_value = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
-        )]
+        #[arg(long, value_name = "FILE", default_value = SYSTEMD_BOOT)]
         loader: PathBuf,
     },
     /// Write a bootable GPT disk image: an ESP and a root file system holding the store.
@@ -95,11 +100,11 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         output: PathBuf,
         /// Image size, e.g. 512M or 2G; `auto` fits the ESP and the tree below --root.
-        #[arg(long, default_value = "auto")]
-        size: String,
+        #[arg(long, default_value = "auto", value_parser = image_size)]
+        size: ImageSize,
         /// Size of the ESP inside the image (FAT32: 40M or more).
-        #[arg(long, default_value = "256M")]
-        esp_size: String,
+        #[arg(long, default_value = "256M", value_parser = esp_size)]
+        esp_size: SizeArg,
     },
     /// Mark the booted generation good: drop its boot-counting suffix.
     Bless,
@@ -112,78 +117,125 @@ pub enum Command {
     },
 }
 
-/// Everything a verb needs from the global options.
-pub struct Ctx {
-    pub state: State,
-    pub no_wait: bool,
-    pub esp: Option<PathBuf>,
-    pub image: Option<PathBuf>,
+/// A size as given and as bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeArg {
+    pub bytes: u64,
+    pub text: String,
+}
+
+/// A value the option `flag` cannot take; the cause says why.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}")]
+pub struct ArgError {
+    flag: &'static str,
+    #[source]
+    cause: UnitError,
+}
+
+fn image_size(s: &str) -> Result<ImageSize, ArgError> {
+    if s == "auto" {
+        return Ok(ImageSize::Auto);
+    }
+    let bytes = units::parse_size(s).map_err(|cause| ArgError {
+        flag: "--size",
+        cause,
+    })?;
+    Ok(ImageSize::Fixed(bytes, s.to_string()))
+}
+
+fn esp_size(s: &str) -> Result<SizeArg, ArgError> {
+    let bytes = units::parse_size(s).map_err(|cause| ArgError {
+        flag: "--esp-size",
+        cause,
+    })?;
+    Ok(SizeArg {
+        bytes,
+        text: s.to_string(),
+    })
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // A value our parsers refused: genboot's own error, with its hint.
+            if e.kind() == clap::error::ErrorKind::ValueValidation {
+                if let Some(cause) = std::error::Error::source(&e) {
+                    output::print_error(cause);
+                    return ExitCode::from(1);
+                }
+            }
+            e.exit()
+        }
+    };
     let state = match State::open(&cli.root) {
         Ok(s) => s,
         Err(e) => {
-            print_error(&e.into());
+            output::print_error(&e);
             return ExitCode::from(1);
         }
     };
-    let ctx = Ctx {
-        state,
-        no_wait: cli.no_wait,
-        esp: cli.esp,
+    let target = Target {
         image: cli.image,
+        esp: cli.esp,
+        any_dir: std::env::var(ANY_DIR_ENV).as_deref() == Ok("1"),
     };
-    match run(&ctx, cli.command) {
+    let printer = Printer::new(&cli.command);
+    let session = Session::new(state, !cli.no_wait, target, &printer);
+    match run(&session, &printer, cli.command) {
         Ok(code) => code,
         Err(e) => {
-            print_error(&e);
+            output::print_error(e.as_ref());
             ExitCode::from(1)
         }
     }
 }
 
-fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
+fn run(s: &Session, out: &Printer, cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Build { config } => profile_cmds::build(ctx, &config),
-        Command::Switch { config } => profile_cmds::switch(ctx, &config),
-        Command::List { json } => profile_cmds::list(ctx, json),
-        Command::Rollback => profile_cmds::rollback(ctx),
-        Command::SetDefault { number } => profile_cmds::set_default(ctx, number),
-        Command::Delete { numbers } => profile_cmds::delete(ctx, &numbers),
-        Command::Gc { keep, older_than } => profile_cmds::gc(ctx, keep, older_than.as_deref()),
-        Command::Verify => profile_cmds::verify(ctx),
+        Command::Build { config } => println!("{}", app::switch::build(s, &config)?.display()),
+        Command::Switch { config } => {
+            println!("{}", app::switch::switch(s, &config)?.path.display())
+        }
+        Command::List { json } => out.list(&app::generations::list(s)?, json)?,
+        Command::Rollback => {
+            app::generations::rollback(s)?;
+        }
+        Command::SetDefault { number } => app::generations::set_default(s, number)?,
+        Command::Delete { numbers } => app::generations::delete(s, &numbers)?,
+        Command::Gc { keep, older_than } => {
+            let policy = Policy { keep, older_than };
+            out.collected(&app::generations::gc(s, policy)?);
+        }
+        Command::Verify => return out.verified(app::generations::verify(s)?),
         Command::Install {
             install_loader,
             loader,
-        } => esp_cmds::install(ctx, install_loader.then_some(loader.as_path())),
+        } => {
+            app::esp::install(s, install_loader.then_some(loader.as_path()))?;
+        }
         Command::Image {
             config,
             output,
             size,
             esp_size,
-        } => esp_cmds::image(ctx, &config, &output, &size, &esp_size),
-        Command::Bless => esp_cmds::bless(ctx),
-        Command::SetOneshot { number } => esp_cmds::set_oneshot(ctx, number),
-        Command::Status { json } => esp_cmds::status(ctx, json),
-    }
-}
-
-/// Print an error and its causes, each once: library errors already
-/// include their cause in their own text.
-fn print_error(e: &anyhow::Error) {
-    let mut shown = String::new();
-    for (i, cause) in e.chain().enumerate() {
-        let text = cause.to_string();
-        if i > 0 && shown.contains(&text) {
-            continue;
+        } => {
+            let req = ImageRequest {
+                configs: config,
+                output,
+                size,
+                esp_size: esp_size.bytes,
+                esp_size_text: esp_size.text,
+            };
+            out.image_made(&app::image::image(s, &req)?);
         }
-        if i == 0 {
-            eprintln!("genboot: error: {text}");
-        } else {
-            eprintln!("  because: {text}");
+        Command::Bless => out.blessed(&app::esp::bless(s)?),
+        Command::SetOneshot { number } => {
+            app::esp::set_oneshot(s, number)?;
+            eprintln!("genboot: the next boot (only) starts generation {number}");
         }
-        shown.push_str(&text);
+        Command::Status { json } => out.status(&app::esp::status(s)?, json)?,
     }
+    Ok(ExitCode::SUCCESS)
 }

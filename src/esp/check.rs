@@ -5,10 +5,9 @@
 //! Read-only: repairing is `genboot install`'s job.
 
 use super::entry::{self, EntryName};
-use super::install::{initrd_path, kernel_path, ENTRIES_DIR, FILES_DIR, TMP_SUFFIX};
-use super::{host_digest, Esp, EspError, GenInput, Small, MAX_SMALL_FILE};
+use super::layout::{self, ENTRIES_DIR, FILES_DIR, TMP_SUFFIX};
+use super::{host_digest, Esp, EspError, GenInput, Small, StoreFile, MAX_SMALL_FILE};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// One thing wrong on the ESP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,29 +34,22 @@ pub fn check(esp: &mut dyn Esp, gens: &[GenInput]) -> Result<Checked, EspError> 
         if file.ends_with(TMP_SUFFIX) {
             continue;
         }
-        let path = format!("{FILES_DIR}/{file}");
+        let path = layout::file_path(&file);
         if let Some(size) = esp.size(&path)? {
             present.insert(path.to_ascii_lowercase(), (path, size));
         }
     }
-    let mut wanted: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for g in gens {
-        wanted.insert(kernel_path(g).to_ascii_lowercase(), g.kernel.1.clone());
-        if let (Some(p), Some((_, host))) = (initrd_path(g), &g.initrd) {
-            wanted.insert(p.to_ascii_lowercase(), host.clone());
-        }
-    }
-    for (lower, host) in &wanted {
+    let wanted: BTreeMap<String, &StoreFile> = gens
+        .iter()
+        .flat_map(GenInput::files)
+        .map(|(path, file)| (path.to_ascii_lowercase(), file))
+        .collect();
+    for (lower, file) in &wanted {
         let Some((path, size)) = present.get(lower) else {
             continue;
         };
         out.files += 1;
-        let len = std::fs::metadata(host)
-            .map_err(|source| EspError::Input {
-                path: host.clone(),
-                source,
-            })?
-            .len();
+        let (host, len) = (&file.host, file.len);
         let what = if *size != len {
             format!(
                 "is {size} bytes, but its store file {} is {len} bytes",
@@ -81,7 +73,7 @@ pub fn check(esp: &mut dyn Esp, gens: &[GenInput]) -> Result<Checked, EspError> 
         if EntryName::parse(&file).is_none() {
             continue;
         }
-        let entry_path = format!("{ENTRIES_DIR}/{file}");
+        let entry_path = layout::entry_path(&file);
         let Some(Small::Data(data)) = esp.read_small(&entry_path, MAX_SMALL_FILE)? else {
             continue;
         };

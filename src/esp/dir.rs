@@ -3,80 +3,29 @@
 //! `fsync` and `rename(2)`.
 //!
 //! Only a FAT (vfat/msdos) mount point is accepted, so a typo never turns
-//! `/boot` on the root file system into a "ESP". Tests and tools that want
-//! a plain directory set `GENBOOT_ESP_ANY_DIR=1`.
+//! `/boot` on the root file system into a "ESP"; tests and tools that want
+//! a plain directory say so ([`MountCheck::AnyDir`]).
 
 use super::{Esp, EspError, Small, Space, WriteStats};
+use crate::host::mounts::{is_fat, mount_of, mounts, Mount};
 use crate::modules::input::{self, InputError};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Set to `1` to accept any directory as the ESP.
-pub const ANY_DIR_ENV: &str = "GENBOOT_ESP_ANY_DIR";
+/// Whether [`DirEsp::open`] insists on a FAT mount point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountCheck {
+    /// The directory must be the mount point of a FAT file system.
+    FatMountPoint,
+    /// Any directory (tests, tools).
+    AnyDir,
+}
 
 pub struct DirEsp {
     root: PathBuf,
     stats: WriteStats,
-}
-
-/// A line of /proc/self/mountinfo: mount point and file system type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Mount {
-    pub point: PathBuf,
-    pub fstype: String,
-}
-
-/// Parse /proc/self/mountinfo.
-pub(crate) fn mounts() -> Vec<Mount> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    parse_mountinfo(&text)
-}
-
-pub(crate) fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    text.lines()
-        .filter_map(|l| {
-            let fields: Vec<&str> = l.split(' ').collect();
-            let point = unescape(fields.get(4)?);
-            let sep = fields.iter().position(|f| *f == "-")?;
-            let fstype = fields.get(sep + 1)?.to_string();
-            Some(Mount {
-                point: PathBuf::from(point),
-                fstype,
-            })
-        })
-        .collect()
-}
-
-fn unescape(s: &str) -> String {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The mount holding `path` (the longest mount point that is a prefix).
-pub(crate) fn mount_of<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
-    mounts
-        .iter()
-        .filter(|m| path.starts_with(&m.point))
-        .max_by_key(|m| m.point.as_os_str().len())
-}
-
-pub(crate) fn is_fat(fstype: &str) -> bool {
-    matches!(fstype, "vfat" | "msdos" | "fat")
 }
 
 /// An ESP directory must be the mount point of a FAT file system.
@@ -101,35 +50,24 @@ pub(crate) fn check_mount(mounts: &[Mount], path: &Path, canon: &Path) -> Result
 }
 
 impl DirEsp {
-    /// Open the ESP mounted at `path`: it must be the mount point of a FAT
-    /// file system (or any directory with `GENBOOT_ESP_ANY_DIR=1`).
-    pub fn open(path: &Path) -> Result<DirEsp, EspError> {
+    /// Open the ESP mounted at `path`: the mount point of a FAT file
+    /// system (or, with [`MountCheck::AnyDir`], any directory).
+    pub fn open(path: &Path, check: MountCheck) -> Result<DirEsp, EspError> {
         if !path.is_dir() {
             return Err(EspError::NoSuchDir {
                 path: path.to_path_buf(),
             });
         }
-        let canon = fs::canonicalize(path).map_err(|source| EspError::Input {
+        let canon = fs::canonicalize(path).map_err(|cause| EspError::Input {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
-        if std::env::var(ANY_DIR_ENV).as_deref() != Ok("1") {
+        if check == MountCheck::FatMountPoint {
             check_mount(&mounts(), path, &canon)?;
         }
         Ok(DirEsp {
             root: canon,
             stats: WriteStats::default(),
-        })
-    }
-
-    /// A FAT ESP mounted at `/efi`, `/boot` or `/boot/efi` below `root`.
-    pub fn probe(root: &Path) -> Option<PathBuf> {
-        let all = mounts();
-        ["efi", "boot", "boot/efi"].iter().find_map(|p| {
-            let dir = fs::canonicalize(root.join(p)).ok()?;
-            all.iter()
-                .any(|m| m.point == dir && is_fat(&m.fstype))
-                .then_some(dir)
         })
     }
 
@@ -139,11 +77,11 @@ impl DirEsp {
 
     fn io(&self, op: &'static str, rel: &str) -> impl FnOnce(io::Error) -> EspError + '_ {
         let path = rel.to_string();
-        move |source| EspError::Io {
+        move |cause| EspError::Io {
             op,
             path,
             esp: self.root.display().to_string(),
-            source,
+            cause,
         }
     }
 
@@ -258,27 +196,20 @@ impl Esp for DirEsp {
         Ok(out)
     }
 
-    fn create_dir_all(&mut self, dir: &str) -> Result<(), EspError> {
-        let mut rel = String::new();
-        for part in dir.split('/').filter(|p| !p.is_empty()) {
-            if !rel.is_empty() {
-                rel.push('/');
-            }
-            rel.push_str(part);
-            let p = self.p(&rel);
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => continue,
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(self.io("create directory", &rel)(io::Error::other(
-                        "it is a symbolic link; genboot follows no symlink on the ESP",
-                    )))
-                }
-                _ => {}
-            }
-            fs::create_dir(&p).map_err(self.io("create directory", &rel))?;
-            self.sync_dir_of(&rel)?;
-            self.stats.files_touched += 1;
+    fn is_dir(&mut self, dir: &str) -> Result<bool, EspError> {
+        match fs::symlink_metadata(self.p(dir)) {
+            Ok(m) if m.is_dir() => Ok(true),
+            Ok(m) if m.file_type().is_symlink() => Err(self.io("create directory", dir)(
+                io::Error::other("it is a symbolic link; genboot follows no symlink on the ESP"),
+            )),
+            _ => Ok(false),
         }
+    }
+
+    fn create_dir(&mut self, dir: &str) -> Result<(), EspError> {
+        fs::create_dir(self.p(dir)).map_err(self.io("create directory", dir))?;
+        self.sync_dir_of(dir)?;
+        self.stats.files_touched += 1;
         Ok(())
     }
 
@@ -375,39 +306,23 @@ fn statvfs(path: &Path) -> io::Result<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_names_mount_point_and_type() {
-        let text = "36 35 98:0 / /boot/efi rw,noatime master:1 - vfat /dev/sda1 rw\n\
-                    37 35 98:0 / /mnt/with\\040space rw - ext4 /dev/sda2 rw\n\
-                    1 0 8:1 / / rw - ext4 /dev/vda rw\n";
-        let m = parse_mountinfo(text);
-        assert_eq!(m[0].point, Path::new("/boot/efi"));
-        assert_eq!(m[0].fstype, "vfat");
-        assert_eq!(m[1].point, Path::new("/mnt/with space"));
-        let of = mount_of(&m, Path::new("/boot/efi/EFI")).unwrap();
-        assert_eq!(of.fstype, "vfat");
-        assert_eq!(
-            mount_of(&m, Path::new("/boot")).unwrap().point,
-            Path::new("/")
-        );
-    }
+    use crate::hint::Hint;
 
     #[test]
     fn esp_must_be_a_fat_mount_point() {
-        let m = parse_mountinfo(
+        let m = crate::host::mounts::parse_mountinfo(
             "36 35 98:0 / /boot/efi rw - vfat /dev/sda1 rw\n1 0 8:1 / / rw - ext4 /dev/vda rw\n",
         );
         let p = Path::new("/boot/efi");
         assert!(check_mount(&m, p, p).is_ok());
         let sub = Path::new("/boot/efi/EFI");
-        let e = check_mount(&m, sub, sub).unwrap_err().to_string();
+        let e = check_mount(&m, sub, sub).unwrap_err().with_hint();
         assert!(
             e.contains("not a mount point") && e.contains("--esp /boot/efi"),
             "{e}"
         );
         let boot = Path::new("/boot");
-        let e = check_mount(&m, boot, boot).unwrap_err().to_string();
+        let e = check_mount(&m, boot, boot).unwrap_err().with_hint();
         assert!(e.contains("ext4 file system, not FAT"), "{e}");
     }
 }

@@ -26,7 +26,7 @@ impl ModuleIndex {
         }
         let mut hits: Vec<String> = Vec::new();
         for m in self.in_order() {
-            if m.aliases.iter().any(|a| alias_matches(a, &name)) {
+            if m.info.aliases.iter().any(|a| alias_matches(a, &name)) {
                 hits.push(m.name.clone());
             }
         }
@@ -115,10 +115,10 @@ impl Walk<'_> {
         }
         let m = &self.index.modules[name];
         self.stack.push(name.to_string());
-        for soft in &m.softdep_pre {
+        for soft in &m.info.softdep_pre {
             self.visit_soft(soft)?;
         }
-        for dep in &m.depends {
+        for dep in &m.info.depends {
             if self.index.modules.contains_key(dep) {
                 self.visit(dep)?;
             } else if !self.index.builtin.contains(dep) {
@@ -131,7 +131,7 @@ impl Walk<'_> {
         self.stack.pop();
         self.done.insert(name.to_string());
         self.out.push(name.to_string());
-        for soft in &m.softdep_post {
+        for soft in &m.info.softdep_post {
             self.visit_soft(soft)?;
         }
         Ok(())
@@ -177,15 +177,14 @@ mod tests {
         ModuleInfo {
             name: name.into(),
             path: format!("kernel/{name}.ko"),
-            depends: deps.iter().map(|s| s.to_string()).collect(),
-            softdep_pre: pre.iter().map(|s| s.to_string()).collect(),
-            softdep_post: post.iter().map(|s| s.to_string()).collect(),
-            softdep_raw: vec![],
-            aliases: vec![format!("alias-of-{name}")],
-            firmware: vec![],
-            exports: vec![],
-            needs: vec![],
             order: 0,
+            info: crate::modules::modinfo::ModInfo {
+                depends: deps.iter().map(|s| s.to_string()).collect(),
+                softdep_pre: pre.iter().map(|s| s.to_string()).collect(),
+                softdep_post: post.iter().map(|s| s.to_string()).collect(),
+                aliases: vec![format!("alias-of-{name}")],
+                ..Default::default()
+            },
         }
     }
 
@@ -281,7 +280,7 @@ mod tests {
     fn build_time_and_boot_time_alias_resolution_agree() {
         let with_aliases = |name: &str, aliases: &[&str]| {
             let mut m = module(name, &[], &[], &[]);
-            m.aliases = aliases.iter().map(|a| a.to_string()).collect();
+            m.info.aliases = aliases.iter().map(|a| a.to_string()).collect();
             m
         };
         let idx = index(
@@ -299,7 +298,7 @@ mod tests {
         let mut table: Vec<(String, String)> = idx
             .modules
             .values()
-            .flat_map(|m| m.aliases.iter().map(|a| (a.clone(), m.name.clone())))
+            .flat_map(|m| m.info.aliases.iter().map(|a| (a.clone(), m.name.clone())))
             .collect();
         table.sort();
         for text in [

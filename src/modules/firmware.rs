@@ -63,7 +63,7 @@ pub fn firmware(
     let dir = FirmwareDir::open(fw_dir);
     for module in &closure.modules {
         let info = &index.modules[module];
-        for fw in &info.firmware {
+        for fw in &info.info.firmware {
             if !seen.insert(fw.clone()) {
                 continue;
             }
@@ -90,7 +90,7 @@ pub fn firmware(
                 Err(why) if strict => return Err(refused(why)),
                 Err(why) => out.refused.push(format!(
                     "{}; the initrd is built without it (remove or fix the module; [initrd] strict_firmware = true makes this an error)",
-                    refused(why).summary()
+                    refused(why)
                 )),
             }
         }

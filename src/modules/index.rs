@@ -5,11 +5,11 @@
 use super::input::{self, InputError, MAX_INDEX_BYTES};
 use super::modinfo::{self, ModuleCompression};
 use super::ModulesError;
+use crate::fsutil::Stamp;
 use genboot_format::module_name::ModName;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Index files genboot writes itself; a tree's own copies are not taken over.
@@ -31,12 +31,7 @@ pub const GENERATED: &[&str] = &[
 pub struct TreeFile {
     /// Relative to the tree, e.g. `kernel/fs/ext4/ext4.ko`.
     pub rel: String,
-    pub size: u64,
-    pub mtime_ns: i128,
-    /// The inode change time: no one can set it back, so an edit with the
-    /// size and mtime restored still shows here.
-    pub ctime_ns: i128,
-    pub ino: u64,
+    pub stamp: Stamp,
 }
 
 /// Every regular file below `dir` (sorted by path), skipping symlinks, the
@@ -52,7 +47,7 @@ pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
         };
         let err = |source| ModulesError::Tree {
             path: here.clone(),
-            source,
+            cause: source,
         };
         for item in fs::read_dir(&here).map_err(err)? {
             let item = item.map_err(err)?;
@@ -71,7 +66,7 @@ pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
             };
             let ft = item.file_type().map_err(|source| ModulesError::Tree {
                 path: item.path(),
-                source,
+                cause: source,
             })?;
             if ft.is_dir() {
                 go(base, &child, out)?;
@@ -88,39 +83,29 @@ pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, ModulesError> {
         .into_par_iter()
         .map(|rel| {
             let path = dir.join(&rel);
-            let meta = fs::symlink_metadata(&path)
-                .map_err(|source| ModulesError::Tree { path, source })?;
+            let meta = fs::symlink_metadata(&path).map_err(|source| ModulesError::Tree {
+                path,
+                cause: source,
+            })?;
             Ok(TreeFile {
                 rel,
-                size: meta.len(),
-                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-                ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-                ino: meta.ino(),
+                stamp: Stamp::of(&meta),
             })
         })
         .collect()
 }
 
-/// One loadable module.
+/// One loadable module: where it is, its load order, and what its
+/// `.modinfo` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleInfo {
     /// Canonical name (`_`, not `-`).
     pub name: String,
     /// Path relative to the tree, e.g. `kernel/fs/ext4/ext4.ko`.
     pub path: String,
-    pub depends: Vec<String>,
-    pub softdep_pre: Vec<String>,
-    pub softdep_post: Vec<String>,
-    /// Each `softdep=` value as written (kmod applies one line per value).
-    pub softdep_raw: Vec<String>,
-    pub aliases: Vec<String>,
-    pub firmware: Vec<String>,
-    /// Exported symbols.
-    pub exports: Vec<String>,
-    /// Undefined symbols, in symbol-table order.
-    pub needs: Vec<String>,
     /// Position in `modules.order` (modules not listed come after, by path).
     pub order: u32,
+    pub info: modinfo::ModInfo,
 }
 
 /// All modules of one kernel's tree.
@@ -170,15 +155,8 @@ impl ModuleIndex {
                 Ok(ModuleInfo {
                     name,
                     path: f.rel.clone(),
-                    depends: info.depends,
-                    softdep_pre: info.softdep_pre,
-                    softdep_post: info.softdep_post,
-                    softdep_raw: info.softdep_raw,
-                    aliases: info.aliases,
-                    firmware: info.firmware,
-                    exports: info.exports,
-                    needs: info.needs,
                     order: order.get(key).copied().unwrap_or(u32::MAX),
+                    info,
                 })
             })
             .collect();
@@ -218,7 +196,7 @@ impl ModuleIndex {
             Err(source) => {
                 return Err(ModulesError::Builtin {
                     path: builtin_file,
-                    source,
+                    cause: source,
                 })
             }
         };
@@ -235,7 +213,7 @@ impl ModuleIndex {
             Err(source) => {
                 return Err(ModulesError::Builtin {
                     path: modinfo_file,
-                    source,
+                    cause: source,
                 })
             }
         };

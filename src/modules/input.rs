@@ -29,7 +29,7 @@ pub const MAX_INDEX_BYTES: u64 = 16 << 20;
 /// Why a file was not read.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     #[error("it is a {0}, not a regular file")]
     NotRegular(&'static str),

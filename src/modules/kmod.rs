@@ -212,7 +212,7 @@ pub fn lookup(index: &[u8], key: &str) -> Option<Vec<String>> {
 pub fn symbol_owners(index: &ModuleIndex) -> HashMap<&str, &str> {
     let mut owners = HashMap::new();
     for m in index.in_order() {
-        for sym in &m.exports {
+        for sym in &m.info.exports {
             owners.insert(sym.as_str(), m.name.as_str());
         }
     }
@@ -237,12 +237,14 @@ pub fn sort_positions(index: &ModuleIndex) -> HashMap<&str, usize> {
         .iter()
         .map(|m| {
             let declared: Vec<usize> = m
+                .info
                 .depends
                 .iter()
                 .filter_map(|d| at.get(d.as_str()).copied())
                 .collect();
             let mut v: Vec<usize> = Vec::new();
             let by_symbol = m
+                .info
                 .needs
                 .iter()
                 .filter_map(|sym| owners.get(sym.as_str()))
@@ -285,14 +287,14 @@ pub fn dep_line_modules<'a>(
     let mut todo: Vec<&'a str> = index
         .modules
         .get(name)
-        .map(|m| m.depends.iter().map(String::as_str).collect())
+        .map(|m| m.info.depends.iter().map(String::as_str).collect())
         .unwrap_or_default();
     while let Some(d) = todo.pop() {
         let Some(m) = index.modules.get(d) else {
             continue;
         };
         if m.name != name && seen.insert(m.name.as_str()) {
-            todo.extend(m.depends.iter().map(String::as_str));
+            todo.extend(m.info.depends.iter().map(String::as_str));
         }
     }
     let mut out: Vec<&'a str> = seen.into_iter().collect();
@@ -323,7 +325,7 @@ pub fn index_files(index: &ModuleIndex) -> Vec<(&'static str, Vec<u8>)> {
         dep.push_str(&line);
         dep.push('\n');
         dep_bin.insert(&m.name, &line, m.order);
-        for a in &m.aliases {
+        for a in &m.info.aliases {
             alias.push_str(&format!("alias {a} {}\n", m.name));
             // An alias kmod cannot normalise is left out, as depmod does.
             if let Some(a) = normalize_alias(a) {
@@ -331,10 +333,10 @@ pub fn index_files(index: &ModuleIndex) -> Vec<(&'static str, Vec<u8>)> {
             }
         }
         // One line per `softdep=` value, as depmod writes them.
-        for raw in &m.softdep_raw {
+        for raw in &m.info.softdep_raw {
             softdep.push_str(&format!("softdep {} {raw}\n", m.name));
         }
-        if let Some(line) = devname_line(&m.name, &m.aliases) {
+        if let Some(line) = devname_line(&m.name, &m.info.aliases) {
             devname.push_str(&line);
         }
     }

@@ -44,7 +44,7 @@ pub fn read(path: &Path, compression: ModuleCompression) -> Result<ModInfo, Modu
     let (file, size) = input::open_regular(path, false, MAX_MODULE_BYTES).map_err(|e| match e {
         InputError::Io(source) => ModulesError::Read {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         },
         other => ModulesError::NotAModule {
             path: path.to_path_buf(),
@@ -55,7 +55,7 @@ pub fn read(path: &Path, compression: ModuleCompression) -> Result<ModInfo, Modu
         move |e: Piece| match e {
             Piece::Io(source) => ModulesError::Read {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             },
             Piece::Decompress(why) => ModulesError::Decompress {
                 path: path.to_path_buf(),
@@ -82,7 +82,7 @@ pub fn read(path: &Path, compression: ModuleCompression) -> Result<ModInfo, Modu
             let dec =
                 zstd::stream::read::Decoder::new(file).map_err(|source| ModulesError::Read {
                     path: path.to_path_buf(),
-                    source,
+                    cause: source,
                 })?;
             let mut s = Streamed::new(dec, size);
             let secs = Sections::read(&mut s).map_err(piece_err("zstd"))?;

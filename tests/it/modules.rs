@@ -123,7 +123,7 @@ fn closure_matches_kmod(k: &Kernel) {
 
     // Load order: every dependency before its dependents.
     for (i, n) in closure.modules.iter().enumerate() {
-        for d in &idx.modules[n].depends {
+        for d in &idx.modules[n].info.depends {
             if let Some(j) = closure.modules.iter().position(|m| m == d) {
                 assert!(j < i, "{d} must load before {n}: {:?}", closure.modules);
             }

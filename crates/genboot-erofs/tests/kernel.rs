@@ -8,7 +8,7 @@
 //! the same busybox script over the source tree; the listings must be equal.
 //!
 //! Needs the test kernels unpacked in `$GENBOOT_KERNEL_CACHE` (default
-//! `target/kernels`; `qemu/fetch-kernels` puts them there), qemu, cpio, xz
+//! `target/kernels`; `tools/fetch-kernels` puts them there), qemu, cpio, xz
 //! and a static busybox at /bin/busybox.
 
 mod common;
@@ -45,8 +45,8 @@ fn kernel_dir(package: &str) -> (PathBuf, PathBuf) {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .unwrap_or_else(|| {
             panic!(
-                "test kernel {package} is not unpacked in {}: run `GENBOOT_KERNEL_CACHE={} qemu/fetch-kernels {package}` \
-                 (or `qemu/install-deps`) first",
+                "test kernel {package} is not unpacked in {}: run `GENBOOT_KERNEL_CACHE={} tools/fetch-kernels {package}` \
+                 (or `tools/install-deps`) first",
                 cache.display(),
                 cache.display()
             )

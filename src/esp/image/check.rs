@@ -30,6 +30,7 @@
 
 use super::fat::{eq_name, Entry, FatError, Volume};
 use crate::esp::entry::EntryName;
+use crate::esp::layout;
 
 pub(super) struct Findings {
     /// What genboot repairs, one line each.
@@ -47,23 +48,12 @@ enum Own {
     File,
 }
 
-/// Directories genboot writes to.
-const GENBOOT_DIRS: [&str; 7] = [
-    "",
-    "EFI",
-    "EFI/genboot",
-    "EFI/BOOT",
-    "EFI/systemd",
-    "loader",
-    "loader/entries",
-];
-
 fn owned(dir: &str, e: &Entry) -> Option<Own> {
     let lower = e.name.to_ascii_lowercase();
-    if lower.ends_with(crate::esp::install::TMP_SUFFIX) {
+    if lower.ends_with(layout::TMP_SUFFIX) {
         return Some(Own::Temp);
     }
-    let ours = GENBOOT_DIRS.iter().any(|d| eq_name(d, dir));
+    let ours = layout::DIRS.iter().any(|d| eq_name(d, dir));
     if ours && !e.long && e.torn_lfn {
         // A short entry whose long name was torn: `GENBOO~1.CON` is an
         // entry, `*~1.GEN` a temporary file.
@@ -72,16 +62,14 @@ fn owned(dir: &str, e: &Entry) -> Option<Own> {
             return Some(Own::Torn);
         }
     }
-    if eq_name(dir, crate::esp::install::FILES_DIR) {
+    if eq_name(dir, layout::FILES_DIR) {
         return Some(Own::File);
     }
-    if eq_name(dir, crate::esp::install::ENTRIES_DIR) && EntryName::parse(&lower).is_some() {
+    if eq_name(dir, layout::ENTRIES_DIR) && EntryName::parse(&lower).is_some() {
         return Some(Own::File);
     }
     let full = format!("{dir}/{lower}");
-    if eq_name(&full, crate::esp::install::LOADER_CONF)
-        || eq_name(&full, crate::esp::install::ENTRIES_SREL)
-    {
+    if eq_name(&full, layout::LOADER_CONF) || eq_name(&full, layout::ENTRIES_SREL) {
         return Some(Own::File);
     }
     None

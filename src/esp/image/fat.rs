@@ -81,8 +81,8 @@ pub(super) enum Kind {
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum FatError {
-    #[error("{op}: {source}")]
-    Io { op: &'static str, source: io::Error },
+    #[error("{op}: {cause}")]
+    Io { op: &'static str, cause: io::Error },
     #[error("{0}")]
     NotFat(String),
     #[error("{0}")]
@@ -96,7 +96,7 @@ pub(super) enum FatError {
 }
 
 fn io(op: &'static str) -> impl FnOnce(io::Error) -> FatError {
-    move |source| FatError::Io { op, source }
+    move |cause| FatError::Io { op, cause }
 }
 
 /// Where a directory's slots live.

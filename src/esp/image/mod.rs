@@ -107,9 +107,9 @@ pub struct ImageEsp {
 
 /// Open `path` for writing, or say clearly that it is read-only.
 pub fn open_image(path: &Path, writable: bool) -> Result<File, EspError> {
-    let meta = std::fs::metadata(path).map_err(|source| EspError::ImageOpen {
+    let meta = std::fs::metadata(path).map_err(|cause| EspError::ImageOpen {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     if writable && meta.permissions().readonly() {
         // Root could write anyway; a read-only mode is the owner's intent.
@@ -121,13 +121,13 @@ pub fn open_image(path: &Path, writable: bool) -> Result<File, EspError> {
         .read(true)
         .write(writable)
         .open(path)
-        .map_err(|source| match source.raw_os_error() {
+        .map_err(|cause| match cause.raw_os_error() {
             Some(libc::EACCES | libc::EPERM | libc::EROFS) => EspError::ImageReadOnly {
                 path: path.to_path_buf(),
             },
             _ => EspError::ImageOpen {
                 path: path.to_path_buf(),
-                source,
+                cause,
             },
         })
 }
@@ -216,17 +216,17 @@ impl ImageEsp {
         let image = self.path.clone();
         let path = path.to_string();
         move |e| match e {
-            FatError::Io { source, .. } => EspError::Io {
+            FatError::Io { cause, .. } => EspError::Io {
                 op,
                 path,
                 esp,
-                source,
+                cause,
             },
-            FatError::Source(source) => EspError::Io {
+            FatError::Source(cause) => EspError::Io {
                 op: "read source for",
                 path,
                 esp,
-                source,
+                cause,
             },
             FatError::Damaged(what) => EspError::Image {
                 path: image,
@@ -300,26 +300,18 @@ impl Esp for ImageEsp {
         Ok(out)
     }
 
-    fn create_dir_all(&mut self, dir: &str) -> Result<(), EspError> {
-        let mut rel = String::new();
-        for part in dir.split('/').filter(|p| !p.is_empty()) {
-            if !rel.is_empty() {
-                rel.push('/');
-            }
-            rel.push_str(part);
-            if self
-                .vol
-                .open_dir(&rel)
-                .map_err(self.err("open", &rel))?
-                .is_some()
-            {
-                continue;
-            }
-            self.vol
-                .mkdir(&rel)
-                .map_err(self.err("create directory", &rel))?;
-        }
-        Ok(())
+    fn is_dir(&mut self, dir: &str) -> Result<bool, EspError> {
+        Ok(self
+            .vol
+            .open_dir(dir)
+            .map_err(self.err("open", dir))?
+            .is_some())
+    }
+
+    fn create_dir(&mut self, dir: &str) -> Result<(), EspError> {
+        self.vol
+            .mkdir(dir)
+            .map_err(self.err("create directory", dir))
     }
 
     fn write_file(&mut self, path: &str, data: &mut dyn Read) -> Result<(), EspError> {
@@ -378,10 +370,7 @@ pub const MIN_ESP_BYTES: u64 = 66_000 * 512 + (1 << 20);
 /// the largest (up to 4 KiB) that still gives FAT32 enough clusters.
 pub fn format(file: Rc<File>, start: u64, len: u64) -> Result<(), EspError> {
     if len < MIN_ESP_BYTES {
-        return Err(EspError::Other(format!(
-            "an ESP of {} is too small for FAT32\nHint: give --esp-size 40M or more",
-            super::human(len)
-        )));
+        return Err(EspError::TooSmall(len));
     }
     let cluster = [4096u32, 2048, 1024, 512]
         .into_iter()
@@ -398,8 +387,7 @@ pub fn format(file: Rc<File>, start: u64, len: u64) -> Result<(), EspError> {
         .bytes_per_cluster(cluster)
         .volume_id(VOLUME_ID)
         .volume_label(VOLUME_LABEL);
-    fatfs::format_volume(&mut view, opts)
-        .map_err(|e| EspError::Other(format!("cannot format the ESP: {e}")))
+    fatfs::format_volume(&mut view, opts).map_err(|e| EspError::Format(e.to_string()))
 }
 
 #[cfg(test)]

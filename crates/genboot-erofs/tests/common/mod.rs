@@ -33,7 +33,7 @@ pub fn require_tool(tool: &str, package: &str) {
         .unwrap_or(false);
     assert!(
         found,
-        "`{tool}` is not installed: `apt-get install {package}` (qemu/install-deps installs it)"
+        "`{tool}` is not installed: `apt-get install {package}` (tools/install-deps installs it)"
     );
 }
 

@@ -1,0 +1,117 @@
+//! The boot menu and the firmware: install, bless, set-oneshot, status.
+
+use super::settings::Settings;
+use super::{AppError, Session};
+use crate::esp::bless::Blessed;
+use crate::esp::entry::{self, EntryName};
+use crate::esp::layout::{ENTRIES_DIR, LOADER_CONF};
+use crate::esp::InstallReport;
+use crate::host::{booted, efivars};
+use crate::profile::{Profile, ProfileError};
+use std::path::Path;
+
+/// `genboot install`: write the boot menu for the profile's generations
+/// (and systemd-boot from `loader`, when given).
+pub fn install(s: &Session, loader: Option<&Path>) -> anyhow::Result<InstallReport> {
+    let settings = Settings::load(&s.state)?;
+    let locked = s.lock()?;
+    let esp = s.require_esp(settings.esp.as_deref())?;
+    locked.install_to(esp, &settings, loader)
+}
+
+/// `genboot bless`: the booted entry loses its boot counter. Under the
+/// profile lock (it changes the ESP); blessing an entry that has no
+/// counter (any more) is success.
+pub fn bless(s: &Session) -> anyhow::Result<Blessed> {
+    let settings = Settings::load(&s.state)?;
+    let _locked = s.lock()?;
+    let mut esp = s.require_esp(settings.esp.as_deref())?;
+    // systemd-boot says which file it booted, counter included.
+    let vars = efivars::dir(&s.state)?;
+    let file = efivars::booted_entry_file(&vars);
+    let generation = s.booted().generation;
+    if file.is_none() && generation.is_none() {
+        return Err(AppError::UnknownBooted {
+            var: efivars::var(&vars, "LoaderBootCountPath"),
+            booted: s.state.root.join(booted::BOOTED.trim_start_matches('/')),
+        }
+        .into());
+    }
+    let result = crate::esp::bless(esp.as_mut(), generation, file.as_deref())?;
+    esp.close()?;
+    Ok(result)
+}
+
+/// `genboot set-oneshot N`: boot generation `n` once, at the next boot.
+pub fn set_oneshot(s: &Session, n: u32) -> anyhow::Result<()> {
+    let profile = Profile::new(&s.state);
+    if !profile.generations()?.iter().any(|g| g.number == n) {
+        return Err(ProfileError::NoSuchGeneration(n).into());
+    }
+    let dir = efivars::dir(&s.state)?;
+    if !dir.is_dir() {
+        return Err(AppError::NotEfi { dir, number: n }.into());
+    }
+    let id = format!("{}{}", entry::key(n, false), entry::SUFFIX);
+    efivars::write_string(&dir, "LoaderEntryOneShot", &id)?;
+    Ok(())
+}
+
+/// One entry on the ESP, for `status`.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryStatus {
+    pub file: String,
+    pub generation: u32,
+    pub recovery: bool,
+    pub tries_left: Option<u32>,
+    pub tries_done: Option<u32>,
+}
+
+/// What `status` shows.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub booted: Option<u32>,
+    pub booted_path: Option<String>,
+    pub current: Option<u32>,
+    pub esp: Option<String>,
+    pub default_entry: Option<String>,
+    pub entries: Vec<EntryStatus>,
+}
+
+/// `genboot status`: the booted and current generation, and the ESP's
+/// entries. An ESP that is given or configured but cannot be read is an
+/// error (not "none found").
+pub fn status(s: &Session) -> anyhow::Result<Status> {
+    let profile = Profile::new(&s.state);
+    let settings = Settings::load(&s.state)?;
+    let booted = s.booted();
+    let mut st = Status {
+        booted: booted.generation,
+        booted_path: booted.path,
+        current: profile.current_number()?,
+        esp: None,
+        default_entry: None,
+        entries: Vec::new(),
+    };
+    let Some(mut e) = s.open_esp(settings.esp.as_deref(), false)? else {
+        return Ok(st);
+    };
+    st.esp = Some(e.describe());
+    st.default_entry = e
+        .read(LOADER_CONF)?
+        .and_then(|d| entry::field(&String::from_utf8_lossy(&d), "default").map(str::to_string));
+    for f in e.list(ENTRIES_DIR)? {
+        if let Some(n) = EntryName::parse(&f) {
+            st.entries.push(EntryStatus {
+                file: f.clone(),
+                generation: n.generation,
+                recovery: n.recovery,
+                tries_left: n.counter.map(|c| c.left),
+                tries_done: n.counter.and_then(|c| c.done),
+            });
+        }
+    }
+    Ok(st)
+}

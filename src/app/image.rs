@@ -1,0 +1,177 @@
+//! `genboot image`: switch to each configuration (as `switch` does), then
+//! write a GPT disk image holding an ESP with the boot menu and a root
+//! file system with the tree below `--root`. The profile lock is held from
+//! the first build to the last byte of the image; when writing the image
+//! fails, the profile is put back as it was.
+
+use super::settings::Settings;
+use super::switch::build_and_add;
+use super::{AppError, Locked, Session};
+use crate::config::SystemConfig;
+use crate::disk::{self, Part};
+use crate::esp::image::{self as fat_image, ImageEsp};
+use crate::store::{LockKind, Store};
+use std::path::{Path, PathBuf};
+
+/// The systemd-boot binary an image gets.
+pub const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+
+/// `--size`: fixed, or what the ESP and the tree need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSize {
+    Auto,
+    /// Bytes, and the text the user gave (for messages).
+    Fixed(u64, String),
+}
+
+/// What `image` is asked to do.
+#[derive(Debug, Clone)]
+pub struct ImageRequest {
+    pub configs: Vec<PathBuf>,
+    pub output: PathBuf,
+    pub size: ImageSize,
+    pub esp_size: u64,
+    /// The `--esp-size` text, for messages.
+    pub esp_size_text: String,
+}
+
+/// What `image` wrote.
+#[derive(Debug, Clone)]
+pub struct ImageMade {
+    pub output: PathBuf,
+    pub size: u64,
+}
+
+/// Refuse sizes and places that cannot work, before anything is built.
+fn check_request(s: &Session, req: &ImageRequest) -> anyhow::Result<()> {
+    if let ImageSize::Fixed(size, _) = req.size {
+        disk::layout(size, req.esp_size)?;
+    }
+    if req.esp_size < fat_image::MIN_ESP_BYTES {
+        return Err(AppError::EspTooSmall {
+            text: req.esp_size_text.clone(),
+            size: req.esp_size,
+        }
+        .into());
+    }
+    let parent = req.output.parent().unwrap_or(Path::new("."));
+    if let (Ok(o), Ok(r)) = (
+        std::fs::canonicalize(parent),
+        std::fs::canonicalize(&s.state.root),
+    ) {
+        if o.starts_with(&r) {
+            return Err(AppError::ImageInsideRoot {
+                output: req.output.clone(),
+                root: r,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// `genboot image` (see the module documentation).
+pub fn image(s: &Session, req: &ImageRequest) -> anyhow::Result<ImageMade> {
+    check_request(s, req)?;
+    // Every configuration is read and checked before anything is built.
+    let loaded = req
+        .configs
+        .iter()
+        .map(|c| SystemConfig::load(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = Store::open(&s.state)?;
+    let locked = s.lock()?;
+    let store_lock = store.lock(LockKind::Shared, s.wait())?;
+    let before = locked.profile.generations()?;
+    let result = (|| {
+        for (c, cfg) in req.configs.iter().zip(&loaded) {
+            build_and_add(&locked, &store, &store_lock, c, cfg)?;
+        }
+        if locked.profile.current_number()?.is_none() {
+            return Err(AppError::NothingToImage(s.state.root.clone()).into());
+        }
+        let settings = match loaded.last() {
+            Some(cfg) => Settings::from_boot(&cfg.boot),
+            None => Settings::load(&s.state)?,
+        };
+        let made = write_image(&locked, req, &settings)?;
+        if loaded.last().is_some() {
+            settings.save(&s.state, &locked.lock)?;
+        }
+        Ok(made)
+    })();
+    match result {
+        Ok(made) => Ok(made),
+        Err(e) if loaded.is_empty() => Err(e),
+        Err(e) => Err(put_back(&locked, &before, e)),
+    }
+}
+
+/// After a failed image: the profile as it was before, and an error that
+/// says so.
+fn put_back(
+    locked: &Locked,
+    before: &[crate::profile::Generation],
+    e: anyhow::Error,
+) -> anyhow::Error {
+    let was = before
+        .iter()
+        .find(|g| g.current)
+        .map_or("none".to_string(), |g| g.number.to_string());
+    match locked.profile.restore(before, &locked.lock) {
+        Ok(()) => e.context(format!(
+            "the image was not written, so the profile was put back as it was (current generation: {was})"
+        )),
+        Err(re) => e.context(format!(
+            "the image was not written, and putting the profile back failed too ({})",
+            crate::hint::Hint::with_hint(&re)
+        )),
+    }
+}
+
+/// The image size: the one asked for (when the tree fits), or what the
+/// ESP and the tree need. The root file system must hold the whole tree
+/// (the store holds every generation's kernel modules).
+fn image_size(s: &Session, req: &ImageRequest) -> anyhow::Result<u64> {
+    let root_need = disk::root_size_for(&s.state.root)?;
+    Ok(match &req.size {
+        ImageSize::Fixed(size, text) => {
+            let (_, root) = disk::layout(*size, req.esp_size)?;
+            if root.len < root_need {
+                return Err(AppError::RootTooSmall {
+                    text: text.clone(),
+                    root: root.len,
+                    tree: s.state.root.clone(),
+                    need: root_need,
+                    esp_size: req.esp_size,
+                }
+                .into());
+            }
+            *size
+        }
+        ImageSize::Auto => root_need + req.esp_size + (2 << 20),
+    })
+}
+
+fn write_image(
+    locked: &Locked,
+    req: &ImageRequest,
+    settings: &Settings,
+) -> anyhow::Result<ImageMade> {
+    let s = locked.session;
+    let size = image_size(s, req)?;
+    let loader = Path::new(SYSTEMD_BOOT);
+    let (esp_part, root_part): (Part, Part) = disk::write_gpt(&req.output, size, req.esp_size)?;
+    let file = std::rc::Rc::new(fat_image::open_image(&req.output, true)?);
+    fat_image::format(file, esp_part.start, esp_part.len)?;
+    let esp = Box::new(ImageEsp::open(&req.output, true)?);
+    if !loader.is_file() {
+        return Err(AppError::NoLoader(loader.to_path_buf()).into());
+    }
+    locked.install_to(esp, settings, Some(loader))?;
+    disk::make_root(&req.output, root_part, &s.state.root)?;
+    Ok(ImageMade {
+        output: req.output.clone(),
+        size,
+    })
+}
