@@ -11,7 +11,7 @@ mod support;
 
 use genboot::config::Compression;
 use genboot::modules::{self, index, ModuleIndex};
-use genboot::{build, initrd, store};
+use genboot::{generation, initrd, store};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -145,7 +145,7 @@ fn main() {
         lap(2, &mut steps);
         let dir = work.path().join(format!("copy-{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        build::fill_kernel_modules(&dir, &idx, &files).unwrap();
+        generation::fill_kernel_modules(&dir, &idx, &files).unwrap();
         lap(3, &mut steps);
         store::hash_tree(&dir, "kernel-modules").unwrap();
         lap(4, &mut steps);

@@ -7,7 +7,7 @@
 //! writes a single byte.
 
 use genboot::esp::dir::{DirEsp, MountCheck};
-use genboot::esp::image::ImageEsp;
+use genboot::esp::fat::ImageEsp;
 use genboot::esp::{self, Esp, InstallOptions};
 use genboot::notes::{Silent, Wait};
 use genboot::profile::Profile;
@@ -120,7 +120,7 @@ fn main() {
     let t = Instant::now();
     for i in 1..=GENERATIONS {
         let (img, mods) = &kernels[(i % 3) as usize];
-        let built = genboot::build::build(
+        let built = genboot::generation::build(
             &store,
             &config(img, mods, &format!("gen={i}")),
             &store_lock,
@@ -150,9 +150,9 @@ fn main() {
     let open_dir =
         |p: &Path| -> Box<dyn Esp> { Box::new(DirEsp::open(p, MountCheck::AnyDir).unwrap()) };
     let img = tmp.join("disk.img");
-    let (part, _) = genboot::disk::write_gpt(&img, 1 << 30, 512 << 20).unwrap();
-    let f = std::rc::Rc::new(genboot::esp::image::open_image(&img, true).unwrap());
-    genboot::esp::image::format(f, part.start, part.len).unwrap();
+    let (part, _) = genboot::gpt::write_gpt(&img, 1 << 30, 512 << 20).unwrap();
+    let f = std::rc::Rc::new(genboot::esp::fat::open_image(&img, true).unwrap());
+    genboot::esp::fat::format(f, part.start, part.len).unwrap();
     let open_img = |p: &Path| -> Box<dyn Esp> { Box::new(ImageEsp::open(p, true).unwrap()) };
 
     let n = GENERATIONS;
@@ -182,7 +182,7 @@ fn main() {
     ];
     // One more generation (a new kernel parameter on a kernel already
     // there): only its entry, the recovery entry and loader.conf change.
-    let built = genboot::build::build(
+    let built = genboot::generation::build(
         &store,
         &config(&generic.0, &generic.1, "gen=new"),
         &store_lock,

@@ -5,19 +5,18 @@
 //! [`failpoint`]s.
 
 pub mod app;
-pub mod bootspec;
-pub mod build;
 pub mod cli;
 pub mod config;
-pub mod disk;
 pub mod esp;
 pub mod failpoint;
 pub mod fsutil;
 pub mod gc;
+pub mod generation;
+pub mod gpt;
 pub mod hint;
 pub mod host;
+pub mod image;
 pub mod initrd;
-pub mod kernel;
 pub mod modules;
 pub mod notes;
 pub mod profile;

@@ -649,7 +649,7 @@ fn modinfo_elf(data: &[u8]) -> u64 {
 }
 
 fn bzimage(data: &[u8]) -> u64 {
-    let header = genboot::kernel::release_from_header(data);
+    let header = genboot::generation::kernel::release_from_header(data);
     if let Ok(r) = &header {
         assert!(!r.is_empty() && r.bytes().all(|b| b.is_ascii_graphic()));
     }
@@ -675,8 +675,8 @@ fn bzimage(data: &[u8]) -> u64 {
     {
         let image = scratch().join("vmlinuz");
         if std::fs::write(&image, data).is_ok() {
-            use genboot::kernel::KernelError;
-            match genboot::kernel::inspect(&image) {
+            use genboot::generation::kernel::KernelError;
+            match genboot::generation::kernel::inspect(&image) {
                 Ok(k) => {
                     assert_eq!(Ok(&k.release), header.as_ref());
                     outcome.push(b'k');

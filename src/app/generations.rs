@@ -4,9 +4,9 @@
 
 use super::settings::Settings;
 use super::{Change, Event, Session};
-use crate::bootspec::BootJson;
 use crate::esp::check::Checked;
 use crate::gc::{self, Policy};
+use crate::generation::bootjson::BootJson;
 use crate::hint::Hint;
 use crate::profile::{Generation, Profile};
 use crate::store::{LockKind, Mismatch, Store, StorePath};

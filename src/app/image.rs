@@ -8,8 +8,9 @@ use super::settings::Settings;
 use super::switch::build_and_add;
 use super::{AppError, Locked, Session};
 use crate::config::SystemConfig;
-use crate::disk::{self, Part};
-use crate::esp::image::{self as fat_image, ImageEsp};
+use crate::esp::fat::{self as fat_image, ImageEsp};
+use crate::gpt::{self, Part};
+use crate::image;
 use crate::store::{LockKind, Store};
 use std::path::{Path, PathBuf};
 
@@ -45,7 +46,7 @@ pub struct ImageMade {
 /// Refuse sizes and places that cannot work, before anything is built.
 fn check_request(s: &Session, req: &ImageRequest) -> anyhow::Result<()> {
     if let ImageSize::Fixed(size, _) = req.size {
-        disk::layout(size, req.esp_size)?;
+        gpt::layout(size, req.esp_size)?;
     }
     if req.esp_size < fat_image::MIN_ESP_BYTES {
         return Err(AppError::EspTooSmall {
@@ -133,10 +134,10 @@ fn put_back(
 /// ESP and the tree need. The root file system must hold the whole tree
 /// (the store holds every generation's kernel modules).
 fn image_size(s: &Session, req: &ImageRequest) -> anyhow::Result<u64> {
-    let root_need = disk::root_size_for(&s.state.root)?;
+    let root_need = image::root_size_for(&s.state.root)?;
     Ok(match &req.size {
         ImageSize::Fixed(size, text) => {
-            let (_, root) = disk::layout(*size, req.esp_size)?;
+            let (_, root) = gpt::layout(*size, req.esp_size)?;
             if root.len < root_need {
                 return Err(AppError::RootTooSmall {
                     text: text.clone(),
@@ -161,7 +162,7 @@ fn write_image(
     let s = locked.session;
     let size = image_size(s, req)?;
     let loader = Path::new(SYSTEMD_BOOT);
-    let (esp_part, root_part): (Part, Part) = disk::write_gpt(&req.output, size, req.esp_size)?;
+    let (esp_part, root_part): (Part, Part) = gpt::write_gpt(&req.output, size, req.esp_size)?;
     let file = std::rc::Rc::new(fat_image::open_image(&req.output, true)?);
     fat_image::format(file, esp_part.start, esp_part.len)?;
     let esp = Box::new(ImageEsp::open(&req.output, true)?);
@@ -169,7 +170,7 @@ fn write_image(
         return Err(AppError::NoLoader(loader.to_path_buf()).into());
     }
     locked.install_to(esp, settings, Some(loader))?;
-    disk::make_root(&req.output, root_part, &s.state.root)?;
+    image::make_root(&req.output, root_part, &s.state.root)?;
     Ok(ImageMade {
         output: req.output.clone(),
         size,

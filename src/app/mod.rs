@@ -19,7 +19,7 @@ mod tests;
 
 use crate::config::BootSection;
 use crate::esp::dir::{DirEsp, MountCheck};
-use crate::esp::image::ImageEsp;
+use crate::esp::fat::ImageEsp;
 use crate::esp::{Esp, EspError, GenInput, InstallOptions, InstallReport, StoreFile};
 use crate::hint::Hint;
 use crate::notes::{Note, Notes, Wait};
@@ -432,8 +432,9 @@ fn gen_input(store: &Store, g: &Generation) -> Result<GenInput, EspError> {
         generation: g.number,
         what,
     };
-    let boot = crate::bootspec::BootJson::read(&store.path(&g.target).join("boot.json"))
-        .map_err(|e| bad(e.with_hint()))?;
+    let boot =
+        crate::generation::bootjson::BootJson::read(&store.path(&g.target).join("boot.json"))
+            .map_err(|e| bad(e.with_hint()))?;
     let resolve = |p: &str| -> Result<StoreFile, EspError> {
         let (sp, host) = store
             .resolve_boot_path(p)

@@ -2,8 +2,8 @@
 //! and (`switch`) the profile's new current generation, installed.
 
 use super::{Event, Locked, Session};
-use crate::build::{self, Built};
 use crate::config::SystemConfig;
+use crate::generation::{self, Built};
 use crate::store::{LockKind, Store, StoreLock};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ pub fn build(s: &Session, config: &Path) -> anyhow::Result<PathBuf> {
     let cfg = SystemConfig::load(config)?;
     let store = Store::open(&s.state)?;
     let store_lock = store.lock(LockKind::Shared, s.wait())?;
-    let built = build::build(&store, &cfg, &store_lock, s.notes())
+    let built = generation::build(&store, &cfg, &store_lock, s.notes())
         .with_context(|| format!("building {}", config.display()))?;
     Ok(store.path(&built.generation))
 }
@@ -38,7 +38,7 @@ pub(super) fn build_and_add(
     cfg: &SystemConfig,
 ) -> anyhow::Result<(u32, bool, Built)> {
     let s = locked.session;
-    let built = build::build(store, cfg, store_lock, s.notes())
+    let built = generation::build(store, cfg, store_lock, s.notes())
         .with_context(|| format!("building {}", config.display()))?;
     let (number, new) = locked.profile.add(&built.generation, &locked.lock)?;
     s.observer.event(Event::Added {

@@ -7,9 +7,9 @@ use crate::app::esp::Status;
 use crate::app::generations::{Collected, EspVerified, ListRow, Verified};
 use crate::app::image::ImageMade;
 use crate::app::{Change, Event, Observer};
-use crate::disk;
 use crate::esp::bless::Blessed;
 use crate::esp::InstallReport;
+use crate::gpt;
 use crate::hint::Hint;
 use crate::notes::Note;
 use crate::units::human;
@@ -144,10 +144,10 @@ impl Printer {
             "genboot: wrote {} ({}): ESP PARTUUID={}, root PARTUUID={} (ext4 UUID={}, LABEL={})",
             m.output.display(),
             human(m.size),
-            disk::ESP_PARTUUID,
-            disk::ROOT_PARTUUID,
-            disk::ROOT_FS_UUID,
-            disk::ROOT_FS_LABEL
+            gpt::ESP_PARTUUID,
+            gpt::ROOT_PARTUUID,
+            gpt::ROOT_FS_UUID,
+            gpt::ROOT_FS_LABEL
         );
     }
 
@@ -284,16 +284,16 @@ fn hint_of(e: &(dyn Error + 'static)) -> Option<String> {
     }
     hint_of_any!(
         crate::app::AppError,
-        crate::build::BuildError,
-        crate::bootspec::BootspecError,
+        crate::generation::BuildError,
+        crate::generation::bootjson::BootspecError,
         crate::config::ConfigError,
-        crate::disk::DiskError,
+        crate::gpt::DiskError,
         crate::esp::EspError,
         crate::esp::Full,
         crate::fsutil::OwnFileError,
         crate::gc::GcError,
         crate::initrd::InitrdError,
-        crate::kernel::KernelError,
+        crate::generation::kernel::KernelError,
         crate::modules::ModulesError,
         crate::profile::ProfileError,
         crate::state::StateError,

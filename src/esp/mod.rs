@@ -14,7 +14,7 @@ pub mod bless;
 pub mod check;
 pub mod dir;
 pub(crate) mod entry;
-pub mod image;
+pub mod fat;
 pub mod layout;
 #[cfg(test)]
 pub(crate) mod memory;

@@ -14,5 +14,7 @@ mod cli_args;
 mod config;
 // The README and docs/: the tested example, every verb, no stale paths.
 mod docs;
+// The one-way layers of src/ and no import circles.
+mod layers;
 // Module trees, good and bad, built by `genboot build`.
 mod modules;

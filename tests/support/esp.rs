@@ -43,9 +43,9 @@ pub fn assert_one_file_per_entry(t: &BTreeMap<String, Vec<u8>>) {
 /// an empty root partition (what `genboot image` writes, without the
 /// root file system, which the ESP tests do not need).
 pub fn esp_only_image(path: &Path, esp_mib: u64) {
-    let (esp, _) = genboot::disk::write_gpt(path, (esp_mib + 20) << 20, esp_mib << 20).unwrap();
-    let f = std::rc::Rc::new(genboot::esp::image::open_image(path, true).unwrap());
-    genboot::esp::image::format(f, esp.start, esp.len).unwrap();
+    let (esp, _) = genboot::gpt::write_gpt(path, (esp_mib + 20) << 20, esp_mib << 20).unwrap();
+    let f = std::rc::Rc::new(genboot::esp::fat::open_image(path, true).unwrap());
+    genboot::esp::fat::format(f, esp.start, esp.len).unwrap();
 }
 
 /// Parse "N bytes written, M files touched" from genboot's install line.

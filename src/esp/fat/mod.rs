@@ -9,7 +9,7 @@
 //! - `check.rs`: the check run on every open for writing, and the repairs
 //!   of what an interrupted run leaves (so a re-run always converges).
 //!
-//! The GPT is checked first (`crate::disk::find_esp`): a damaged table,
+//! The GPT is checked first (`crate::gpt::find_esp`): a damaged table,
 //! overlapping partitions or an image that ends inside its ESP are refused
 //! before anything is read from the FAT volume.
 //!
@@ -22,12 +22,12 @@
 
 mod check;
 mod dev;
-mod fat;
+mod fs;
 
 use super::{Esp, EspError, Space, WriteStats};
 use dev::Dev;
-use fat::{FatError, Volume};
 use fatfs::FormatVolumeOptions;
+use fs::{FatError, Volume};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -141,7 +141,7 @@ impl ImageEsp {
     /// cause is refused before anything is written.
     pub fn open(path: &Path, writable: bool) -> Result<ImageEsp, EspError> {
         let file = Rc::new(open_image(path, writable)?);
-        let part = crate::disk::find_esp(&file).map_err(|e| {
+        let part = crate::gpt::find_esp(&file).map_err(|e| {
             let (what, hint) = e.what_and_hint();
             EspError::Image {
                 path: path.to_path_buf(),

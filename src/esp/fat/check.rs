@@ -28,7 +28,7 @@
 //! it ends. A run that refuses — a full ESP, a bad configuration — leaves
 //! the image byte for byte as it was.
 
-use super::fat::{eq_name, Entry, FatError, Volume};
+use super::fs::{eq_name, Entry, FatError, Volume};
 use crate::esp::entry::EntryName;
 use crate::esp::layout;
 
@@ -102,6 +102,34 @@ impl Volume {
         }
     }
 
+    /// Free the clusters marked used that no file claims, and note the
+    /// FAT copy and FS information sector that will be rewritten.
+    fn free_lost_clusters(&mut self, claimed: &[bool], f: &mut Findings) {
+        let mut lost = 0u64;
+        for c in 2..self.clusters + 2 {
+            let v = self.fat_get(c);
+            if !claimed[c as usize] && v != 0 && !self.is_bad(v) {
+                self.fat_set(c, 0);
+                lost += 1;
+            }
+        }
+        if lost > 0 {
+            f.repairs.push(format!(
+                "freed {lost} cluster(s) marked used that no file uses ({} bytes)",
+                lost * u64::from(self.cluster_bytes)
+            ));
+        }
+        if self.copies_differed {
+            f.repairs
+                .push("FAT copy 2 differed from copy 1; it is rewritten from copy 1".into());
+        }
+        if self.fsinfo_stale() {
+            f.repairs.push(
+                "the free-cluster count in the FS information sector is wrong; it is recounted from the FAT".into(),
+            );
+        }
+    }
+
     /// Check the whole volume and stage the repairs (see the module
     /// documentation).
     pub fn check(&mut self) -> Result<Findings, FatError> {
@@ -167,7 +195,7 @@ impl Volume {
                     }
                     if self.in_range(e.cluster) {
                         todo.push((
-                            super::fat::DirRef::Chain {
+                            super::fs::DirRef::Chain {
                                 first: e.cluster,
                                 root: false,
                             },
@@ -246,29 +274,7 @@ impl Volume {
         if !f.damage.is_empty() {
             return Ok(f);
         }
-        let mut lost = 0u64;
-        for c in 2..self.clusters + 2 {
-            let v = self.fat_get(c);
-            if !claimed[c as usize] && v != 0 && !self.is_bad(v) {
-                self.fat_set(c, 0);
-                lost += 1;
-            }
-        }
-        if lost > 0 {
-            f.repairs.push(format!(
-                "freed {lost} cluster(s) marked used that no file uses ({} bytes)",
-                lost * u64::from(self.cluster_bytes)
-            ));
-        }
-        if self.copies_differed {
-            f.repairs
-                .push("FAT copy 2 differed from copy 1; it is rewritten from copy 1".into());
-        }
-        if self.fsinfo_stale() {
-            f.repairs.push(
-                "the free-cluster count in the FS information sector is wrong; it is recounted from the FAT".into(),
-            );
-        }
+        self.free_lost_clusters(&claimed, &mut f);
         Ok(f)
     }
 }

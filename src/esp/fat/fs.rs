@@ -347,33 +347,10 @@ impl Volume {
                 "its FAT is {fat_len} bytes ({clusters} clusters), too large for an EFI System Partition genboot handles"
             )));
         }
-        let fat_len = fat_len as usize;
-        let mut on_disk = Vec::new();
-        for c in &copies {
-            let mut f = vec![0u8; fat_len];
-            dev.read(
-                (u64::from(reserved) + u64::from(*c) * u64::from(fat_sectors)) * u64::from(bps),
-                &mut f,
-            )
-            .map_err(io("read the FAT"))?;
-            on_disk.push(f);
-        }
+        let on_disk = read_fats(&dev, fat_len as usize, &copies, reserved, fat_sectors, bps)?;
         let fat = on_disk[0].clone();
         let fsinfo_on_disk = match fsinfo_sector {
-            Some(s) => {
-                let mut b = vec![0u8; 512];
-                dev.read(u64::from(s) * u64::from(bps), &mut b)
-                    .map_err(io("read the FS information sector"))?;
-                if le32(&b, 0) != FSINFO_LEAD
-                    || le32(&b, 484) != FSINFO_STRUC
-                    || le32(&b, 508) != FSINFO_TRAIL
-                {
-                    return Err(bad(format!(
-                        "its FS information sector ({s}) has bad signatures"
-                    )));
-                }
-                Some((le32(&b, 488), le32(&b, 492)))
-            }
+            Some(s) => Some(read_fsinfo(&dev, s, bps)?),
             None => None,
         };
         let flag_at = if kind == Kind::Fat32 { 0x41 } else { 0x25 };
@@ -1733,6 +1710,43 @@ fn put_units(units: &mut [u16], part: u8, b: &[u8]) {
         };
         units[base + j] = u16::from_le_bytes([b[at], b[at + 1]]);
     }
+}
+
+/// Each FAT copy genboot keeps, the first `fat_len` bytes of it.
+fn read_fats(
+    dev: &Dev,
+    fat_len: usize,
+    copies: &[u32],
+    reserved: u32,
+    fat_sectors: u32,
+    bps: u32,
+) -> Result<Vec<Vec<u8>>, FatError> {
+    let mut on_disk = Vec::new();
+    for c in copies {
+        let mut f = vec![0u8; fat_len];
+        dev.read(
+            (u64::from(reserved) + u64::from(*c) * u64::from(fat_sectors)) * u64::from(bps),
+            &mut f,
+        )
+        .map_err(io("read the FAT"))?;
+        on_disk.push(f);
+    }
+    Ok(on_disk)
+}
+
+/// The free-cluster count and next-free hint of the FS information sector
+/// `s`, whose signatures must be right.
+fn read_fsinfo(dev: &Dev, s: u32, bps: u32) -> Result<(u32, u32), FatError> {
+    let mut b = vec![0u8; 512];
+    dev.read(u64::from(s) * u64::from(bps), &mut b)
+        .map_err(io("read the FS information sector"))?;
+    if le32(&b, 0) != FSINFO_LEAD || le32(&b, 484) != FSINFO_STRUC || le32(&b, 508) != FSINFO_TRAIL
+    {
+        return Err(FatError::NotFat(format!(
+            "its FS information sector ({s}) has bad signatures"
+        )));
+    }
+    Ok((le32(&b, 488), le32(&b, 492)))
 }
 
 #[cfg(test)]

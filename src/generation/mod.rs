@@ -2,14 +2,15 @@
 //! kernel-modules and initrd objects, and the generation object holding
 //! `boot.json` and links to them.
 
+pub mod bootjson;
 mod cache;
+pub mod kernel;
 
-use crate::bootspec::{BootJson, BootspecV1, GenbootV1, RootSpec};
+use self::bootjson::{BootJson, BootspecV1, GenbootV1, RootSpec};
 use crate::config::SystemConfig;
 use crate::fsutil::Stamp;
 use crate::hint::Hint;
 use crate::initrd::{self, InitrdError};
-use crate::kernel;
 use crate::modules::{self, modinfo::ModuleCompression, ModuleIndex, ModulesError};
 use crate::notes::{Note, Notes};
 use crate::state::STORE_DIR;

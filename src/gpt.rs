@@ -1,6 +1,5 @@
-//! Disk images: a GPT (with a protective MBR) with fixed GUIDs, an ESP
-//! formatted and filled by genboot, and an ext4 root partition made by
-//! `mke2fs -d` from the system tree.
+//! Disk images' partition table: a GPT (with a protective MBR) with fixed
+//! GUIDs, read back and checked before an ESP inside it is used.
 //!
 //! Layout: LBA 0 protective MBR, LBA 1–33 primary GPT, the ESP from 1 MiB,
 //! the root partition right after it up to 1 MiB before the end, the backup
@@ -12,7 +11,6 @@ use crate::units::human;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use uuid::Uuid;
 
 /// The disk GUID of images genboot writes.
@@ -26,10 +24,10 @@ pub const ROOT_FS_UUID: &str = "6e6f6f74-6673-4000-8000-000000000003";
 /// The ext4 label of the root file system (`root=LABEL=…`).
 pub const ROOT_FS_LABEL: &str = "genboot-root";
 /// ext4 directory hash seed, fixed so images are reproducible.
-const ROOT_HASH_SEED: &str = "6e6f6f74-6861-4000-8000-000000000004";
+pub(crate) const ROOT_HASH_SEED: &str = "6e6f6f74-6861-4000-8000-000000000004";
 
 const SECTOR: u64 = 512;
-const MIB: u64 = 1 << 20;
+pub(crate) const MIB: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -377,65 +375,6 @@ pub fn write_gpt(path: &Path, size: u64, esp_size: u64) -> Result<(Part, Part), 
     let f = disk.write().map_err(|e| gerr(&e))?;
     f.sync_all().map_err(io("sync"))?;
     Ok((esp, root))
-}
-
-/// A root partition size that holds `tree` as ext4 (4 KiB blocks): the
-/// files' blocks, a block per inode-table slot and directory, the journal
-/// and the reserve, rounded up to MiB.
-pub(crate) fn root_size_for(tree: &Path) -> Result<u64, DiskError> {
-    fn walk(dir: &Path, sum: &mut u64) -> Result<(), DiskError> {
-        let rd = std::fs::read_dir(dir).map_err(IoError::at("read", dir))?;
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(m) = std::fs::symlink_metadata(&p) else {
-                continue;
-            };
-            *sum += 4096 + 256; // a directory block or link target, an inode
-            if m.is_dir() {
-                walk(&p, sum)?;
-            } else if m.is_file() {
-                *sum += m.len().div_ceil(4096) * 4096;
-            }
-        }
-        Ok(())
-    }
-    let mut sum = 0;
-    walk(tree, &mut sum)?;
-    // ext4 metadata (inode tables at 1 inode per 16 KiB, group
-    // descriptors, bitmaps) ~ 2 %, 5 % reserve, the journal (up to 64 MiB),
-    // and room to grow.
-    let size = sum + sum / 8 + (96 << 20);
-    Ok(size.div_ceil(MIB) * MIB)
-}
-
-/// Make the root partition: ext4 with fixed UUID, label and hash seed,
-/// filled from `tree`, written into the image at the partition's offset.
-pub(crate) fn make_root(image: &Path, root: Part, tree: &Path) -> Result<(), DiskError> {
-    let blocks = root.len / 4096;
-    let out = Command::new("mke2fs")
-        .env("E2FSPROGS_FAKE_TIME", "1")
-        .env("MKE2FS_DEVICE_SECTSIZE", "512")
-        .args(["-q", "-F", "-t", "ext4", "-b", "4096"])
-        .args(["-U", ROOT_FS_UUID, "-L", ROOT_FS_LABEL])
-        .arg("-E")
-        .arg(format!(
-            "offset={},hash_seed={ROOT_HASH_SEED},nodiscard,root_owner=0:0",
-            root.start
-        ))
-        .arg("-d")
-        .arg(tree)
-        .arg(image)
-        .arg(blocks.to_string())
-        .output()
-        .map_err(IoError::at("run mke2fs for", image))?;
-    if !out.status.success() {
-        return Err(DiskError::Mke2fs {
-            path: image.to_path_buf(),
-            code: out.status.code().map_or("signal".into(), |c| c.to_string()),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
