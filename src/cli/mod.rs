@@ -160,8 +160,12 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             // A value our parsers refused: genboot's own error, with its hint.
+            // Anything else (a number that is not one, an unknown verb)
+            // is clap's error, which names the argument.
             if e.kind() == clap::error::ErrorKind::ValueValidation {
-                if let Some(cause) = std::error::Error::source(&e) {
+                if let Some(cause) = std::error::Error::source(&e)
+                    .filter(|c| c.is::<ArgError>() || c.is::<units::UnitError>())
+                {
                     output::print_error(cause);
                     return ExitCode::from(1);
                 }
