@@ -251,13 +251,13 @@ mod tests {
     /// golden files from the code (review the diff before committing).
     fn golden(name: &str, got: &str, want: &str) {
         if std::env::var_os("GENBOOT_UPDATE_GOLDEN").is_some() {
-            let p = concat!(env!("CARGO_MANIFEST_DIR"), "/boot-entries/");
+            let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/");
             std::fs::write(format!("{p}{name}"), got).unwrap();
             return;
         }
         assert_eq!(
             got, want,
-            "boot-entries/{name} differs from what genboot writes"
+            "tests/golden/{name} differs from what genboot writes"
         );
     }
 
@@ -266,7 +266,7 @@ mod tests {
         golden(
             "genboot-3+3.conf",
             &spec(3, false).render(),
-            include_str!("../../boot-entries/genboot-3+3.conf"),
+            include_str!("../../tests/golden/genboot-3+3.conf"),
         );
     }
 
@@ -275,7 +275,7 @@ mod tests {
         golden(
             "genboot-3-recovery.conf",
             &spec(3, true).render(),
-            include_str!("../../boot-entries/genboot-3-recovery.conf"),
+            include_str!("../../tests/golden/genboot-3-recovery.conf"),
         );
     }
 
@@ -284,7 +284,7 @@ mod tests {
         golden(
             "loader.conf",
             &loader_conf("genboot-3", 5),
-            include_str!("../../boot-entries/loader.conf"),
+            include_str!("../../tests/golden/loader.conf"),
         );
     }
 
