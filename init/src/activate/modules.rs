@@ -65,28 +65,49 @@ impl<S: Sys> Boot<'_, S> {
     /// to [`MAX_LOAD_THREADS`]) where the manifest's order allows; say what
     /// failed in manifest order, whatever order the loads ended in. A
     /// module that failed joins `settled` too unless a device showing up
-    /// later could make it load ([`retry_on_device`]).
+    /// later could make it load ([`retry_on_device`]). A module only for
+    /// CPU features this CPU lacks is not loaded ([`Boot::not_for_this_cpu`]).
     pub(super) fn modules(
         &mut self,
         m: &Manifest,
         settled: &mut Vec<ModName>,
         failed: &mut Vec<String>,
     ) {
-        let after = m.after_positions();
-        let jobs: Vec<ModuleLoad<'_>> = m
-            .modules
-            .iter()
-            .zip(after)
-            .map(|(module, after)| ModuleLoad {
+        let skip = self.not_for_this_cpu(m);
+        // Positions in the manifest → positions among the modules loaded.
+        let mut job_of = vec![None; m.modules.len()];
+        let mut jobs: Vec<ModuleLoad<'_>> = Vec::new();
+        for (i, (module, after)) in m.modules.iter().zip(m.after_positions()).enumerate() {
+            if skip.contains(&i) {
+                continue;
+            }
+            if let Some(j) = job_of.get_mut(i) {
+                *j = Some(jobs.len());
+            }
+            jobs.push(ModuleLoad {
                 path: &module.path,
                 compressed: ModuleCompression::is_compressed(&module.path),
-                after,
-            })
-            .collect();
+                after: after
+                    .iter()
+                    .filter_map(|&a| job_of.get(a).copied().flatten())
+                    .collect(),
+            });
+        }
         let threads = self.sys.cpus().clamp(1, MAX_LOAD_THREADS);
-        let results = self.sys.load_modules(&jobs, threads);
+        let mut results = self.sys.load_modules(&jobs, threads).into_iter();
         let mut loaded = 0;
-        for (module, r) in m.modules.iter().zip(results) {
+        for (i, module) in m.modules.iter().enumerate() {
+            if skip.contains(&i) {
+                let msg = format!(
+                    "module {}: not loaded, this CPU has none of the features it is for ({})",
+                    module.name,
+                    cpu_aliases(m, &module.name).join(" ")
+                );
+                self.say(&msg);
+                settled.push(ModName::new(&module.name));
+                continue;
+            }
+            let Some(r) = results.next() else { break };
             let ok = match in_kernel(r.result) {
                 Ok(()) => {
                     loaded += 1;
@@ -113,11 +134,60 @@ impl<S: Sys> Boot<'_, S> {
                 .push((module.name.clone(), r.start_us, r.end_us, ok));
         }
         let detail = format!(
-            "{loaded} of {} loaded, {threads} thread{}",
+            "{loaded} of {} loaded{}, {threads} thread{}",
             m.modules.len(),
+            if skip.is_empty() {
+                String::new()
+            } else {
+                format!(", {} not for this CPU", skip.len())
+            },
             if threads == 1 { "" } else { "s" }
         );
         self.done(Step::Modules, &detail);
+    }
+
+    /// The manifest positions of the modules that are only for CPU
+    /// features this CPU lacks: every device alias they have is on the
+    /// `cpu` bus, and none matches the CPU's modalias. Their init checks the
+    /// same table and says ENODEV (`crc32c_intel` on a CPU without SSE4.2);
+    /// the CPU does not change, so the load is skipped. Nothing is skipped
+    /// when the kernel does not publish the CPU's modalias.
+    fn not_for_this_cpu(&mut self, m: &Manifest) -> Vec<usize> {
+        let cpu_only: Vec<usize> = m
+            .modules
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| {
+                let mut buses = m
+                    .aliases
+                    .iter()
+                    .filter(|(_, n)| *n == x.name)
+                    .filter_map(|(p, _)| manifest::alias_bus(p))
+                    .peekable();
+                buses.peek().is_some() && buses.all(|b| b == "cpu")
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if cpu_only.is_empty() {
+            return cpu_only;
+        }
+        let Ok(cpu) = self.sys.read_file(CPU_MODALIAS) else {
+            return Vec::new();
+        };
+        let cpu = String::from_utf8_lossy(&cpu).trim().to_string();
+        if cpu.is_empty() {
+            return Vec::new();
+        }
+        cpu_only
+            .into_iter()
+            .filter(|&i| {
+                m.modules.get(i).is_some_and(|x| {
+                    !cpu_aliases(m, &x.name)
+                        .iter()
+                        .any(|p| module_name::alias_matches(p, &cpu))
+                })
+            })
+            .collect()
     }
 
     /// One pass over `/sys/devices/**/modalias`, if a device could still
@@ -198,6 +268,19 @@ impl<S: Sys> Boot<'_, S> {
         };
         self.done(Step::Modalias, &detail);
     }
+}
+
+/// The CPU's vendor, family, model and features as a modalias
+/// (`cpu:type:x86,ven…fam…mod…:feature:,…`).
+const CPU_MODALIAS: &str = "/sys/devices/system/cpu/modalias";
+
+/// A module's alias patterns on the `cpu` bus.
+fn cpu_aliases<'m>(m: &'m Manifest, module: &str) -> Vec<&'m str> {
+    m.aliases
+        .iter()
+        .filter(|(p, n)| n == module && manifest::alias_bus(p) == Some("cpu"))
+        .map(|(p, _)| p.as_str())
+        .collect()
 }
 
 /// At most this many modules load at once.

@@ -1015,6 +1015,9 @@ fn an_absurd_timeout_is_refused_at_the_cmdline_step() {
 
 const CPU_MODALIAS: &str = "/sys/devices/system/cpu/modalias";
 const CRC32C_INTEL_ALIAS: &str = "cpu:type:x86,ven*fam*mod*:feature:*0094*";
+/// QEMU's TCG CPU: no SSE4.2 (feature 0094).
+const CPU_WITHOUT_SSE42: &[u8] = b"cpu:type:x86,ven0000fam0006mod0006:feature:,0000,0001,0002\n";
+const CPU_WITH_SSE42: &[u8] = b"cpu:type:x86,ven0000fam0006mod0006:feature:,0000,0001,0094\n";
 
 /// `world`, its manifest changed by `edit` (written back to the initrd,
 /// every module file present), and a CPU whose modalias lists features.
@@ -1027,11 +1030,7 @@ fn world_with(cmdline: &str, edit: impl FnOnce(&mut Manifest)) -> (FakeSys, Mani
     for x in &m.modules {
         f.file(&x.path, b"module", INITRAMFS);
     }
-    f.file(
-        CPU_MODALIAS,
-        b"cpu:type:x86,ven0000fam0006mod0006:feature:,0000,0001,0002\n",
-        SYSFS,
-    );
+    f.file(CPU_MODALIAS, CPU_WITHOUT_SSE42, SYSFS);
     (f, m)
 }
 
@@ -1055,28 +1054,73 @@ fn load_steps(f: &mut FakeSys, m: &Manifest) -> (Vec<ModName>, Vec<String>) {
 }
 
 #[test]
-fn a_module_the_cpu_cannot_run_is_tried_once_and_sysfs_is_not_walked() {
-    // crc32c_intel on QEMU's TCG CPU (no SSE4.2): ENODEV. Its only device
-    // is the CPU, which does not change: no walk, no second try.
+fn a_module_only_for_cpu_features_this_cpu_lacks_is_not_loaded() {
+    // crc32c_intel on QEMU's TCG CPU (no SSE4.2): its only device is the
+    // CPU, which does not have the feature; its init would say ENODEV.
     let (mut f, m) = world_with(&cmdline(""), with_crc32c_intel);
-    f.fail.push((
-        format!("load_module {}", module_path("crc32c_intel")),
-        libc::ENODEV,
-    ));
     let (settled, failed) = load_steps(&mut f, &m);
     assert_eq!(
         f.calls,
-        ["crc32c_intel", "virtio_pci", "virtio_blk", "ext4"]
-            .map(|n| format!("load_module {}", module_path(n)))
+        ["virtio_pci", "virtio_blk", "ext4"].map(|n| format!("load_module {}", module_path(n)))
     );
-    assert!(f.listed.is_empty(), "sysfs was read: {:?}", f.listed);
-    assert_eq!(failed, ["crc32c_intel"]);
+    // ext4 waited for nothing: crc32c_intel is not a job.
+    assert_eq!(f.batches, [(1, vec![vec![], vec![], vec![]])]);
+    assert!(f.listed.is_empty(), "sysfs was walked: {:?}", f.listed);
+    assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(settled.len(), 4, "{settled:?}");
-    assert!(console_has(&f, "did not load: No such device"));
     assert!(console_has(
         &f,
-        "modalias: skipped: every module is loaded or failed in a way no device can change (crc32c_intel)"
+        &format!("module crc32c_intel: not loaded, this CPU has none of the features it is for ({CRC32C_INTEL_ALIAS})")
     ));
+    assert!(console_has(
+        &f,
+        "modules: 3 of 4 loaded, 1 not for this CPU, 1 thread"
+    ));
+    assert!(console_has(&f, "modalias: skipped: every module is loaded"));
+}
+
+#[test]
+fn a_cpu_with_the_feature_gets_the_module() {
+    let (mut f, m) = world_with(&cmdline(""), with_crc32c_intel);
+    f.file(CPU_MODALIAS, CPU_WITH_SSE42, SYSFS);
+    load_steps(&mut f, &m);
+    assert_eq!(
+        f.calls[0],
+        format!("load_module {}", module_path("crc32c_intel"))
+    );
+    assert!(console_has(&f, "modules: 4 of 4 loaded, 1 thread"));
+}
+
+#[test]
+fn a_cpu_module_that_fails_is_tried_once_and_sysfs_is_not_walked() {
+    // Without the CPU's modalias (or with the feature, failing anyway) the
+    // module is loaded and says ENODEV. The CPU does not change: no walk,
+    // no second try.
+    for cpu in [None, Some(CPU_WITH_SSE42)] {
+        let (mut f, m) = world_with(&cmdline(""), with_crc32c_intel);
+        match cpu {
+            None => drop(f.tree.remove(CPU_MODALIAS)),
+            Some(c) => f.file(CPU_MODALIAS, c, SYSFS),
+        }
+        f.fail.push((
+            format!("load_module {}", module_path("crc32c_intel")),
+            libc::ENODEV,
+        ));
+        let (settled, failed) = load_steps(&mut f, &m);
+        assert_eq!(
+            f.calls,
+            ["crc32c_intel", "virtio_pci", "virtio_blk", "ext4"]
+                .map(|n| format!("load_module {}", module_path(n)))
+        );
+        assert!(f.listed.is_empty(), "sysfs was walked: {:?}", f.listed);
+        assert_eq!(failed, ["crc32c_intel"]);
+        assert_eq!(settled.len(), 4, "{settled:?}");
+        assert!(console_has(&f, "did not load: No such device"));
+        assert!(console_has(
+            &f,
+            "modalias: skipped: every module is loaded or failed in a way no device can change (crc32c_intel)"
+        ));
+    }
 }
 
 #[test]
@@ -1090,6 +1134,7 @@ fn no_walk_while_waiting_for_the_root_when_no_device_can_help() {
         ),
         with_crc32c_intel,
     );
+    f.tree.remove(CPU_MODALIAS);
     f.fail.push((
         format!("load_module {}", module_path("crc32c_intel")),
         libc::ENODEV,
@@ -1173,6 +1218,7 @@ fn modules_load_on_one_thread_per_cpu_up_to_four_in_the_manifests_order() {
         (64, 4, "4 threads"),
     ] {
         let (mut f, m) = world_with(&cmdline(""), with_crc32c_intel);
+        f.file(CPU_MODALIAS, CPU_WITH_SSE42, SYSFS);
         f.cpus = cpus;
         load_steps(&mut f, &m);
         // crc32c_intel, virtio_pci, virtio_blk, ext4 (after crc32c_intel).
@@ -1191,6 +1237,7 @@ fn modules_load_on_one_thread_per_cpu_up_to_four_in_the_manifests_order() {
 #[test]
 fn failures_are_said_in_manifest_order_and_each_load_is_timed() {
     let (mut f, _) = world_with(&cmdline(""), with_crc32c_intel);
+    f.file(CPU_MODALIAS, CPU_WITH_SSE42, SYSFS);
     f.cpus = 2;
     for n in ["ext4", "crc32c_intel"] {
         f.fail
@@ -1226,4 +1273,21 @@ fn failures_are_said_in_manifest_order_and_each_load_is_timed() {
             ("ext4", false)
         ]
     );
+}
+
+#[test]
+fn a_module_with_devices_beyond_the_cpu_is_loaded_whatever_the_cpu() {
+    let (mut f, m) = world_with(&cmdline(""), |m| {
+        with_crc32c_intel(m);
+        m.aliases.push((
+            "pci:v00008086d*sv*sd*bc*sc*i*".into(),
+            "crc32c_intel".into(),
+        ));
+    });
+    load_steps(&mut f, &m);
+    assert_eq!(
+        f.calls[0],
+        format!("load_module {}", module_path("crc32c_intel"))
+    );
+    assert!(!console_has(&f, "not for this CPU"));
 }
