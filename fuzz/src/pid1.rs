@@ -8,7 +8,7 @@
 use genboot_format::store_name::StoreHash;
 use genboot_init::activate::{self, Outcome};
 use genboot_init::inroot::{resolve_in_root, Follow};
-use genboot_init::sys::{Kind, Meta, Sys};
+use genboot_init::sys::{Kind, Loaded, Meta, ModuleLoad, Sys};
 use std::collections::BTreeMap;
 use std::io;
 use std::time::Duration;
@@ -156,6 +156,18 @@ impl Sys for Machine<'_> {
     }
     fn load_module(&mut self, _: &str, _: bool) -> io::Result<()> {
         Ok(())
+    }
+    fn load_modules(&mut self, jobs: &[ModuleLoad<'_>], _threads: usize) -> Vec<Loaded> {
+        jobs.iter()
+            .map(|_| Loaded {
+                result: Ok(()),
+                start_us: self.now_us(),
+                end_us: self.now_us(),
+            })
+            .collect()
+    }
+    fn cpus(&mut self) -> usize {
+        1
     }
     fn read_file(&mut self, path: &str) -> io::Result<Vec<u8>> {
         let p = resolve_in_root(self, "/", path, Follow::All)?;

@@ -188,18 +188,24 @@ fn cpio_reads_the_archive_sorted_with_owner_root_and_console() {
     let init = long.lines().find(|l| l.ends_with(" init")).unwrap();
     assert!(init.starts_with("-rwxr-xr-x"), "{init}");
 
-    // The manifest lists the modules in load order with their paths.
+    // The manifest lists the modules in a load order with their paths: each
+    // after the modules it waits for, which are its dependencies.
     let data = std::fs::read(g.initrd()).unwrap();
     let text = String::from_utf8_lossy(&data);
     let at = text.find("genboot-initrd 1\n").unwrap();
     let end = at + text[at..].find('\0').unwrap();
     let m = genboot_format::manifest::Manifest::parse(&text[at..end]).unwrap();
     assert_eq!(m.kernel_release, k.release);
-    let names: Vec<&str> = m.modules.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = m.modules.iter().map(|x| x.name.as_str()).collect();
     let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
-    assert!(pos("virtio") < pos("virtio_ring") || !names.contains(&"virtio_ring"));
+    assert!(pos("virtio") < pos("virtio_blk"));
     assert!(pos("virtio_ring") < pos("virtio_blk"));
     assert!(pos("fat") < pos("vfat"));
+    for x in &m.modules {
+        assert!(x.after.iter().all(|a| pos(a) < pos(&x.name)), "{x:?}");
+    }
+    let vfat = m.modules.iter().find(|x| x.name == "vfat").unwrap();
+    assert_eq!(vfat.after, ["fat"]);
     assert!(
         !names.contains(&"ext4"),
         "ext4 is built into the cloud kernel"

@@ -11,7 +11,8 @@
 
 use genboot::config::SystemConfig;
 use genboot::modules::{self, index, ModuleIndex};
-use genboot::{build, initrd, kernel};
+use genboot::generation::{self, kernel};
+use genboot::initrd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -46,8 +47,13 @@ fn run(config: &Path, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let idx = ModuleIndex::read(&cfg.kernel.modules, &release, &files)?;
     lap("parse-modinfo");
     let closure = modules::closure(&idx, &cfg.initrd.modules)?;
-    let (firmware, _missing) =
-        modules::closure::firmware(&idx, &closure, &build::firmware_dir(&cfg.kernel.modules));
+    let firmware = modules::firmware::firmware(
+        &idx,
+        &closure,
+        &generation::firmware_dir(&cfg.kernel.modules),
+        cfg.initrd.strict_firmware,
+    )?
+    .files;
     lap("closure+firmware");
     let members = initrd::members(&initrd::Contents {
         index: &idx,

@@ -120,6 +120,9 @@ struct Boot<'a, S: Sys> {
     shell_on_fail: bool,
     /// Where the root is: `None` before it is mounted.
     root_at: Option<&'static str>,
+    /// Each manifest module's load: name, start and end (µs since kernel
+    /// start), loaded or not; in manifest order.
+    module_times: Vec<(String, u64, u64, bool)>,
 }
 
 fn secs(us: u64) -> String {
@@ -138,6 +141,7 @@ impl<'a, S: Sys> Boot<'a, S> {
             steps: Vec::new(),
             shell_on_fail: false,
             root_at: None,
+            module_times: Vec::new(),
         }
     }
 
@@ -174,6 +178,15 @@ impl<'a, S: Sys> Boot<'a, S> {
                 s.push(',');
             }
             s.push_str(&format!("\n    {{\"step\": \"{name}\", \"us\": {us}}}"));
+        }
+        s.push_str("\n  ],\n  \"modules\": [");
+        for (i, (name, start, end, ok)) in self.module_times.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!(
+                "\n    {{\"module\": \"{name}\", \"start_us\": {start}, \"end_us\": {end}, \"loaded\": {ok}}}"
+            ));
         }
         s.push_str("\n  ]\n}\n");
         s
@@ -320,12 +333,14 @@ fn activate<S: Sys>(b: &mut Boot<'_, S>) -> Result<Outcome, Failure> {
     b.mount_api()?;
     let args = b.cmdline()?;
     let m = b.manifest()?;
-    // Modules: the listed ones, then those devices ask for.
-    let (mut loaded, mut failed) = (Vec::new(), Vec::new());
-    b.modules(&m, &mut loaded, &mut failed);
-    b.modalias(&m, &mut loaded);
+    // Modules: the listed ones, then those devices ask for. `settled`:
+    // the modules no device alias may pick again (loaded, or failed in a
+    // way no new device can change).
+    let (mut settled, mut failed) = (Vec::new(), Vec::new());
+    b.modules(&m, &mut settled, &mut failed);
+    b.modalias(&m, &mut settled, &failed);
     // The root file system.
-    let (dev, fs) = b.wait_root(&args, &m, &mut loaded, &failed)?;
+    let (dev, fs) = b.wait_root(&args, &m, &mut settled, &failed)?;
     b.mount_root(&args, &dev, fs.as_ref())?;
     // The generation on it.
     let g = b.generation(&args)?;

@@ -5,7 +5,7 @@ use super::*;
 use crate::json;
 use crate::probe::tests::{ext4_image, gpt_disk, ROOT_PARTUUID_ON_DISK};
 use crate::sys::fake::FakeSys;
-use genboot_format::manifest::{self, Manifest};
+use genboot_format::manifest::{self, Manifest, Module};
 use genboot_format::module_name::ModName;
 use genboot_format::store_name::StoreHash;
 use genboot_format::{BOOTED, STORE_DIR, TIMINGS};
@@ -60,7 +60,7 @@ fn world(cmdline: &str) -> FakeSys {
         kernel_release: KVER.into(),
         modules: ["virtio_pci", "virtio_blk", "ext4"]
             .iter()
-            .map(|m| (m.to_string(), module_path(m)))
+            .map(|m| Module::new(m, &module_path(m)))
             .collect(),
         aliases: vec![
             ("pci:v00001AF4d*sv*sd*bc*sc*i*".into(), "virtio_pci".into()),
@@ -70,7 +70,7 @@ fn world(cmdline: &str) -> FakeSys {
     };
     f.file(manifest::PATH, manifest.to_text().as_bytes(), INITRAMFS);
     for m in &manifest.modules {
-        f.file(&m.1, b"module", INITRAMFS);
+        f.file(&m.path, b"module", INITRAMFS);
     }
     // /proc, /sys, /dev.
     f.file("/proc/cmdline", format!("{cmdline}\n").as_bytes(), PROCFS);
@@ -366,7 +366,7 @@ fn modalias_loads_matching_modules_not_yet_loaded_once() {
         Manifest::parse(&String::from_utf8(f.read_file(manifest::PATH).unwrap()).unwrap()).unwrap();
     let mut boot = Boot::new(&mut f);
     let mut loaded = vec![ModName::new("virtio_pci")];
-    boot.modalias(&m, &mut loaded);
+    boot.modalias(&m, &mut loaded, &[]);
     assert_eq!(loaded, vec!["virtio_pci", "virtio_blk"]);
     assert_eq!(
         f.calls,
@@ -666,7 +666,7 @@ fn compressed_modules_use_the_kernels_decompression_and_say_when_it_is_missing()
     let mut f = world(&cmdline(""));
     let mut m =
         Manifest::parse(&String::from_utf8(f.read_file(manifest::PATH).unwrap()).unwrap()).unwrap();
-    m.modules.push(("dummy".into(), "/lib/dummy.ko.zst".into()));
+    m.modules.push(Module::new("dummy", "/lib/dummy.ko.zst"));
     f.file("/lib/dummy.ko.zst", b"zstd", INITRAMFS);
     f.fail
         .push(("load_module /lib/dummy.ko.zst".into(), libc::EINVAL));
@@ -1009,4 +1009,285 @@ fn an_absurd_timeout_is_refused_at_the_cmdline_step() {
         Step::Cmdline,
         "genboot.timeout=18446744073709552 is more than 86400 seconds",
     );
+}
+
+// ---- module loading: the sysfs walk only when a device can help ----
+
+const CPU_MODALIAS: &str = "/sys/devices/system/cpu/modalias";
+const CRC32C_INTEL_ALIAS: &str = "cpu:type:x86,ven*fam*mod*:feature:*0094*";
+/// QEMU's TCG CPU: no SSE4.2 (feature 0094).
+const CPU_WITHOUT_SSE42: &[u8] = b"cpu:type:x86,ven0000fam0006mod0006:feature:,0000,0001,0002\n";
+const CPU_WITH_SSE42: &[u8] = b"cpu:type:x86,ven0000fam0006mod0006:feature:,0000,0001,0094\n";
+
+/// `world`, its manifest changed by `edit` (written back to the initrd,
+/// every module file present), and a CPU whose modalias lists features.
+fn world_with(cmdline: &str, edit: impl FnOnce(&mut Manifest)) -> (FakeSys, Manifest) {
+    let mut f = world(cmdline);
+    let mut m =
+        Manifest::parse(&String::from_utf8(f.read_file(manifest::PATH).unwrap()).unwrap()).unwrap();
+    edit(&mut m);
+    f.file(manifest::PATH, m.to_text().as_bytes(), INITRAMFS);
+    for x in &m.modules {
+        f.file(&x.path, b"module", INITRAMFS);
+    }
+    f.file(CPU_MODALIAS, CPU_WITHOUT_SSE42, SYSFS);
+    (f, m)
+}
+
+/// crc32c_intel as the generic kernel's initrd has it: first in the
+/// manifest, with its CPU-feature alias; ext4 after it.
+fn with_crc32c_intel(m: &mut Manifest) {
+    m.modules
+        .insert(0, Module::new("crc32c_intel", &module_path("crc32c_intel")));
+    m.modules[3].after = vec!["crc32c_intel".into()];
+    m.aliases
+        .push((CRC32C_INTEL_ALIAS.into(), "crc32c_intel".into()));
+}
+
+/// The modules and modalias steps alone, on `f`.
+fn load_steps(f: &mut FakeSys, m: &Manifest) -> (Vec<ModName>, Vec<String>) {
+    let mut boot = Boot::new(f);
+    let (mut settled, mut failed) = (Vec::new(), Vec::new());
+    boot.modules(m, &mut settled, &mut failed);
+    boot.modalias(m, &mut settled, &failed);
+    (settled, failed)
+}
+
+#[test]
+fn a_module_only_for_cpu_features_this_cpu_lacks_is_not_loaded() {
+    // crc32c_intel on QEMU's TCG CPU (no SSE4.2): its only device is the
+    // CPU, which does not have the feature; its init would say ENODEV.
+    let (mut f, m) = world_with(&cmdline(""), with_crc32c_intel);
+    let (settled, failed) = load_steps(&mut f, &m);
+    assert_eq!(
+        f.calls,
+        ["virtio_pci", "virtio_blk", "ext4"].map(|n| format!("load_module {}", module_path(n)))
+    );
+    // ext4 waited for nothing: crc32c_intel is not a job.
+    assert_eq!(f.batches, [(1, vec![vec![], vec![], vec![]])]);
+    assert!(f.listed.is_empty(), "sysfs was walked: {:?}", f.listed);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(settled.len(), 4, "{settled:?}");
+    assert!(console_has(
+        &f,
+        &format!("module crc32c_intel: not loaded, this CPU has none of the features it is for ({CRC32C_INTEL_ALIAS})")
+    ));
+    assert!(console_has(
+        &f,
+        "modules: 3 of 4 loaded, 1 not for this CPU, 1 thread"
+    ));
+    assert!(console_has(&f, "modalias: skipped: every module is loaded"));
+}
+
+#[test]
+fn a_cpu_with_the_feature_gets_the_module() {
+    let (mut f, m) = world_with(&cmdline(""), with_crc32c_intel);
+    f.file(CPU_MODALIAS, CPU_WITH_SSE42, SYSFS);
+    load_steps(&mut f, &m);
+    assert_eq!(
+        f.calls[0],
+        format!("load_module {}", module_path("crc32c_intel"))
+    );
+    assert!(console_has(&f, "modules: 4 of 4 loaded, 1 thread"));
+}
+
+#[test]
+fn a_cpu_module_that_fails_is_tried_once_and_sysfs_is_not_walked() {
+    // Without the CPU's modalias (or with the feature, failing anyway) the
+    // module is loaded and says ENODEV. The CPU does not change: no walk,
+    // no second try.
+    for cpu in [None, Some(CPU_WITH_SSE42)] {
+        let (mut f, m) = world_with(&cmdline(""), with_crc32c_intel);
+        match cpu {
+            None => drop(f.tree.remove(CPU_MODALIAS)),
+            Some(c) => f.file(CPU_MODALIAS, c, SYSFS),
+        }
+        f.fail.push((
+            format!("load_module {}", module_path("crc32c_intel")),
+            libc::ENODEV,
+        ));
+        let (settled, failed) = load_steps(&mut f, &m);
+        assert_eq!(
+            f.calls,
+            ["crc32c_intel", "virtio_pci", "virtio_blk", "ext4"]
+                .map(|n| format!("load_module {}", module_path(n)))
+        );
+        assert!(f.listed.is_empty(), "sysfs was walked: {:?}", f.listed);
+        assert_eq!(failed, ["crc32c_intel"]);
+        assert_eq!(settled.len(), 4, "{settled:?}");
+        assert!(console_has(&f, "did not load: No such device"));
+        assert!(console_has(
+            &f,
+            "modalias: skipped: every module is loaded or failed in a way no device can change (crc32c_intel)"
+        ));
+    }
+}
+
+#[test]
+fn no_walk_while_waiting_for_the_root_when_no_device_can_help() {
+    // The regression: the modalias step and every 0.5 s of the root wait
+    // walked sysfs because crc32c_intel stayed unloaded.
+    let (mut f, _) = world_with(
+        &format!(
+            "root=PARTUUID=00000000-0000-4000-8000-00000000dead genboot.timeout=2 init={}/init",
+            gen()
+        ),
+        with_crc32c_intel,
+    );
+    f.tree.remove(CPU_MODALIAS);
+    f.fail.push((
+        format!("load_module {}", module_path("crc32c_intel")),
+        libc::ENODEV,
+    ));
+    let f = fails_at(f, Step::WaitRoot, "did not appear within 2 s");
+    let walks = f.listed.iter().filter(|d| *d == "/sys/devices").count();
+    assert_eq!(walks, 0, "sysfs walked {walks} times");
+    let loads = f
+        .calls
+        .iter()
+        .filter(|c| c.contains("crc32c_intel"))
+        .count();
+    assert_eq!(loads, 1);
+}
+
+#[test]
+fn a_driver_without_its_device_yet_is_retried_once_by_the_walk() {
+    // A PCI driver whose init said ENODEV: its device may show up (here it
+    // is there at the walk), so the walk runs once and loads it again; the
+    // next passes (the root wait's) neither walk nor load.
+    let (mut f, m) = world_with(&cmdline(""), |m| {
+        m.modules
+            .push(Module::new("late_pci", &module_path("late_pci")));
+        m.aliases.push((
+            "pci:v00001AF4d00001001sv*sd*bc*sc*i*".into(),
+            "late_pci".into(),
+        ));
+    });
+    let late = format!("load_module {}", module_path("late_pci"));
+    f.fail.push((late.clone(), libc::ENODEV));
+    load_steps(&mut f, &m);
+    let mut expected: Vec<String> = ["virtio_pci", "virtio_blk", "ext4", "late_pci"]
+        .map(|n| format!("load_module {}", module_path(n)))
+        .to_vec();
+    expected.push(late.clone());
+    assert_eq!(f.calls, expected);
+    assert_eq!(
+        f.listed.first().map(String::as_str),
+        Some("/sys/devices"),
+        "{:?}",
+        f.listed
+    );
+    // One walk: /sys/devices listed once.
+    assert_eq!(f.listed.iter().filter(|d| *d == "/sys/devices").count(), 1);
+    assert!(console_has(
+        &f,
+        "warning: module late_pci for pci:v00001AF4d00001001"
+    ));
+    assert!(console_has(&f, "modalias: nothing new"));
+    // Later passes: nothing to look for.
+    let mut boot = Boot::new(&mut f);
+    let mut settled: Vec<ModName> = ["virtio_pci", "virtio_blk", "ext4", "late_pci"]
+        .map(ModName::new)
+        .to_vec();
+    let (calls, listed) = (boot.sys.calls.len(), boot.sys.listed.len());
+    assert!(boot.modalias_pass(&m, &mut settled).is_empty());
+    assert_eq!((f.calls.len(), f.listed.len()), (calls, listed));
+}
+
+#[test]
+fn a_module_failing_for_another_reason_is_not_retried() {
+    // A bad format or a rejected signature comes back the same: no walk,
+    // although virtio_blk's device is there.
+    let (mut f, m) = world_with(&cmdline(""), |_| {});
+    f.fail.push((
+        format!("load_module {}", module_path("virtio_blk")),
+        libc::ENOEXEC,
+    ));
+    let (_, failed) = load_steps(&mut f, &m);
+    assert_eq!(failed, ["virtio_blk"]);
+    assert_eq!(f.calls.len(), 3, "{:#?}", f.calls);
+    assert!(f.listed.is_empty(), "{:?}", f.listed);
+    assert!(console_has(&f, "modalias: skipped"));
+}
+
+#[test]
+fn modules_load_on_one_thread_per_cpu_up_to_four_in_the_manifests_order() {
+    for (cpus, threads, says) in [
+        (1, 1, "1 thread"),
+        (2, 2, "2 threads"),
+        (64, 4, "4 threads"),
+    ] {
+        let (mut f, m) = world_with(&cmdline(""), with_crc32c_intel);
+        f.file(CPU_MODALIAS, CPU_WITH_SSE42, SYSFS);
+        f.cpus = cpus;
+        load_steps(&mut f, &m);
+        // crc32c_intel, virtio_pci, virtio_blk, ext4 (after crc32c_intel).
+        assert_eq!(
+            f.batches,
+            [(threads, vec![vec![], vec![], vec![], vec![0]])]
+        );
+        assert!(
+            console_has(&f, &format!("modules: 4 of 4 loaded, {says}")),
+            "{:#?}",
+            f.console
+        );
+    }
+}
+
+#[test]
+fn failures_are_said_in_manifest_order_and_each_load_is_timed() {
+    let (mut f, _) = world_with(&cmdline(""), with_crc32c_intel);
+    f.file(CPU_MODALIAS, CPU_WITH_SSE42, SYSFS);
+    f.cpus = 2;
+    for n in ["ext4", "crc32c_intel"] {
+        f.fail
+            .push((format!("load_module {}", module_path(n)), libc::ENODEV));
+    }
+    assert!(matches!(run(&mut f), Outcome::Exec(_)));
+    let warnings: Vec<&String> = f
+        .console
+        .iter()
+        .filter(|l| l.contains("did not load"))
+        .collect();
+    assert_eq!(warnings.len(), 2);
+    assert!(warnings[0].contains("module crc32c_intel "), "{warnings:?}");
+    assert!(warnings[1].contains("module ext4 "), "{warnings:?}");
+    let text = String::from_utf8(f.read_file(TIMINGS).unwrap()).unwrap();
+    let v = json::parse(&text).unwrap();
+    let json::Value::Array(mods) = v.get("modules").unwrap() else {
+        panic!("{text}")
+    };
+    let names: Vec<(&str, bool)> = mods
+        .iter()
+        .map(|x| {
+            let loaded = matches!(x.get("loaded"), Some(json::Value::Bool(true)));
+            (x.get("module").unwrap().as_str().unwrap(), loaded)
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("crc32c_intel", false),
+            ("virtio_pci", true),
+            ("virtio_blk", true),
+            ("ext4", false)
+        ]
+    );
+}
+
+#[test]
+fn a_module_with_devices_beyond_the_cpu_is_loaded_whatever_the_cpu() {
+    let (mut f, m) = world_with(&cmdline(""), |m| {
+        with_crc32c_intel(m);
+        m.aliases.push((
+            "pci:v00008086d*sv*sd*bc*sc*i*".into(),
+            "crc32c_intel".into(),
+        ));
+    });
+    load_steps(&mut f, &m);
+    assert_eq!(
+        f.calls[0],
+        format!("load_module {}", module_path("crc32c_intel"))
+    );
+    assert!(!console_has(&f, "not for this CPU"));
 }

@@ -2,7 +2,7 @@
 //! effect as one line of text, so tests assert the exact sequence.
 //! Failures are injected by call prefix.
 
-use super::{flags, Kind, Meta, Sys};
+use super::{flags, Kind, Loaded, Meta, ModuleLoad, Sys};
 use genboot_format::store_name::StoreHash;
 use std::collections::BTreeMap;
 use std::io;
@@ -67,6 +67,11 @@ pub(crate) struct FakeSys {
     pub(crate) listed: Vec<String>,
     /// Modules whose `load_module` says EEXIST.
     pub(crate) builtin_paths: Vec<String>,
+    /// What `cpus` says (1 unless a test sets it).
+    pub(crate) cpus: usize,
+    /// Each `load_modules` call: the threads asked for and every job's
+    /// `after`.
+    pub(crate) batches: Vec<(usize, Vec<Vec<usize>>)>,
 }
 
 fn err(errno: i32) -> io::Error {
@@ -103,6 +108,7 @@ impl FakeSys {
         let mut f = FakeSys {
             release: "6.1.0-50-amd64".into(),
             clock_us: 1_000_000,
+            cpus: 1,
             ..FakeSys::default()
         };
         f.tree.insert("/".into(), Entry::new(Node::Dir, 1));
@@ -294,6 +300,26 @@ impl Sys for FakeSys {
             return Err(err(libc::EEXIST));
         }
         self.get(path, true).map(|_| ())
+    }
+    fn load_modules(&mut self, jobs: &[ModuleLoad<'_>], threads: usize) -> Vec<Loaded> {
+        self.batches
+            .push((threads, jobs.iter().map(|j| j.after.clone()).collect()));
+        // In job order, which respects every `after`: the real machine
+        // may interleave them, the log of effects is the same.
+        jobs.iter()
+            .map(|j| {
+                let start_us = self.now_us();
+                let result = self.load_module(j.path, j.compressed);
+                Loaded {
+                    result,
+                    start_us,
+                    end_us: self.now_us(),
+                }
+            })
+            .collect()
+    }
+    fn cpus(&mut self) -> usize {
+        self.cpus
     }
     fn read_file(&mut self, path: &str) -> io::Result<Vec<u8>> {
         match &self.get(path, true)?.1.node {

@@ -13,6 +13,7 @@ use genboot_format::store_name::StoreHash;
 use std::io;
 use std::time::Duration;
 
+pub mod parallel;
 pub mod real;
 
 #[cfg(test)]
@@ -80,6 +81,26 @@ pub struct Meta {
     pub gid: u32,
 }
 
+/// One module for [`Sys::load_modules`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleLoad<'a> {
+    pub path: &'a str,
+    /// Pass the kernel's decompression flag.
+    pub compressed: bool,
+    /// The jobs (positions in the list, all before this one) that must
+    /// have ended, loaded or not, before this one starts.
+    pub after: Vec<usize>,
+}
+
+/// How one load of [`Sys::load_modules`] went.
+#[derive(Debug)]
+pub struct Loaded {
+    pub result: io::Result<()>,
+    /// When it started and ended, in microseconds since kernel start.
+    pub start_us: u64,
+    pub end_us: u64,
+}
+
 /// The machine, as far as the activator touches it.
 pub trait Sys {
     /// Microseconds since the kernel started (`CLOCK_BOOTTIME`).
@@ -104,6 +125,13 @@ pub trait Sys {
     /// Load a kernel module from a file (`finit_module`), passing the
     /// kernel's decompression flag when `compressed`.
     fn load_module(&mut self, path: &str, compressed: bool) -> io::Result<()>;
+    /// [`Sys::load_module`] of every job, at most `threads` at a time, each
+    /// once the jobs in its `after` have ended (whatever their result), the
+    /// lowest position first among those that may start
+    /// ([`parallel::run_ordered`]). The results are in job order.
+    fn load_modules(&mut self, jobs: &[ModuleLoad<'_>], threads: usize) -> Vec<Loaded>;
+    /// How many CPUs this process may run on.
+    fn cpus(&mut self) -> usize;
 
     fn read_file(&mut self, path: &str) -> io::Result<Vec<u8>>;
     /// Read up to `len` bytes at `offset` (block devices: short at the end).

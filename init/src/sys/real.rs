@@ -1,7 +1,7 @@
 //! The real machine: syscalls through `std` where it has them, `libc`
 //! where it does not, one `unsafe` function at a time.
 
-use super::{Kind, Meta, Sys};
+use super::{parallel, Kind, Loaded, Meta, ModuleLoad, Sys};
 use genboot_format::store_name::StoreHash;
 use genboot_format::storehash;
 use std::ffi::CString;
@@ -108,6 +108,24 @@ fn sys_finit_module(file: &fs::File, flags: libc::c_uint) -> io::Result<()> {
     }
 }
 
+/// The CPUs this process may run on (`sched_getaffinity`); 1 when the
+/// kernel does not say. (std's `available_parallelism` would also read
+/// cgroup files, which cost binary size and mean nothing in an initrd.)
+#[allow(unsafe_code)]
+fn sched_cpus() -> usize {
+    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed;
+    // CPU_COUNT only reads it.
+    let n = unsafe {
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return 1;
+        }
+        libc::CPU_COUNT(&set)
+    };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
 #[allow(unsafe_code)]
 fn sys_reboot() -> io::Error {
     // SAFETY: sync and reboot take no pointers; reboot only returns on error.
@@ -134,6 +152,18 @@ fn shell_command(root: &str, shell: &str) -> io::Result<std::process::Command> {
         });
     }
     Ok(cmd)
+}
+
+fn load_module_file(path: &str, compressed: bool) -> io::Result<()> {
+    let f = fs::File::open(path)?;
+    sys_finit_module(
+        &f,
+        if compressed {
+            MODULE_INIT_COMPRESSED_FILE
+        } else {
+            0
+        },
+    )
 }
 
 impl Sys for RealSys {
@@ -179,15 +209,27 @@ impl Sys for RealSys {
     }
 
     fn load_module(&mut self, path: &str, compressed: bool) -> io::Result<()> {
-        let f = fs::File::open(path)?;
-        sys_finit_module(
-            &f,
-            if compressed {
-                MODULE_INIT_COMPRESSED_FILE
-            } else {
-                0
-            },
-        )
+        load_module_file(path, compressed)
+    }
+
+    fn load_modules(&mut self, jobs: &[ModuleLoad<'_>], threads: usize) -> Vec<Loaded> {
+        let after = |i: usize| jobs.get(i).map(|j| j.after.clone()).unwrap_or_default();
+        parallel::run_ordered(jobs.len(), after, threads, |i| {
+            let start_us = clock_boottime_us();
+            let result = match jobs.get(i) {
+                Some(j) => load_module_file(j.path, j.compressed),
+                None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+            };
+            Loaded {
+                result,
+                start_us,
+                end_us: clock_boottime_us(),
+            }
+        })
+    }
+
+    fn cpus(&mut self) -> usize {
+        sched_cpus()
     }
 
     fn read_file(&mut self, path: &str) -> io::Result<Vec<u8>> {
