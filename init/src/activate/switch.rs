@@ -12,6 +12,15 @@ use genboot_format::{BOOTED, RUN_DIR, TIMINGS};
 use std::io;
 use std::time::Duration;
 
+/// What a bind of the kernel-modules object covers.
+#[derive(Debug, Clone, Copy)]
+enum Bind {
+    /// `lib/modules/<release>`.
+    Modules,
+    /// `lib/firmware`.
+    Firmware,
+}
+
 impl<S: Sys> Boot<'_, S> {
     /// Create `path` and its missing parents. `path` holds no symlink (it
     /// comes from [`resolve_in_root`]), so nothing is created through one.
@@ -30,6 +39,17 @@ impl<S: Sys> Boot<'_, S> {
         }
     }
 
+    /// Make the booted generation's kernel modules reachable in stage 2,
+    /// without taking the root's module trees from dpkg, DKMS and depmod:
+    /// the kernel-modules object's `lib/modules/<release>` is bound
+    /// read-only on the root's `/lib/modules/<release>` only when the root
+    /// has no module tree of its own there (the directory is missing,
+    /// empty, or holds only what depmod left after `apt remove`: no
+    /// `kernel/`, `modules.order` or `modules.builtin`); the rest of
+    /// `/lib/modules` stays the root's, writable. `lib/firmware`, when the
+    /// object has one, is bound only on a root without `/lib/firmware`.
+    /// A missing mount point is created on a writable root; on a read-only
+    /// one the bind is left out with a warning.
     pub(super) fn bind_modules(&mut self, args: &BootArgs, g: &Generation) -> Result<(), Failure> {
         let Some(km) = &g.kernel_modules else {
             self.done(
@@ -38,9 +58,12 @@ impl<S: Sys> Boot<'_, S> {
             );
             return Ok(());
         };
-        let ro = args.read_only;
-        let mut bound = Vec::new();
-        for sub in ["lib/modules", "lib/firmware"] {
+        let mut said = Vec::new();
+        let modules = format!("lib/modules/{}", g.release);
+        for (sub, what) in [
+            (modules.as_str(), Bind::Modules),
+            ("lib/firmware", Bind::Firmware),
+        ] {
             // Both ends resolved inside the root: on Debian /lib is a link
             // (to usr/lib), and a link to an absolute path would otherwise
             // put the bind into the initramfs.
@@ -72,19 +95,37 @@ impl<S: Sys> Boot<'_, S> {
                 }
             };
             let shown = in_root_text(&target);
-            if !matches!(self.sys.stat(&target), Ok(m) if m.kind == Kind::Dir) {
-                if ro {
-                    let msg = format!("warning: /{sub} is missing on the read-only root; stage 2 goes without the generation's /{sub}");
+            let at = if shown == format!("/{sub}") {
+                shown.clone()
+            } else {
+                format!("/{sub} (at {shown})")
+            };
+            match self.sys.stat(&target) {
+                Ok(m) if m.kind == Kind::Dir => {
+                    if self.roots_own(&target, what) {
+                        said.push(format!("{at}: the root's own"));
+                        continue;
+                    }
+                }
+                Ok(_) => {
+                    let msg = format!("warning: {at} on the root is not a directory; stage 2 goes without the generation's /{sub}");
                     self.say(&msg);
                     continue;
                 }
-                if let Err(e) = self.mkdir_p(&target) {
-                    let msg = format!(
-                        "warning: cannot create {shown} on the root: {}",
-                        errno_text(&e)
-                    );
+                Err(_) if args.read_only => {
+                    let msg = format!("warning: /{sub} is missing on the read-only root; stage 2 goes without the generation's /{sub} (genboot's kernel postrm hook keeps it for a kernel a generation boots; or boot with rw)");
                     self.say(&msg);
                     continue;
+                }
+                Err(_) => {
+                    if let Err(e) = self.mkdir_p(&target) {
+                        let msg = format!(
+                            "warning: cannot create {shown} on the root: {}",
+                            errno_text(&e)
+                        );
+                        self.say(&msg);
+                        continue;
+                    }
                 }
             }
             let r = self
@@ -101,19 +142,30 @@ impl<S: Sys> Boot<'_, S> {
                     "the generation may be damaged; run `genboot verify`",
                 );
             }
-            bound.push(if shown == format!("/{sub}") {
-                shown
-            } else {
-                format!("/{sub} (at {shown})")
-            });
+            said.push(format!("{at}: the generation's (read-only)"));
         }
-        let detail = if bound.is_empty() {
+        let detail = if said.is_empty() {
             "nothing bound".to_string()
         } else {
-            format!("{} (read-only)", bound.join(" "))
+            said.join("; ")
         };
         self.done(Step::BindModules, &detail);
         Ok(())
+    }
+
+    /// Whether the root's directory `dir` (a directory) is its own tree to
+    /// keep: a module tree a kernel package installed (`kernel/`,
+    /// `modules.order` or `modules.builtin` in it), or any firmware
+    /// directory.
+    fn roots_own(&mut self, dir: &str, what: Bind) -> bool {
+        match what {
+            Bind::Firmware => true,
+            Bind::Modules => self.sys.read_dir(dir).is_ok_and(|names| {
+                names.iter().any(|(n, _)| {
+                    matches!(n.as_str(), "kernel" | "modules.order" | "modules.builtin")
+                })
+            }),
+        }
     }
 
     pub(super) fn record(&mut self, g: &Generation) -> Result<(), Failure> {
