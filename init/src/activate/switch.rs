@@ -237,40 +237,84 @@ impl<S: Sys> Boot<'_, S> {
         Ok(())
     }
 
-    pub(super) fn exec(&mut self, args: &BootArgs, g: &Generation) -> Result<Outcome, Failure> {
-        let (path, argv) = if args.recovery {
-            ("/bin/sh".to_string(), vec!["sh".to_string()])
-        } else {
-            let p = format!("{}/init", g.path);
-            let mut argv = vec![p.clone()];
-            argv.extend(args.init_args.iter().cloned());
-            (p, argv)
+    /// The root's `sulogin`, found on the root before the switch (every
+    /// link resolved inside it), as the root will see it after.
+    pub(super) fn find_sulogin(&mut self) -> Option<String> {
+        ["/sbin/sulogin", "/usr/sbin/sulogin", "/bin/sulogin"]
+            .into_iter()
+            .find_map(|p| {
+                // Executed by its own name (busybox picks the applet by it);
+                // the file it leads to must be an executable.
+                let at = self.on_root(p, Follow::NotLast).ok()?;
+                let file = self.on_root(p, Follow::All).ok()?;
+                match self.sys.stat(&file) {
+                    Ok(m) if m.kind == Kind::File && m.mode & 0o111 != 0 => Some(in_root_text(&at)),
+                    _ => None,
+                }
+            })
+    }
+
+    /// `genboot.recovery`, after the switch: a banner saying how to work
+    /// on the system, then the root's `sulogin` (util-linux's on Debian,
+    /// as Debian's rescue mode runs it) in a child process on the console:
+    /// it asks for root's password and gives root's shell. When it exits
+    /// (the shell ended, or Control-D at the prompt), the boot goes on. A
+    /// root without `sulogin` gets no shell: nobody is asked for a
+    /// password, so nobody gets one.
+    pub(super) fn recovery(&mut self, g: &Generation, sulogin: Option<String>) {
+        let var =
+            "/sys/firmware/efi/efivars/LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+        let banner = format!(
+            "\n*** genboot recovery ***\n\
+             Generation {gen} is active; the root is mounted read-only.\n\
+             sulogin asks for root's password (Control-D there continues the boot), then gives root's shell:\n\
+             \x20 make / writable:    mount -o remount,rw /\n\
+             \x20 mount the ESP:      mount -t efivarfs efivarfs /sys/firmware/efi/efivars\n\
+             \x20                     mount PARTUUID=$(tr -cd 0-9A-Fa-f- < {var} | tr A-F a-f) /mnt\n\
+             \x20                     (then e.g. genboot --esp /mnt rollback)\n\
+             \x20 continue booting:   exit the shell\n\
+             \x20 restart:            reboot -f\n",
+            gen = g.path
+        );
+        for l in banner.lines() {
+            self.sys.console(l);
+        }
+        let detail = match sulogin {
+            Some(path) => {
+                let msg = format!("genboot.recovery: {path} asks for root's password");
+                self.say(&msg);
+                match self.sys.run_shell("/", &path) {
+                    Ok(()) => format!("{path} exited; continuing the boot"),
+                    Err(e) => format!(
+                        "cannot start {path}: {}; continuing the boot",
+                        errno_text(&e)
+                    ),
+                }
+            }
+            None => {
+                self.say("genboot.recovery: the root has no sulogin (util-linux) to ask for root's password, so there is no shell; continuing the boot");
+                "no sulogin; continuing the boot".to_string()
+            }
         };
+        self.done(Step::Recovery, &detail);
+    }
+
+    pub(super) fn exec(&mut self, args: &BootArgs, g: &Generation) -> Result<Outcome, Failure> {
+        let path = format!("{}/init", g.path);
+        let mut argv = vec![path.clone()];
+        argv.extend(args.init_args.iter().cloned());
         self.done(Step::Exec, &path);
         let total = self.steps.last().map(|s| s.1).unwrap_or(0);
         let msg = format!("kernel start to stage 2: {} s", secs(total));
         self.say(&msg);
         let json = self.timings_json();
         let _ = self.sys.write_file(TIMINGS, json.as_bytes());
-        if args.recovery {
-            let banner = format!(
-                "\n*** genboot recovery shell ***\nGeneration {} is active; the root is mounted read-only.\n  continue booting:   exec {}/init\n  make / writable:    mount -o remount,rw /\n  restart:            reboot -f\n",
-                g.path, g.path
-            );
-            for l in banner.lines() {
-                self.sys.console(l);
-            }
-        }
         match self.sys.exec(&path, &argv) {
             Ok(()) => Ok(Outcome::Exec(path)),
             Err(e) => fail(
                 Step::Exec,
                 format!("cannot execute {path}: {}", errno_text(&e)),
-                if args.recovery {
-                    "the root has no /bin/sh; boot without genboot.recovery".to_string()
-                } else {
-                    format!("{}/init must point to an executable stage-2 init on the root (system.init in system.toml)", g.path)
-                },
+                format!("{}/init must point to an executable stage-2 init on the root (system.init in system.toml)", g.path),
             ),
         }
     }

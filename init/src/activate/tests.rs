@@ -334,19 +334,56 @@ fn read_only_root_without_firmware_dir_warns_and_goes_on() {
 }
 
 #[test]
-fn recovery_mounts_read_only_activates_and_execs_a_shell_with_a_banner() {
+fn recovery_runs_the_roots_sulogin_after_the_switch_then_continues_the_boot() {
+    // Issue 13, item 10: the recovery entry was a root shell for anyone at
+    // the console. Now the root's sulogin asks for root's password (as
+    // Debian's rescue mode does) and gives the shell; when it exits, the
+    // boot goes on.
     let mut f = world(&cmdline("genboot.recovery"));
-    assert_eq!(run(&mut f), Outcome::Exec("/bin/sh".into()));
+    f.exe("/sysroot/sbin/sulogin", b"\x7fELF", ROOT);
+    let g = gen();
+    assert_eq!(run(&mut f), Outcome::Exec(format!("{g}/init")));
     assert!(f
         .calls
         .contains(&"mount /dev/vda1 /sysroot ext4 MS_RDONLY \"\"".to_string()));
-    assert!(f
-        .calls
-        .contains(&"mount /sysroot / - MS_MOVE \"\"".to_string()));
-    assert_eq!(f.calls.last().unwrap(), "exec /bin/sh [\"sh\"]");
-    assert!(console_has(&f, "genboot recovery shell"));
-    assert!(console_has(&f, &format!("exec {}/init", gen())));
-    assert!(console_has(&f, "reboot -f"));
+    assert_eq!(
+        last_calls(&f, 7),
+        [
+            "chdir /sysroot",
+            "mount /sysroot / - MS_MOVE \"\"",
+            "chroot .",
+            "chdir /",
+            "run_shell / /sbin/sulogin",
+            "write /run/genboot/timings.json",
+            &format!("exec {g}/init [\"{g}/init\"]"),
+        ]
+    );
+    for says in [
+        "*** genboot recovery ***",
+        "the root is mounted read-only",
+        "sulogin asks for root's password (Control-D there continues the boot)",
+        "mount -o remount,rw /",
+        "mount -t efivarfs efivarfs /sys/firmware/efi/efivars",
+        "mount PARTUUID=$(tr -cd 0-9A-Fa-f- < /sys/firmware/efi/efivars/LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f | tr A-F a-f) /mnt",
+        "continue booting:   exit the shell",
+        "reboot -f",
+        "recovery: /sbin/sulogin exited; continuing the boot",
+    ] {
+        assert!(console_has(&f, says), "{says:?} not on the console: {:#?}", f.console);
+    }
+}
+
+#[test]
+fn recovery_without_sulogin_gives_no_shell_and_boots() {
+    let mut f = world(&cmdline("genboot.recovery"));
+    let g = gen();
+    assert_eq!(run(&mut f), Outcome::Exec(format!("{g}/init")));
+    assert!(!f.calls.iter().any(|c| c.starts_with("run_shell")));
+    assert!(!f.calls.iter().any(|c| c.starts_with("exec /bin/sh")));
+    assert!(console_has(
+        &f,
+        "the root has no sulogin (util-linux) to ask for root's password, so there is no shell"
+    ));
 }
 
 #[test]
@@ -904,9 +941,16 @@ fn a_read_only_root_gets_the_bind_on_an_empty_directory_and_a_warning_without_on
 }
 
 #[test]
-fn debian_recovery_entry_boots_too() {
+fn debian_recovery_entry_finds_sulogin_through_the_merged_usr_links() {
+    // Debian: /sbin -> usr/sbin; util-linux's sulogin is /usr/sbin/sulogin.
     let mut f = debian_world(&cmdline("genboot.recovery"));
-    assert_eq!(run(&mut f), Outcome::Exec("/bin/sh".into()));
+    // busybox's: a link to the multi-call binary, run by its own name.
+    f.exe("/sysroot/usr/bin/busybox", b"\x7fELF", ROOT);
+    f.link("/sysroot/usr/sbin/sulogin", "/usr/bin/busybox", ROOT);
+    assert_eq!(run(&mut f), Outcome::Exec(format!("{}/init", gen())));
+    assert!(f
+        .calls
+        .contains(&"run_shell / /usr/sbin/sulogin".to_string()));
 }
 
 #[test]
