@@ -4,6 +4,8 @@
 //! Unknown keys and wrong types are errors naming the file, line, column,
 //! key and what was expected.
 
+pub mod installed;
+
 use genboot_format::cmdline::{param_problem, RootSpec};
 use serde::Deserialize;
 use std::fmt;
@@ -110,17 +112,49 @@ impl fmt::Display for Compression {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[kernel]` as written: a kernel named by `image` and `modules`, or
+/// (neither given) the newest installed kernel whose release matches
+/// `release`.
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct KernelToml {
+    image: Option<PathBuf>,
+    modules: Option<PathBuf>,
+    release: Option<String>,
+    #[serde(default)]
+    params: Vec<String>,
+}
+
+/// The kernel a configuration boots, its paths resolved.
+#[derive(Debug, Clone)]
 pub struct KernelSection {
     /// The kernel image (bzImage with EFI stub), e.g. `/boot/vmlinuz-6.1.0-50-amd64`.
     pub image: PathBuf,
     /// The module tree, e.g. `/lib/modules/6.1.0-50-amd64`.
     pub modules: PathBuf,
     /// Extra kernel command-line parameters.
-    #[serde(default)]
     pub params: Vec<String>,
+    /// How the kernel was chosen.
+    pub chosen: KernelChoice,
 }
+
+/// How `[kernel]` chose its kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// `image` and `modules` name it.
+    Named,
+    /// The newest installed kernel below the root whose release matches
+    /// `pattern` (`newest`: any release).
+    Installed {
+        pattern: String,
+        release: String,
+        /// Every installed kernel that matched, newest first.
+        matching: Vec<String>,
+    },
+}
+
+/// `[kernel] release` when neither `image` nor `modules` is given.
+pub const NEWEST: &str = "newest";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,19 +219,54 @@ pub struct BootSection {
     pub esp: Option<PathBuf>,
 }
 
+/// `system.toml` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ConfigToml {
+    #[serde(default)]
+    kernel: KernelToml,
+    #[serde(default = "default_initrd")]
+    initrd: InitrdSection,
+    root: RootSection,
+    system: SystemSection,
+    #[serde(default)]
+    boot: BootSection,
+}
+
+/// A checked configuration, every path it names resolved.
+#[derive(Debug, Clone)]
 pub struct SystemConfig {
     pub kernel: KernelSection,
-    #[serde(default = "default_initrd")]
     pub initrd: InitrdSection,
     pub root: RootSection,
     pub system: SystemSection,
-    #[serde(default)]
     pub boot: BootSection,
-    /// The file this was read from (not part of the TOML).
-    #[serde(skip)]
+    /// The file this was read from.
     pub source: PathBuf,
+}
+
+/// How a configuration's paths are read: on this machine, or as paths of
+/// the system tree below `--root`.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    /// The system tree (`--root`, canonical): installed kernels are looked
+    /// for below it.
+    pub root: &'a Path,
+    /// The configuration's paths are paths of that system (it lies inside
+    /// the tree): absolute ones start at `root`, relative ones at the
+    /// file's directory inside it, and every link is resolved inside
+    /// `root` ([`crate::state::resolve_in_root`]), never on this machine.
+    pub in_root: bool,
+}
+
+impl Place<'_> {
+    /// Paths of this machine; installed kernels below `/`.
+    pub fn host() -> Place<'static> {
+        Place {
+            root: Path::new("/"),
+            in_root: false,
+        }
+    }
 }
 
 fn default_initrd() -> InitrdSection {
@@ -211,33 +280,50 @@ fn default_initrd() -> InitrdSection {
 }
 
 impl SystemConfig {
-    /// Read and check `path`. Relative paths inside become relative to the
-    /// file's directory.
+    /// Read and check `path`; its paths are this machine's ([`Place::host`]).
     pub fn load(path: &Path) -> Result<SystemConfig, ConfigError> {
+        Self::load_in(path, Place::host())
+    }
+
+    /// Read and check `path`, its paths read as `place` says.
+    pub fn load_in(path: &Path, place: Place) -> Result<SystemConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
             cause,
         })?;
-        Self::parse(&text, path)
+        Self::parse_in(&text, path, place)
     }
 
+    /// Check `text`, read from `path`; its paths are this machine's.
     pub fn parse(text: &str, path: &Path) -> Result<SystemConfig, ConfigError> {
-        let mut cfg: SystemConfig =
-            toml::from_str(text).map_err(|e| syntax_error(text, path, &e))?;
-        cfg.source = path.to_path_buf();
-        let base = path.parent().unwrap_or(Path::new("."));
-        let abs = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
-        cfg.kernel.image = abs(&cfg.kernel.image);
-        cfg.kernel.modules = abs(&cfg.kernel.modules);
-        if let Some(a) = &cfg.initrd.activator {
-            cfg.initrd.activator = Some(abs(a));
+        Self::parse_in(text, path, Place::host())
+    }
+
+    /// Check `text`, read from `path` (a path on this machine; with
+    /// `place.in_root`, inside `place.root`). Relative paths inside are
+    /// relative to the file's directory.
+    pub fn parse_in(text: &str, path: &Path, place: Place) -> Result<SystemConfig, ConfigError> {
+        let raw: ConfigToml = toml::from_str(text).map_err(|e| syntax_error(text, path, &e))?;
+        let ConfigToml {
+            kernel,
+            mut initrd,
+            root,
+            system,
+            boot,
+        } = raw;
+        let paths = Paths::new(path, place, text);
+        if let Some(a) = &initrd.activator {
+            initrd.activator = Some(paths.resolve("initrd", "activator", a)?);
         }
+        let kernel = kernel_section(kernel, &paths)?;
+        let cfg = SystemConfig {
+            kernel,
+            initrd,
+            root,
+            system,
+            boot,
+            source: path.to_path_buf(),
+        };
         cfg.check(text)?;
         Ok(cfg)
     }
@@ -398,6 +484,190 @@ impl SystemConfig {
         }
         Ok(())
     }
+}
+
+/// Where a configuration's paths lead ([`Place`]), and what its errors name.
+struct Paths<'a> {
+    file: &'a Path,
+    text: &'a str,
+    place: Place<'a>,
+    /// The file's directory: on this machine, or (`place.in_root`) as the
+    /// system below the root sees it.
+    base: PathBuf,
+}
+
+impl<'a> Paths<'a> {
+    fn new(file: &'a Path, place: Place<'a>, text: &'a str) -> Paths<'a> {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let base = if place.in_root {
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            Path::new("/").join(dir.strip_prefix(place.root).unwrap_or(Path::new("")))
+        } else {
+            dir.to_path_buf()
+        };
+        Paths {
+            file,
+            text,
+            place,
+            base,
+        }
+    }
+
+    fn invalid(
+        &self,
+        section: &'static str,
+        key: &'static str,
+        what: String,
+        hint: String,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.file.to_path_buf(),
+            at: locate(self.text, section, key, None),
+            section,
+            key,
+            what,
+            hint,
+        }
+    }
+
+    /// `[section] key = value` as a path on this machine.
+    fn resolve(
+        &self,
+        section: &'static str,
+        key: &'static str,
+        value: &Path,
+    ) -> Result<PathBuf, ConfigError> {
+        let joined = self.base.join(value);
+        if !self.place.in_root {
+            return Ok(joined);
+        }
+        crate::state::resolve_in_root(self.place.root, &joined).map_err(|e| {
+            self.invalid(
+                section,
+                key,
+                format!(
+                    "{} is read below {} (the configuration is inside that tree, so its paths are that system's): {e}",
+                    value.display(),
+                    self.place.root.display()
+                ),
+                "name the file as the system below --root sees it, e.g. /boot/vmlinuz-<release>".into(),
+            )
+        })
+    }
+}
+
+/// `[kernel]`: the named kernel, or the newest installed one matching `release`.
+fn kernel_section(k: KernelToml, paths: &Paths) -> Result<KernelSection, ConfigError> {
+    let KernelToml {
+        image,
+        modules,
+        release,
+        params,
+    } = k;
+    let (image, modules, chosen) = match (image, modules, release) {
+        (Some(i), Some(m), None) => (
+            paths.resolve("kernel", "image", &i)?,
+            paths.resolve("kernel", "modules", &m)?,
+            KernelChoice::Named,
+        ),
+        (None, None, release) => {
+            let pattern = release.unwrap_or_else(|| NEWEST.to_string());
+            let k = newest_installed(&pattern, paths)?;
+            (k.0.image, k.0.modules, k.1)
+        }
+        (Some(_), Some(_), Some(_)) => {
+            return Err(paths.invalid(
+                "kernel",
+                "release",
+                "release picks an installed kernel, but image and modules name one".into(),
+                "leave out release, or leave out image and modules to boot the newest installed kernel matching release".into(),
+            ))
+        }
+        (Some(_), None, _) => {
+            return Err(paths.invalid(
+                "kernel",
+                "image",
+                "image is given without modules".into(),
+                "add modules = \"/lib/modules/<release>\", or leave out image to boot the newest installed kernel".into(),
+            ))
+        }
+        (None, Some(_), _) => {
+            return Err(paths.invalid(
+                "kernel",
+                "modules",
+                "modules is given without image".into(),
+                "add image = \"/boot/vmlinuz-<release>\", or leave out modules to boot the newest installed kernel".into(),
+            ))
+        }
+    };
+    Ok(KernelSection {
+        image,
+        modules,
+        params,
+        chosen,
+    })
+}
+
+/// The newest kernel installed below the root whose release matches `pattern`.
+fn newest_installed(
+    pattern: &str,
+    paths: &Paths,
+) -> Result<(installed::Installed, KernelChoice), ConfigError> {
+    let root = paths.place.root;
+    if pattern.is_empty() || !pattern.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
+        return Err(paths.invalid(
+            "kernel",
+            "release",
+            format!("{pattern:?} is not a kernel release or pattern"),
+            "use release = \"newest\", a release such as \"6.1.0-57-amd64\" or a pattern such as \"6.1.*\"".into(),
+        ));
+    }
+    let all = installed::installed(root).map_err(|e| {
+        paths.invalid(
+            "kernel",
+            "release",
+            format!(
+                "cannot list the installed kernels below {}: {e}",
+                root.display()
+            ),
+            "name the kernel with image and modules".into(),
+        )
+    })?;
+    let matching: Vec<installed::Installed> = all
+        .iter()
+        .filter(|k| installed::matches(pattern, &k.release))
+        .cloned()
+        .collect();
+    let Some(newest) = matching.first().cloned() else {
+        let seen = if all.is_empty() {
+            "none".to_string()
+        } else {
+            all.iter()
+                .map(|k| k.release.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let what = if pattern == NEWEST {
+            format!("no kernel is installed below {}", root.display())
+        } else {
+            format!(
+                "no kernel installed below {} matches {pattern:?}",
+                root.display()
+            )
+        };
+        return Err(paths.invalid(
+            "kernel",
+            "release",
+            format!("{what} (a kernel is /boot/vmlinuz-<release> with /lib/modules/<release>; installed: {seen})"),
+            "install a kernel package (apt-get install linux-image-amd64), change release, or name the kernel with image and modules".into(),
+        ));
+    };
+    let choice = KernelChoice::Installed {
+        pattern: pattern.to_string(),
+        release: newest.release.clone(),
+        matching: matching.into_iter().map(|k| k.release).collect(),
+    };
+    Ok((newest, choice))
 }
 
 /// Turn a toml error into one naming file, line, column and key.

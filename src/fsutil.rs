@@ -282,6 +282,54 @@ pub fn syncfs(path: &Path) -> Result<(), IoError> {
     Ok(())
 }
 
+/// A file with no name yet (`O_TMPFILE`) in `dir`: invisible to anything
+/// that walks the directory until [`link_unnamed`] gives it one. Its path
+/// for `open` is `/proc/self/fd/<fd>` (`/proc/<pid>/fd/<fd>` for a child).
+pub fn create_unnamed(dir: &Path, mode: u32) -> Result<fs::File, IoError> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(mode)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(IoError::at("create an unnamed file in", dir))
+}
+
+/// Give `file` (from [`create_unnamed`]) the name `path`, replacing what
+/// is there: linked at a fresh temporary name beside `path`, flushed,
+/// renamed over `path`, the directory flushed.
+#[allow(unsafe_code)]
+pub fn link_unnamed(file: &fs::File, path: &Path) -> Result<(), IoError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    file.sync_all().map_err(IoError::at("sync", path))?;
+    let tmp = tmp_sibling(path);
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .expect("no NUL in a number");
+    let to = std::ffi::CString::new(tmp.as_os_str().as_bytes())
+        .map_err(|_| IoError::at("link", path)(io::Error::other("path contains NUL")))?;
+    // SAFETY: both are valid NUL-terminated paths that outlive the call,
+    // which only reads them; `file` keeps the descriptor open.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(IoError::at("link", &tmp)(io::Error::last_os_error()));
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
+        // Best effort: a leftover temporary name is harmless and unique.
+        let _ = fs::remove_file(&tmp);
+        return Err(IoError::at("rename into place", path)(e));
+    }
+    fsync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
 /// Copy a directory tree (files, directories, symlinks as they are).
 /// Anything else (a device, a FIFO) is refused with `ENOTSUP`-like error.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), CopyError> {

@@ -3,14 +3,22 @@
 //! file system with the tree below `--root`. The profile lock is held from
 //! the first build to the last byte of the image; when writing the image
 //! fails, the profile is put back as it was.
+//!
+//! With `--root DIR` the image must be written outside DIR (it would copy
+//! itself). With `--root /` (a running system, or inside a chroot) the root
+//! partition holds the root file system alone, without what is mounted on
+//! it ([`image::Tree::RootFs`]); an output on that file system is written
+//! as an unnamed file ([`fsutil::create_unnamed`]) and named only when it
+//! is complete, so the copy never sees it.
 
 use super::settings::Settings;
 use super::switch::build_and_add;
 use super::{AppError, Locked, Session};
-use crate::config::SystemConfig;
 use crate::esp::fat::{self as fat_image, ImageEsp};
+use crate::fsutil;
 use crate::gpt::{self, Part};
 use crate::image;
+use crate::notes::Note;
 use crate::store::{LockKind, Store};
 use std::path::{Path, PathBuf};
 
@@ -56,6 +64,9 @@ fn check_request(s: &Session, req: &ImageRequest) -> anyhow::Result<()> {
         .into());
     }
     let parent = req.output.parent().unwrap_or(Path::new("."));
+    if whole_root_fs(s) {
+        return Ok(());
+    }
     if let (Ok(o), Ok(r)) = (
         std::fs::canonicalize(parent),
         std::fs::canonicalize(&s.state.root),
@@ -71,21 +82,107 @@ fn check_request(s: &Session, req: &ImageRequest) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--root /`: the image holds the root file system alone.
+fn whole_root_fs(s: &Session) -> bool {
+    s.state.root == Path::new("/")
+}
+
+/// What the root partition holds.
+fn tree<'s>(s: &'s Session) -> image::Tree<'s> {
+    if whole_root_fs(s) {
+        image::Tree::RootFs
+    } else {
+        image::Tree::Dir(&s.state.root)
+    }
+}
+
+/// The image file while it is written.
+struct Output {
+    /// The unnamed file, when the output is on the root file system the
+    /// image copies.
+    unnamed: Option<std::fs::File>,
+    /// The path genboot opens it by.
+    io: PathBuf,
+    /// The path `mke2fs` (a child process) opens it by.
+    tool: PathBuf,
+}
+
+impl Output {
+    fn new(s: &Session, output: &Path) -> anyhow::Result<Output> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let dir = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+        let hidden = whole_root_fs(s) && dev(dir).is_some() && dev(dir) == dev(Path::new("/"));
+        if !hidden {
+            return Ok(Output {
+                unnamed: None,
+                io: output.to_path_buf(),
+                tool: output.to_path_buf(),
+            });
+        }
+        if std::fs::symlink_metadata(output).is_ok() {
+            // It would be copied into the new image's root file system.
+            std::fs::remove_file(output)
+                .map_err(fsutil::IoError::at("remove the old image", output))?;
+            s.notes().note(Note::Info(&format!(
+                "removed the old {} first: it is on the root file system the image copies",
+                output.display()
+            )));
+        }
+        let file = fsutil::create_unnamed(dir, 0o644)?;
+        let fd = file.as_raw_fd();
+        Ok(Output {
+            unnamed: Some(file),
+            io: PathBuf::from(format!("/proc/self/fd/{fd}")),
+            tool: PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id())),
+        })
+    }
+
+    /// Name the finished image `output`.
+    fn finish(self, output: &Path) -> anyhow::Result<()> {
+        if let Some(f) = &self.unnamed {
+            fsutil::link_unnamed(f, output)?;
+        }
+        Ok(())
+    }
+}
+
 /// `genboot image` (see the module documentation).
 pub fn image(s: &Session, req: &ImageRequest) -> anyhow::Result<ImageMade> {
     check_request(s, req)?;
+    // Without --config: the system's own configuration when it has one,
+    // else the profile as it is.
+    let default = s.state.in_root(Path::new(super::switch::DEFAULT_CONFIG))?;
+    let configs = if req.configs.is_empty() && default.is_file() {
+        vec![default]
+    } else {
+        req.configs.clone()
+    };
     // Every configuration is read and checked before anything is built.
-    let loaded = req
-        .configs
+    let loaded = configs
         .iter()
-        .map(|c| SystemConfig::load(c))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|c| super::switch::load_config(s, c))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Nothing to build and nothing built: refused before anything is written.
+    if loaded.is_empty()
+        && crate::profile::Profile::new(&s.state)
+            .current_number()
+            .ok()
+            .flatten()
+            .is_none()
+    {
+        return Err(AppError::NothingToImage(s.state.root.clone()).into());
+    }
     let store = Store::open(&s.state)?;
     let locked = s.lock()?;
     let store_lock = store.lock(LockKind::Shared, s.wait())?;
     let before = locked.profile.generations()?;
     let result = (|| {
-        for (c, cfg) in req.configs.iter().zip(&loaded) {
+        for (c, cfg) in configs.iter().zip(&loaded) {
             build_and_add(&locked, &store, &store_lock, c, cfg)?;
         }
         if locked.profile.current_number()?.is_none() {
@@ -134,7 +231,7 @@ fn put_back(
 /// ESP and the tree need. The root file system must hold the whole tree
 /// (the store holds every generation's kernel modules).
 fn image_size(s: &Session, req: &ImageRequest) -> anyhow::Result<u64> {
-    let root_need = image::root_size_for(&s.state.root)?;
+    let root_need = image::root_size_for(tree(s))?;
     Ok(match &req.size {
         ImageSize::Fixed(size, text) => {
             let (_, root) = gpt::layout(*size, req.esp_size)?;
@@ -162,15 +259,17 @@ fn write_image(
     let s = locked.session;
     let size = image_size(s, req)?;
     let loader = Path::new(SYSTEMD_BOOT);
-    let (esp_part, root_part): (Part, Part) = gpt::write_gpt(&req.output, size, req.esp_size)?;
-    let file = std::rc::Rc::new(fat_image::open_image(&req.output, true)?);
-    fat_image::format(file, esp_part.start, esp_part.len)?;
-    let esp = Box::new(ImageEsp::open(&req.output, true)?);
     if !loader.is_file() {
         return Err(AppError::NoLoader(loader.to_path_buf()).into());
     }
+    let out = Output::new(s, &req.output)?;
+    let (esp_part, root_part): (Part, Part) = gpt::write_gpt(&out.io, size, req.esp_size)?;
+    let file = std::rc::Rc::new(fat_image::open_image(&out.io, true)?);
+    fat_image::format(file, esp_part.start, esp_part.len)?;
+    let esp = Box::new(ImageEsp::open(&out.io, true)?);
     locked.install_to(esp, settings, Some(loader))?;
-    image::make_root(&req.output, root_part, &s.state.root)?;
+    image::make_root(&out.tool, root_part, tree(s))?;
+    out.finish(&req.output)?;
     Ok(ImageMade {
         output: req.output.clone(),
         size,

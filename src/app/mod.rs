@@ -100,6 +100,8 @@ pub enum AppError {
     },
     #[error("the profile below {} has no generation to put in the image", .0.display())]
     NothingToImage(PathBuf),
+    #[error("no --config given, and the system's configuration {} does not exist", .0.display())]
+    NoConfig(PathBuf),
 }
 
 impl Hint for AppError {
@@ -116,7 +118,10 @@ impl Hint for AppError {
                 "give --size {}M or more, or leave --size out (auto)",
                 (need + esp_size + (4 << 20)).div_ceil(1 << 20)
             ),
-            AppError::NothingToImage(_) => "pass --config FILE".into(),
+            AppError::NothingToImage(_) => {
+                "pass --config FILE, or write the system's configuration /etc/genboot/system.toml below --root".into()
+            }
+            AppError::NoConfig(_) => "write it (README.md's system.toml section shows every key), or pass --config FILE".into(),
         })
     }
 }

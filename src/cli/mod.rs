@@ -46,15 +46,15 @@ pub struct Cli {
 pub enum Command {
     /// Build the generation for a configuration and print its store path.
     Build {
-        /// The system configuration (system.toml).
+        /// The system configuration (default: /etc/genboot/system.toml below --root).
         #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Build, make it the new current generation, and install the boot menu.
     Switch {
-        /// The system configuration (system.toml).
+        /// The system configuration (default: /etc/genboot/system.toml below --root).
         #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// List the generations.
     List {
@@ -93,7 +93,7 @@ pub enum Command {
     /// Write a bootable GPT disk image: an ESP and a root file system holding the store.
     #[command(name = "image")]
     Image {
-        /// Switch to each of these configurations first, in order (repeatable).
+        /// Switch to each of these configurations first, in order (repeatable; default: /etc/genboot/system.toml below --root when it exists, else the profile as it is).
         #[arg(long, short, value_name = "FILE")]
         config: Vec<PathBuf>,
         /// The disk image to write.
@@ -198,8 +198,12 @@ pub fn main() -> ExitCode {
 
 fn run(s: &Session, out: &Printer, cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Build { config } => println!("{}", app::switch::build(s, &config)?.display()),
+        Command::Build { config } => {
+            let config = app::switch::config_path(s, config.as_deref())?;
+            println!("{}", app::switch::build(s, &config)?.display())
+        }
         Command::Switch { config } => {
+            let config = app::switch::config_path(s, config.as_deref())?;
             println!("{}", app::switch::switch(s, &config)?.path.display())
         }
         Command::List { json } => out.list(&app::generations::list(s)?, json)?,

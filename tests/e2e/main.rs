@@ -29,7 +29,7 @@ mod fallback;
 mod kernel_upgrade;
 // The menu lists generations newest first; arrow keys pick an older one.
 mod pick_generation;
-// The recovery entry gives a shell with a read-only root.
+// The recovery entry asks for root's password, then gives a shell with a read-only root.
 mod recovery;
 // `genboot rollback` on the image; the next boot is the previous generation.
 mod rollback;

@@ -1,12 +1,13 @@
-//! End to end under UEFI: the recovery entry boots to a shell on the serial
-//! console, with the root file system mounted read-only, that answers
-//! commands; the stage-2 init does not run.
+//! End to end under UEFI: the recovery entry asks for root's password (the
+//! root's sulogin) and then gives a shell on the serial console, with the
+//! root file system mounted read-only, that answers commands; the stage-2
+//! init does not run while the shell is open.
 
 use crate::support::{self, scenario::*};
 use std::time::Duration;
 
 #[test]
-fn recovery_entry_gives_a_shell_with_a_read_only_root() {
+fn recovery_entry_asks_for_the_password_then_gives_a_shell_with_a_read_only_root() {
     let s = Scenario::new("e2e_recovery", BUDGET);
     let k = support::kernel(support::CLOUD);
     let cfg = s.config("E2E system", &k, "[boot]\ntimeout = 5\n");
@@ -18,6 +19,8 @@ fn recovery_entry_gives_a_shell_with_a_read_only_root() {
         vm.fail(&format!("the menu has no recovery entry: {titles:?}"));
     };
     vm.choose(at);
+    vm.wait_for("Give root password", BOOT);
+    vm.send(b"genboot\n");
 
     // The shell may start a little after the kernel: ask until it answers.
     // `$((6*7))` is evaluated by the shell, so the echo of the typed line

@@ -14,7 +14,21 @@ fn readme_example_is_the_tested_example_and_parses() {
         readme.contains(&example),
         "README.md must show examples/system.toml verbatim"
     );
-    genboot::config::SystemConfig::parse(&example, Path::new("examples/system.toml")).unwrap();
+    // Its kernel is the newest installed one: a root with a kernel to find.
+    let t = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(t.path()).unwrap();
+    let release = "6.1.0-50-amd64";
+    fs::create_dir_all(root.join("boot")).unwrap();
+    fs::create_dir_all(root.join("lib/modules").join(release)).unwrap();
+    fs::write(root.join("boot/vmlinuz-6.1.0-50-amd64"), b"k").unwrap();
+    let place = genboot::config::Place {
+        root: &root,
+        in_root: false,
+    };
+    let cfg =
+        genboot::config::SystemConfig::parse_in(&example, Path::new("examples/system.toml"), place)
+            .unwrap();
+    assert_eq!(cfg.kernel.modules, root.join("lib/modules").join(release));
 }
 
 #[test]

@@ -18,3 +18,6 @@ mod docs;
 mod layers;
 // Module trees, good and bad, built by `genboot build`.
 mod modules;
+// /etc/genboot/system.toml below --root, its paths inside the root, the
+// newest installed kernel.
+mod system_config;

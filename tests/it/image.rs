@@ -297,3 +297,179 @@ fn systemd_boot_counts_tries_on_genboot_fat_regression_invalid_dates() {
     ok(o.clone());
     assert_eq!(written(&o), (0, 0), "{}", stderr(&o));
 }
+
+/// A synthetic kernel `release` (a bzImage header, `.ko` files holding only
+/// a `.modinfo`) installed in `root` as Debian installs kernels.
+fn install_synthetic_kernel(root: &Path, release: &str) {
+    let boot = root.join("boot");
+    std::fs::create_dir_all(&boot).unwrap();
+    std::fs::write(
+        boot.join(format!("vmlinuz-{release}")),
+        synthetic_bzimage(release),
+    )
+    .unwrap();
+    let dir = root.join(format!("usr/lib/modules/{release}"));
+    for (path, name, deps, extra) in basic_modules() {
+        let vermagic = format!("vermagic={release} SMP preempt mod_unload modversions ");
+        let (name_kv, deps_kv) = (format!("name={name}"), format!("depends={deps}"));
+        let mut info = vec![deps_kv.as_str(), name_kv.as_str(), vermagic.as_str()];
+        info.extend_from_slice(extra);
+        let p = dir.join("kernel").join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, fake_ko(&info)).unwrap();
+    }
+}
+
+/// The system's own configuration, `/etc/genboot/system.toml` of `root`,
+/// booting the newest installed kernel matching `release`.
+fn system_toml(root: &Path, release: &str) {
+    let p = root.join("etc/genboot/system.toml");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(
+        &p,
+        format!(
+            "[kernel]\nrelease = {release:?}\n\n[initrd]\nmodules = [\"virtio_blk\"]\n\n\
+             [root]\ndevice = \"PARTUUID=6e6f6f74-0000-4000-8000-000000000002\"\n\n\
+             [system]\nlabel = \"Own config\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// `debugfs -R CMD` on the root partition of `img` (copied out to `scratch`).
+fn debugfs(img: &Path, scratch: &Path, cmd: &str) -> String {
+    if !scratch.exists() {
+        extract_root(img, scratch);
+    }
+    let o = Command::new("debugfs")
+        .args(["-R", cmd])
+        .arg(scratch)
+        .output()
+        .expect("debugfs runs (apt-get install e2fsprogs)");
+    assert!(o.status.success(), "debugfs -R {cmd}: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// Issue 13, item 5: `genboot --root ROOT image` without `--config` uses
+/// `ROOT/etc/genboot/system.toml`, whose paths are the root's.
+#[test]
+fn image_from_outside_uses_the_roots_own_configuration() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+    std::os::unix::fs::symlink("/usr/lib", root.join("lib")).unwrap();
+    install_synthetic_kernel(&root, "6.1.0-7-synthetic");
+    system_toml(&root, "newest");
+    let img = t.path().join("disk.img");
+    let o = run(
+        &root,
+        &["image", "-o", img.to_str().unwrap(), "--esp-size", "48M"],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("kernel 6.1.0-7-synthetic: the newest installed kernel"),
+        "{err}"
+    );
+    fsck_image(&img);
+    let entries = mdir(&img, "/loader/entries");
+    assert!(
+        entries.iter().any(|e| e.starts_with("genboot-1")),
+        "{entries:?}"
+    );
+    let entry = mtype(&img, &format!("/loader/entries/{}", entries[0]));
+    assert!(entry.contains("6.1.0-7-synthetic"), "{entry}");
+}
+
+/// Issue 13, item 5: inside a chroot (`--root /`), `genboot image` writes
+/// to a path in the root; the root partition holds the root file system
+/// alone (not /proc, not a tmpfs /run, not the image itself), and a second
+/// run replaces the first image without copying it.
+#[test]
+fn image_inside_a_chroot_holds_the_root_file_system_alone() {
+    let t = tempfile::tempdir_in(repo().join("target")).unwrap();
+    let root = t.path().join("root");
+    support::debian::copy_root(&[], &root);
+    support::debian::install_static_genboot(&root);
+    let act = root.join("usr/lib/genboot/genboot-init");
+    std::fs::create_dir_all(act.parent().unwrap()).unwrap();
+    std::fs::copy(activator(), &act).unwrap();
+    let sdboot = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+    std::fs::create_dir_all(root.join(sdboot).parent().unwrap()).unwrap();
+    std::fs::copy(Path::new("/").join(sdboot), root.join(sdboot)).unwrap();
+    install_synthetic_kernel(&root, "6.1.0-7-synthetic");
+    system_toml(&root, "*-synthetic");
+    std::fs::write(root.join("etc/genboot/marker"), "on the root fs\n").unwrap();
+    let script = r#"set -e
+r=$1
+mount -t proc proc "$r/proc"
+mount -t tmpfs tmpfs "$r/run"
+echo mounted > "$r/run/marker"
+for i in 1 2; do
+  chroot "$r" env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    genboot image -o /root/disk.img --esp-size 48M
+done
+"#;
+    let o = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(
+        o.status.success(),
+        "genboot image in the chroot failed:\n{err}"
+    );
+    assert!(
+        err.contains("kernel 6.1.0-7-synthetic: the newest installed kernel matching"),
+        "{err}"
+    );
+    assert!(
+        err.contains("removed the old /root/disk.img first"),
+        "the second run replaces the first image:\n{err}"
+    );
+    let img = root.join("root/disk.img");
+    fsck_image(&img);
+    let part = t.path().join("root.ext4");
+    let fsck = Command::new("e2fsck")
+        .args(["-fn"])
+        .arg({
+            extract_root(&img, &part);
+            &part
+        })
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck: {}{}",
+        stdout(&fsck),
+        stderr(&fsck)
+    );
+    assert!(
+        debugfs(&img, &part, "cat /etc/genboot/marker").contains("on the root fs"),
+        "the root file system is in the image"
+    );
+    assert!(
+        debugfs(&img, &part, "ls -p /var/lib/genboot/profiles").contains("system-1-link"),
+        "the profile is in the image"
+    );
+    for (dir, absent) in [
+        ("/proc", "cmdline"),
+        ("/run", "marker"),
+        ("/root", "disk.img"),
+    ] {
+        let ls = debugfs(&img, &part, &format!("ls -p {dir}"));
+        assert!(
+            !ls.contains(&format!("/{absent}/")),
+            "{dir}/{absent} must not be in the image (mounted on the root, or the image itself):\n{ls}"
+        );
+    }
+}

@@ -19,6 +19,9 @@ mod activator;
 // The foundation through the CLI: builds, profile verbs, gc, verify,
 // failpoints of the store and the profile, locks.
 mod cli;
+// genboot's Debian packages (tools/make-deb) installed by apt in a Debian
+// root; its kernel hooks and kernel-install plugin.
+mod deb;
 // The ESP installer on both backends: bootctl, golden entries, limits,
 // boot counting, full ESPs, crash points.
 mod esp;

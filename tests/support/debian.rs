@@ -316,3 +316,65 @@ pub fn packages(cached_root: &Path) -> HashMap<String, String> {
         .map(|(p, v)| (p.to_string(), v.to_string()))
         .collect()
 }
+
+/// genboot's Debian packages (`tools/make-deb`, built once per test
+/// binary): `genboot_<version>_amd64.deb` and
+/// `genboot-initramfs-tool_<version>_all.deb`, in that order.
+pub fn genboot_debs() -> Vec<PathBuf> {
+    static BUILT: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Command::new(repo().join("tools/make-deb"))
+                .arg(repo().join("target/deb"))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("tools/make-deb runs");
+            assert!(
+                out.status.success(),
+                "tools/make-deb failed (its output is above); it needs dpkg-deb and the \
+                 musl target (`tools/install-deps`)"
+            );
+            let debs: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(PathBuf::from)
+                .collect();
+            assert_eq!(
+                debs.len(),
+                2,
+                "tools/make-deb prints two packages: {debs:?}"
+            );
+            debs
+        })
+        .clone()
+}
+
+/// Where a root's apt finds genboot's own packages after
+/// [`install_genboot_repo`]: a flat repository.
+pub const GUEST_GENBOOT_REPO: &str = "var/lib/genboot-test/genboot";
+
+/// Put genboot's packages ([`genboot_debs`]) into `root` as a flat apt
+/// repository beside the local Debian one, with its source line, so that
+/// `apt-get install genboot genboot-initramfs-tool` works in the root (or
+/// the running system) without a network.
+pub fn install_genboot_repo(root: &Path) {
+    let dir = root.join(GUEST_GENBOOT_REPO);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    for deb in genboot_debs() {
+        std::fs::copy(&deb, dir.join(deb.file_name().unwrap())).unwrap();
+    }
+    let packages = run_ok(
+        Command::new("apt-ftparchive")
+            .arg("packages")
+            .arg(".")
+            .current_dir(&dir),
+    );
+    std::fs::write(dir.join("Packages"), packages).unwrap();
+    std::fs::write(
+        root.join("etc/apt/sources.list.d/genboot.list"),
+        format!("deb [trusted=yes] file:/{GUEST_GENBOOT_REPO} ./\n"),
+    )
+    .unwrap();
+}

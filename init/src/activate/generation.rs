@@ -34,6 +34,8 @@ pub(super) struct Generation {
     object: Object,
     /// The kernel-modules object, when linked.
     pub(super) kernel_modules: Option<Object>,
+    /// The kernel release `boot.json` names (the running one).
+    pub(super) release: String,
 }
 
 /// What `init=` names: a generation's `init` in the store.
@@ -151,6 +153,7 @@ impl<S: Sys> Boot<'_, S> {
                 dir: on_root,
             },
             kernel_modules,
+            release,
         })
     }
 

@@ -56,6 +56,7 @@ pub enum Step {
     MoveApi,
     FreeInitramfs,
     SwitchRoot,
+    Recovery,
     Exec,
 }
 
@@ -77,6 +78,7 @@ impl Step {
             Step::MoveApi => "move-api",
             Step::FreeInitramfs => "free-initramfs",
             Step::SwitchRoot => "switch-root",
+            Step::Recovery => "recovery",
             Step::Exec => "exec",
         }
     }
@@ -102,7 +104,7 @@ fn fail<T>(step: Step, what: impl Into<String>, hint: impl Into<String>) -> Resu
 /// exec or a reboot; the fake returns here instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Exec'd the stage-2 init (or, in recovery, the shell).
+    /// Exec'd the stage-2 init.
     Exec(String),
     /// The failure policy rebooted.
     Rebooted(Step),
@@ -350,12 +352,20 @@ fn activate<S: Sys>(b: &mut Boot<'_, S>) -> Result<Outcome, Failure> {
     // The hand-over to stage 2.
     b.bind_modules(&args, &g)?;
     b.record(&g)?;
+    let sulogin = if args.recovery {
+        b.find_sulogin()
+    } else {
+        None
+    };
     if args.debug {
         return Ok(b.debug_stop());
     }
     b.move_api()?;
     b.free_initramfs();
     b.switch_root()?;
+    if args.recovery {
+        b.recovery(&g, sulogin);
+    }
     b.exec(&args, &g)
 }
 

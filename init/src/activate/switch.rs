@@ -12,6 +12,15 @@ use genboot_format::{BOOTED, RUN_DIR, TIMINGS};
 use std::io;
 use std::time::Duration;
 
+/// What a bind of the kernel-modules object covers.
+#[derive(Debug, Clone, Copy)]
+enum Bind {
+    /// `lib/modules/<release>`.
+    Modules,
+    /// `lib/firmware`.
+    Firmware,
+}
+
 impl<S: Sys> Boot<'_, S> {
     /// Create `path` and its missing parents. `path` holds no symlink (it
     /// comes from [`resolve_in_root`]), so nothing is created through one.
@@ -30,6 +39,17 @@ impl<S: Sys> Boot<'_, S> {
         }
     }
 
+    /// Make the booted generation's kernel modules reachable in stage 2,
+    /// without taking the root's module trees from dpkg, DKMS and depmod:
+    /// the kernel-modules object's `lib/modules/<release>` is bound
+    /// read-only on the root's `/lib/modules/<release>` only when the root
+    /// has no module tree of its own there (the directory is missing,
+    /// empty, or holds only what depmod left after `apt remove`: no
+    /// `kernel/`, `modules.order` or `modules.builtin`); the rest of
+    /// `/lib/modules` stays the root's, writable. `lib/firmware`, when the
+    /// object has one, is bound only on a root without `/lib/firmware`.
+    /// A missing mount point is created on a writable root; on a read-only
+    /// one the bind is left out with a warning.
     pub(super) fn bind_modules(&mut self, args: &BootArgs, g: &Generation) -> Result<(), Failure> {
         let Some(km) = &g.kernel_modules else {
             self.done(
@@ -38,9 +58,12 @@ impl<S: Sys> Boot<'_, S> {
             );
             return Ok(());
         };
-        let ro = args.read_only;
-        let mut bound = Vec::new();
-        for sub in ["lib/modules", "lib/firmware"] {
+        let mut said = Vec::new();
+        let modules = format!("lib/modules/{}", g.release);
+        for (sub, what) in [
+            (modules.as_str(), Bind::Modules),
+            ("lib/firmware", Bind::Firmware),
+        ] {
             // Both ends resolved inside the root: on Debian /lib is a link
             // (to usr/lib), and a link to an absolute path would otherwise
             // put the bind into the initramfs.
@@ -72,19 +95,37 @@ impl<S: Sys> Boot<'_, S> {
                 }
             };
             let shown = in_root_text(&target);
-            if !matches!(self.sys.stat(&target), Ok(m) if m.kind == Kind::Dir) {
-                if ro {
-                    let msg = format!("warning: /{sub} is missing on the read-only root; stage 2 goes without the generation's /{sub}");
+            let at = if shown == format!("/{sub}") {
+                shown.clone()
+            } else {
+                format!("/{sub} (at {shown})")
+            };
+            match self.sys.stat(&target) {
+                Ok(m) if m.kind == Kind::Dir => {
+                    if self.roots_own(&target, what) {
+                        said.push(format!("{at}: the root's own"));
+                        continue;
+                    }
+                }
+                Ok(_) => {
+                    let msg = format!("warning: {at} on the root is not a directory; stage 2 goes without the generation's /{sub}");
                     self.say(&msg);
                     continue;
                 }
-                if let Err(e) = self.mkdir_p(&target) {
-                    let msg = format!(
-                        "warning: cannot create {shown} on the root: {}",
-                        errno_text(&e)
-                    );
+                Err(_) if args.read_only => {
+                    let msg = format!("warning: /{sub} is missing on the read-only root; stage 2 goes without the generation's /{sub} (genboot's kernel postrm hook keeps it for a kernel a generation boots; or boot with rw)");
                     self.say(&msg);
                     continue;
+                }
+                Err(_) => {
+                    if let Err(e) = self.mkdir_p(&target) {
+                        let msg = format!(
+                            "warning: cannot create {shown} on the root: {}",
+                            errno_text(&e)
+                        );
+                        self.say(&msg);
+                        continue;
+                    }
                 }
             }
             let r = self
@@ -101,19 +142,30 @@ impl<S: Sys> Boot<'_, S> {
                     "the generation may be damaged; run `genboot verify`",
                 );
             }
-            bound.push(if shown == format!("/{sub}") {
-                shown
-            } else {
-                format!("/{sub} (at {shown})")
-            });
+            said.push(format!("{at}: the generation's (read-only)"));
         }
-        let detail = if bound.is_empty() {
+        let detail = if said.is_empty() {
             "nothing bound".to_string()
         } else {
-            format!("{} (read-only)", bound.join(" "))
+            said.join("; ")
         };
         self.done(Step::BindModules, &detail);
         Ok(())
+    }
+
+    /// Whether the root's directory `dir` (a directory) is its own tree to
+    /// keep: a module tree a kernel package installed (`kernel/`,
+    /// `modules.order` or `modules.builtin` in it), or any firmware
+    /// directory.
+    fn roots_own(&mut self, dir: &str, what: Bind) -> bool {
+        match what {
+            Bind::Firmware => true,
+            Bind::Modules => self.sys.read_dir(dir).is_ok_and(|names| {
+                names.iter().any(|(n, _)| {
+                    matches!(n.as_str(), "kernel" | "modules.order" | "modules.builtin")
+                })
+            }),
+        }
     }
 
     pub(super) fn record(&mut self, g: &Generation) -> Result<(), Failure> {
@@ -185,40 +237,84 @@ impl<S: Sys> Boot<'_, S> {
         Ok(())
     }
 
-    pub(super) fn exec(&mut self, args: &BootArgs, g: &Generation) -> Result<Outcome, Failure> {
-        let (path, argv) = if args.recovery {
-            ("/bin/sh".to_string(), vec!["sh".to_string()])
-        } else {
-            let p = format!("{}/init", g.path);
-            let mut argv = vec![p.clone()];
-            argv.extend(args.init_args.iter().cloned());
-            (p, argv)
+    /// The root's `sulogin`, found on the root before the switch (every
+    /// link resolved inside it), as the root will see it after.
+    pub(super) fn find_sulogin(&mut self) -> Option<String> {
+        ["/sbin/sulogin", "/usr/sbin/sulogin", "/bin/sulogin"]
+            .into_iter()
+            .find_map(|p| {
+                // Executed by its own name (busybox picks the applet by it);
+                // the file it leads to must be an executable.
+                let at = self.on_root(p, Follow::NotLast).ok()?;
+                let file = self.on_root(p, Follow::All).ok()?;
+                match self.sys.stat(&file) {
+                    Ok(m) if m.kind == Kind::File && m.mode & 0o111 != 0 => Some(in_root_text(&at)),
+                    _ => None,
+                }
+            })
+    }
+
+    /// `genboot.recovery`, after the switch: a banner saying how to work
+    /// on the system, then the root's `sulogin` (util-linux's on Debian,
+    /// as Debian's rescue mode runs it) in a child process on the console:
+    /// it asks for root's password and gives root's shell. When it exits
+    /// (the shell ended, or Control-D at the prompt), the boot goes on. A
+    /// root without `sulogin` gets no shell: nobody is asked for a
+    /// password, so nobody gets one.
+    pub(super) fn recovery(&mut self, g: &Generation, sulogin: Option<String>) {
+        let var =
+            "/sys/firmware/efi/efivars/LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+        let banner = format!(
+            "\n*** genboot recovery ***\n\
+             Generation {gen} is active; the root is mounted read-only.\n\
+             sulogin asks for root's password (Control-D there continues the boot), then gives root's shell:\n\
+             \x20 make / writable:    mount -o remount,rw /\n\
+             \x20 mount the ESP:      mount -t efivarfs efivarfs /sys/firmware/efi/efivars\n\
+             \x20                     mount PARTUUID=$(tr -cd 0-9A-Fa-f- < {var} | tr A-F a-f) /mnt\n\
+             \x20                     (then e.g. genboot --esp /mnt rollback)\n\
+             \x20 continue booting:   exit the shell\n\
+             \x20 restart:            reboot -f\n",
+            gen = g.path
+        );
+        for l in banner.lines() {
+            self.sys.console(l);
+        }
+        let detail = match sulogin {
+            Some(path) => {
+                let msg = format!("genboot.recovery: {path} asks for root's password");
+                self.say(&msg);
+                match self.sys.run_shell("/", &path) {
+                    Ok(()) => format!("{path} exited; continuing the boot"),
+                    Err(e) => format!(
+                        "cannot start {path}: {}; continuing the boot",
+                        errno_text(&e)
+                    ),
+                }
+            }
+            None => {
+                self.say("genboot.recovery: the root has no sulogin (util-linux) to ask for root's password, so there is no shell; continuing the boot");
+                "no sulogin; continuing the boot".to_string()
+            }
         };
+        self.done(Step::Recovery, &detail);
+    }
+
+    pub(super) fn exec(&mut self, args: &BootArgs, g: &Generation) -> Result<Outcome, Failure> {
+        let path = format!("{}/init", g.path);
+        let mut argv = vec![path.clone()];
+        argv.extend(args.init_args.iter().cloned());
         self.done(Step::Exec, &path);
         let total = self.steps.last().map(|s| s.1).unwrap_or(0);
         let msg = format!("kernel start to stage 2: {} s", secs(total));
         self.say(&msg);
         let json = self.timings_json();
         let _ = self.sys.write_file(TIMINGS, json.as_bytes());
-        if args.recovery {
-            let banner = format!(
-                "\n*** genboot recovery shell ***\nGeneration {} is active; the root is mounted read-only.\n  continue booting:   exec {}/init\n  make / writable:    mount -o remount,rw /\n  restart:            reboot -f\n",
-                g.path, g.path
-            );
-            for l in banner.lines() {
-                self.sys.console(l);
-            }
-        }
         match self.sys.exec(&path, &argv) {
             Ok(()) => Ok(Outcome::Exec(path)),
             Err(e) => fail(
                 Step::Exec,
                 format!("cannot execute {path}: {}", errno_text(&e)),
-                if args.recovery {
-                    "the root has no /bin/sh; boot without genboot.recovery".to_string()
-                } else {
-                    format!("{}/init must point to an executable stage-2 init on the root (system.init in system.toml)", g.path)
-                },
+                format!("{}/init must point to an executable stage-2 init on the root (system.init in system.toml)", g.path),
             ),
         }
     }

@@ -176,9 +176,11 @@ fn whole_sequence_mounts_binds_moves_switches_and_execs() {
         "mkdir /sysroot 755".into(),
         "mount /dev/vda1 /sysroot ext4 0 \"\"".into(),
         // From the kernel-modules object itself (the one genboot.verify
-        // hashes), not through the generation's link.
-        format!("mount /sysroot{k}/lib/modules /sysroot/lib/modules - MS_BIND \"\""),
-        "mount - /sysroot/lib/modules - MS_RDONLY|MS_REMOUNT|MS_BIND \"\"".into(),
+        // hashes), not through the generation's link; only the running
+        // kernel's tree, which the root does not have.
+        format!("mkdir /sysroot/lib/modules/{KVER} 755"),
+        format!("mount /sysroot{k}/lib/modules/{KVER} /sysroot/lib/modules/{KVER} - MS_BIND \"\""),
+        format!("mount - /sysroot/lib/modules/{KVER} - MS_RDONLY|MS_REMOUNT|MS_BIND \"\""),
         "mkdir /sysroot/lib/firmware 755".into(),
         format!("mount /sysroot{k}/lib/firmware /sysroot/lib/firmware - MS_BIND \"\""),
         "mount - /sysroot/lib/firmware - MS_RDONLY|MS_REMOUNT|MS_BIND \"\"".into(),
@@ -332,19 +334,56 @@ fn read_only_root_without_firmware_dir_warns_and_goes_on() {
 }
 
 #[test]
-fn recovery_mounts_read_only_activates_and_execs_a_shell_with_a_banner() {
+fn recovery_runs_the_roots_sulogin_after_the_switch_then_continues_the_boot() {
+    // Issue 13, item 10: the recovery entry was a root shell for anyone at
+    // the console. Now the root's sulogin asks for root's password (as
+    // Debian's rescue mode does) and gives the shell; when it exits, the
+    // boot goes on.
     let mut f = world(&cmdline("genboot.recovery"));
-    assert_eq!(run(&mut f), Outcome::Exec("/bin/sh".into()));
+    f.exe("/sysroot/sbin/sulogin", b"\x7fELF", ROOT);
+    let g = gen();
+    assert_eq!(run(&mut f), Outcome::Exec(format!("{g}/init")));
     assert!(f
         .calls
         .contains(&"mount /dev/vda1 /sysroot ext4 MS_RDONLY \"\"".to_string()));
-    assert!(f
-        .calls
-        .contains(&"mount /sysroot / - MS_MOVE \"\"".to_string()));
-    assert_eq!(f.calls.last().unwrap(), "exec /bin/sh [\"sh\"]");
-    assert!(console_has(&f, "genboot recovery shell"));
-    assert!(console_has(&f, &format!("exec {}/init", gen())));
-    assert!(console_has(&f, "reboot -f"));
+    assert_eq!(
+        last_calls(&f, 7),
+        [
+            "chdir /sysroot",
+            "mount /sysroot / - MS_MOVE \"\"",
+            "chroot .",
+            "chdir /",
+            "run_shell / /sbin/sulogin",
+            "write /run/genboot/timings.json",
+            &format!("exec {g}/init [\"{g}/init\"]"),
+        ]
+    );
+    for says in [
+        "*** genboot recovery ***",
+        "the root is mounted read-only",
+        "sulogin asks for root's password (Control-D there continues the boot)",
+        "mount -o remount,rw /",
+        "mount -t efivarfs efivarfs /sys/firmware/efi/efivars",
+        "mount PARTUUID=$(tr -cd 0-9A-Fa-f- < /sys/firmware/efi/efivars/LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f | tr A-F a-f) /mnt",
+        "continue booting:   exit the shell",
+        "reboot -f",
+        "recovery: /sbin/sulogin exited; continuing the boot",
+    ] {
+        assert!(console_has(&f, says), "{says:?} not on the console: {:#?}", f.console);
+    }
+}
+
+#[test]
+fn recovery_without_sulogin_gives_no_shell_and_boots() {
+    let mut f = world(&cmdline("genboot.recovery"));
+    let g = gen();
+    assert_eq!(run(&mut f), Outcome::Exec(format!("{g}/init")));
+    assert!(!f.calls.iter().any(|c| c.starts_with("run_shell")));
+    assert!(!f.calls.iter().any(|c| c.starts_with("exec /bin/sh")));
+    assert!(console_has(
+        &f,
+        "the root has no sulogin (util-linux) to ask for root's password, so there is no shell"
+    ));
 }
 
 #[test]
@@ -789,8 +828,9 @@ fn stock_debian_init_through_an_absolute_link_boots() {
     assert_eq!(
         binds(&f),
         vec![
-            format!("mount /sysroot{k}/lib/modules /sysroot/usr/lib/modules - MS_BIND \"\""),
-            "mount - /sysroot/usr/lib/modules - MS_RDONLY|MS_REMOUNT|MS_BIND \"\"".into(),
+            format!("mkdir /sysroot/usr/lib/modules/{KVER} 755"),
+            format!("mount /sysroot{k}/lib/modules/{KVER} /sysroot/usr/lib/modules/{KVER} - MS_BIND \"\""),
+            format!("mount - /sysroot/usr/lib/modules/{KVER} - MS_RDONLY|MS_REMOUNT|MS_BIND \"\""),
             "mkdir /sysroot/usr/lib/firmware 755".into(),
             format!("mount /sysroot{k}/lib/firmware /sysroot/usr/lib/firmware - MS_BIND \"\""),
             "mount - /sysroot/usr/lib/firmware - MS_RDONLY|MS_REMOUNT|MS_BIND \"\"".into(),
@@ -798,14 +838,119 @@ fn stock_debian_init_through_an_absolute_link_boots() {
     );
     assert!(console_has(
         &f,
-        "bind-modules: /lib/modules (at /usr/lib/modules) /lib/firmware (at /usr/lib/firmware) (read-only)"
+        &format!("bind-modules: /lib/modules/{KVER} (at /usr/lib/modules/{KVER}): the generation's (read-only); /lib/firmware (at /usr/lib/firmware): the generation's (read-only)")
+    ));
+}
+
+// ---- the root's module trees stay the root's (issue 13, item 3) ----
+
+/// The calls of the bind step: between mounting the root and recording
+/// the boot.
+fn bind_step(f: &FakeSys) -> Vec<&str> {
+    let from = f
+        .calls
+        .iter()
+        .position(|c| c.starts_with("mount /dev/vda1 /sysroot "))
+        .expect("the root was mounted")
+        + 1;
+    let to = f
+        .calls
+        .iter()
+        .position(|c| c == "mkdir /run/genboot 755")
+        .expect("the boot was recorded");
+    f.calls[from..to].iter().map(String::as_str).collect()
+}
+
+#[test]
+fn a_root_with_the_running_kernels_own_tree_keeps_it_and_nothing_is_bound() {
+    // Issue 13, item 3: the whole of /lib/modules was bound read-only, so
+    // dpkg's `mkdir /lib/modules/<next kernel>` failed, and DKMS and depmod
+    // with it. A root whose kernel package is installed keeps its tree.
+    let mut f = world(&cmdline(""));
+    f.dir(&format!("/sysroot/lib/modules/{KVER}/kernel"), ROOT);
+    f.file(
+        &format!("/sysroot/lib/modules/{KVER}/modules.order"),
+        b"",
+        ROOT,
+    );
+    f.dir("/sysroot/lib/firmware", ROOT);
+    assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
+    assert_eq!(bind_step(&f), Vec::<&str>::new());
+    assert!(console_has(
+        &f,
+        &format!(
+            "bind-modules: /lib/modules/{KVER}: the root's own; /lib/firmware: the root's own"
+        )
     ));
 }
 
 #[test]
-fn debian_recovery_entry_boots_too() {
+fn only_the_running_kernels_tree_is_bound_never_all_of_lib_modules() {
+    // After `apt remove` of the running kernel, depmod's files stay
+    // behind (no kernel/, no modules.order): the generation's tree is
+    // bound on that directory alone; the other kernel's tree and
+    // /lib/modules itself stay the root's, writable.
+    let mut f = world(&cmdline(""));
+    f.dir("/sysroot/lib/modules/6.12.117+deb12-amd64/kernel", ROOT);
+    f.file(
+        &format!("/sysroot/lib/modules/{KVER}/modules.dep"),
+        b"",
+        ROOT,
+    );
+    f.dir("/sysroot/lib/firmware", ROOT);
+    assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
+    let k = kmods();
+    assert_eq!(
+        bind_step(&f),
+        [
+            format!(
+                "mount /sysroot{k}/lib/modules/{KVER} /sysroot/lib/modules/{KVER} - MS_BIND \"\""
+            ),
+            format!("mount - /sysroot/lib/modules/{KVER} - MS_RDONLY|MS_REMOUNT|MS_BIND \"\""),
+        ]
+    );
+    assert!(!f.calls.iter().any(|c| c.starts_with("mount")
+        && (c.contains(" /sysroot/lib/modules ") || c.contains("6.12.117"))));
+}
+
+#[test]
+fn a_read_only_root_gets_the_bind_on_an_empty_directory_and_a_warning_without_one() {
+    // Debian's `ro`: the mount point kept by `genboot switch` (an empty
+    // directory) takes the bind without a write to the root.
+    let mut f = world(&cmdline("ro"));
+    f.dir(&format!("/sysroot/lib/modules/{KVER}"), ROOT);
+    assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
+    let k = kmods();
+    assert_eq!(
+        bind_step(&f),
+        [
+            format!(
+                "mount /sysroot{k}/lib/modules/{KVER} /sysroot/lib/modules/{KVER} - MS_BIND \"\""
+            ),
+            format!("mount - /sysroot/lib/modules/{KVER} - MS_RDONLY|MS_REMOUNT|MS_BIND \"\""),
+        ]
+    );
+    // Without it: nothing is created on the read-only root, the boot goes on.
+    let mut f = world(&cmdline("ro"));
+    assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
+    assert_eq!(bind_step(&f), Vec::<&str>::new());
+    assert!(console_has(
+        &f,
+        &format!("warning: /lib/modules/{KVER} is missing on the read-only root")
+    ));
+}
+
+#[test]
+fn debian_recovery_entry_finds_sulogin_through_the_merged_usr_links() {
+    // Debian: /sbin -> usr/sbin; util-linux's sulogin is /usr/sbin/sulogin.
     let mut f = debian_world(&cmdline("genboot.recovery"));
-    assert_eq!(run(&mut f), Outcome::Exec("/bin/sh".into()));
+    // busybox's: a link to the multi-call binary, run by its own name.
+    f.exe("/sysroot/usr/bin/busybox", b"\x7fELF", ROOT);
+    f.link("/sysroot/usr/sbin/sulogin", "/usr/bin/busybox", ROOT);
+    assert_eq!(run(&mut f), Outcome::Exec(format!("{}/init", gen())));
+    assert!(f
+        .calls
+        .contains(&"run_shell / /usr/sbin/sulogin".to_string()));
 }
 
 #[test]
@@ -818,10 +963,11 @@ fn an_absolute_lib_link_never_puts_the_bind_into_the_initramfs() {
     assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
     let k = kmods();
     assert_eq!(
-        binds(&f)[..2],
+        binds(&f)[..3],
         [
-            format!("mount /sysroot{k}/lib/modules /sysroot/usr/lib/modules - MS_BIND \"\""),
-            "mount - /sysroot/usr/lib/modules - MS_RDONLY|MS_REMOUNT|MS_BIND \"\"".to_string(),
+            format!("mkdir /sysroot/usr/lib/modules/{KVER} 755"),
+            format!("mount /sysroot{k}/lib/modules/{KVER} /sysroot/usr/lib/modules/{KVER} - MS_BIND \"\""),
+            format!("mount - /sysroot/usr/lib/modules/{KVER} - MS_RDONLY|MS_REMOUNT|MS_BIND \"\""),
         ]
     );
     assert!(!f
@@ -923,7 +1069,7 @@ fn a_modules_dir_leading_out_of_its_object_is_not_bound() {
     assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
     assert!(console_has(
         &f,
-        "lib/modules in the kernel-modules object leads out of it (to /lib/modules); not bound"
+        &format!("lib/modules/{KVER} in the kernel-modules object leads out of it (to /lib/modules/{KVER}); not bound")
     ));
     assert!(!f.calls.iter().any(|c| c.contains("/sysroot/lib/modules")));
 }
