@@ -43,7 +43,10 @@ pub fn bless(s: &Session) -> anyhow::Result<Blessed> {
 }
 
 /// `genboot set-oneshot N`: boot generation `n` once, at the next boot.
-pub fn set_oneshot(s: &Session, n: u32) -> anyhow::Result<()> {
+/// systemd-boot compares `LoaderEntryOneShot` with the entry's whole file
+/// name, counter included, so the variable gets the file as it is on the
+/// ESP now (`genboot-3+2-1.conf`); returns that name.
+pub fn set_oneshot(s: &Session, n: u32) -> anyhow::Result<String> {
     let profile = Profile::new(&s.state);
     if !profile.generations()?.iter().any(|g| g.number == n) {
         return Err(ProfileError::NoSuchGeneration(n).into());
@@ -52,9 +55,15 @@ pub fn set_oneshot(s: &Session, n: u32) -> anyhow::Result<()> {
     if !dir.is_dir() {
         return Err(AppError::NotEfi { dir, number: n }.into());
     }
-    let id = format!("{}{}", entry::key(n, false), entry::SUFFIX);
-    efivars::write_string(&dir, "LoaderEntryOneShot", &id)?;
-    Ok(())
+    let settings = Settings::load(&s.state)?;
+    let mut esp = s.open_esp(settings.esp.as_deref(), false)?.ok_or_else(|| {
+        crate::esp::EspError::NotFound {
+            root: s.state.root.clone(),
+        }
+    })?;
+    let file = crate::esp::entry_file(esp.as_mut(), n)?;
+    efivars::write_string(&dir, "LoaderEntryOneShot", &file)?;
+    Ok(file)
 }
 
 /// One entry on the ESP, for `status`.
@@ -77,6 +86,8 @@ pub struct Status {
     pub current: Option<u32>,
     pub esp: Option<String>,
     pub default_entry: Option<String>,
+    /// The entry file `default_entry` picks (as systemd-boot matches it).
+    pub default_file: Option<String>,
     pub entries: Vec<EntryStatus>,
 }
 
@@ -93,6 +104,7 @@ pub fn status(s: &Session) -> anyhow::Result<Status> {
         current: profile.current_number()?,
         esp: None,
         default_entry: None,
+        default_file: None,
         entries: Vec::new(),
     };
     let Some(mut e) = s.open_esp(settings.esp.as_deref(), false)? else {
@@ -102,7 +114,12 @@ pub fn status(s: &Session) -> anyhow::Result<Status> {
     st.default_entry = e
         .read(LOADER_CONF)?
         .and_then(|d| entry::field(&String::from_utf8_lossy(&d), "default").map(str::to_string));
-    for f in e.list(ENTRIES_DIR)? {
+    let files = e.list(ENTRIES_DIR)?;
+    st.default_file = st
+        .default_entry
+        .as_deref()
+        .and_then(|p| files.iter().find(|f| entry::default_matches(p, f)).cloned());
+    for f in files {
         if let Some(n) = EntryName::parse(&f) {
             st.entries.push(EntryStatus {
                 file: f.clone(),

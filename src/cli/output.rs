@@ -173,10 +173,12 @@ impl Printer {
             return Ok(());
         };
         println!("ESP:                {e}");
-        println!(
-            "default entry:      {}",
-            st.default_entry.as_deref().unwrap_or("(none)")
-        );
+        let default = match (&st.default_entry, &st.default_file) {
+            (Some(p), Some(f)) => format!("{p} ({f})"),
+            (Some(p), None) => format!("{p} (matches no entry: systemd-boot boots its first)"),
+            (None, _) => "(none)".to_string(),
+        };
+        println!("default entry:      {default}");
         for e in &st.entries {
             let tries = match (e.tries_left, e.tries_done) {
                 (Some(0), _) => "  (tries used up)".to_string(),

@@ -161,10 +161,45 @@ impl EntrySpec {
     }
 }
 
-/// `loader.conf`: the default entry, the menu timeout, no editor.
-pub(crate) fn loader_conf(default_key: &str, timeout: u32) -> String {
+/// The `default` of `loader.conf` for `generation`: a glob that matches
+/// its entry whatever boot counter systemd-boot gave the file, and nothing
+/// else genboot writes.
+///
+/// systemd-boot 252 (Debian 12) takes the whole file name, counter
+/// included and lower-cased, as the entry id (`genboot-2+3.conf`), and
+/// matches `default` against it as a glob (`efi_fnmatch`: `*`, `?`,
+/// `[...]` with ranges, no negation); the first match in its menu order
+/// wins. (bootctl strips the counter from the id, `genboot-2.conf`; the
+/// pattern matches that too.) So for generation 2:
+///
+/// - `genboot-2` then `[.+]`: the plain `genboot-2.conf` or a counter
+///   `genboot-2+…`, never `genboot-21.conf` nor `genboot-2-recovery.conf`;
+/// - then `[c1-9]`: the `c` of `.conf`, or a first counter digit 1-9, so
+///   an entry whose tries ran out (`genboot-2+0-3.conf`) does not match.
+///   systemd-boot then boots its first entry instead — the newest
+///   generation with tries left, as boot counting means it to (it sorts
+///   exhausted entries last); a default that matched `+0` would boot the
+///   failing generation forever. genboot never makes such an entry its
+///   default either (see the planner).
+pub(crate) fn default_pattern(generation: u32) -> String {
+    format!("{}[.+][c1-9]*", key(generation, false))
+}
+
+/// Whether systemd-boot's `default` (or `LoaderEntryDefault`) `pattern`
+/// picks the entry file `file` (lower-cased, as systemd-boot compares).
+pub(crate) fn default_matches(pattern: &str, file: &str) -> bool {
+    genboot_format::module_name::fnmatch(
+        pattern.to_ascii_lowercase().as_bytes(),
+        file.to_ascii_lowercase().as_bytes(),
+    )
+}
+
+/// `loader.conf`: the default entry (see [`default_pattern`]), the menu
+/// timeout, no editor.
+pub(crate) fn loader_conf(default_generation: u32, timeout: u32) -> String {
     sign(&format!(
-        "default {default_key}{SUFFIX}\ntimeout {timeout}\neditor no\n"
+        "default {}\ntimeout {timeout}\neditor no\n",
+        default_pattern(default_generation)
     ))
 }
 
@@ -283,9 +318,49 @@ mod tests {
     fn loader_conf_matches_golden_file() {
         golden(
             "loader.conf",
-            &loader_conf("genboot-3", 5),
+            &loader_conf(3, 5),
             include_str!("../../boot-entries/loader.conf"),
         );
+    }
+
+    #[test]
+    fn the_default_pattern_matches_its_generation_whatever_the_counter() {
+        let p = default_pattern(2);
+        for file in [
+            "genboot-2.conf",
+            "genboot-2+3.conf",
+            "genboot-2+2-1.conf",
+            "genboot-2+1-2.conf",
+            "genboot-2+10-0.conf",
+            "GENBOOT-2+3.CONF",
+        ] {
+            assert!(default_matches(&p, file), "{p} should match {file}");
+        }
+        for file in [
+            // Tries ran out: systemd-boot falls back to its first entry.
+            "genboot-2+0-3.conf",
+            "genboot-2+0.conf",
+            // Other generations and the recovery entry.
+            "genboot-21.conf",
+            "genboot-20+3.conf",
+            "genboot-12.conf",
+            "genboot-2-recovery.conf",
+            "genboot-1.conf",
+            "other.conf",
+        ] {
+            assert!(!default_matches(&p, file), "{p} should not match {file}");
+        }
+        // Every name genboot writes for another generation is left alone.
+        for n in [1, 3, 12, 20, 21, 22, 200] {
+            for counter in [None, Some((3, None)), Some((2, Some(1)))] {
+                let name = EntryName {
+                    generation: n,
+                    recovery: false,
+                    counter: counter.map(|(left, done)| Counter { left, done }),
+                };
+                assert!(!default_matches(&p, &name.file_name()), "{name:?}");
+            }
+        }
     }
 
     #[test]

@@ -423,6 +423,21 @@ fn fill_digests(gens: &mut [GenInput], snapshot: &EspSnapshot) -> Result<(), Esp
     Ok(())
 }
 
+/// The entry file of `generation` (not its recovery entry) as it is on the
+/// ESP now, boot counter included (`genboot-3+2-1.conf`): the id
+/// systemd-boot gives it.
+pub fn entry_file(esp: &mut dyn Esp, generation: u32) -> Result<String, EspError> {
+    esp.list(layout::ENTRIES_DIR)?
+        .into_iter()
+        .find(|f| {
+            entry::EntryName::parse(f).is_some_and(|n| n.generation == generation && !n.recovery)
+        })
+        .ok_or_else(|| EspError::NoEntry {
+            what: format!("generation {generation}"),
+            esp: esp.describe(),
+        })
+}
+
 /// Reconcile `esp` with `gens`: survey, plan, apply (see the module
 /// documentation). A refusal (full ESP, foreign default) writes nothing.
 pub fn install(

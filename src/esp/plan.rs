@@ -338,7 +338,7 @@ fn diff(snapshot: &EspSnapshot, wanted: &Wanted<'_>, opts: &InstallOptions, plan
             content: want.content.clone(),
         });
     }
-    let conf = entry::loader_conf(&entry::key(plan.default, false), opts.timeout);
+    let conf = entry::loader_conf(plan.default, opts.timeout);
     if snapshot.loader_conf != Some(Small::Data(conf.as_bytes().to_vec())) {
         plan.loader_conf = Some(conf);
     }

@@ -79,23 +79,30 @@ fn entries(esp: &MemEsp) -> Vec<String> {
         .collect()
 }
 
-fn default_key(esp: &MemEsp) -> String {
+/// The entry file `loader.conf`'s default pattern picks, as systemd-boot
+/// 252 would (exactly one must match).
+fn default_file(esp: &MemEsp) -> String {
     let conf = String::from_utf8(esp.get(LOADER_CONF).expect("loader.conf").to_vec()).unwrap();
-    entry::field(&conf, "default")
-        .unwrap()
-        .trim_end_matches(".conf")
-        .to_string()
+    let pattern = entry::field(&conf, "default").unwrap();
+    // systemd-boot reads only `*.conf` (not a `.genboot-tmp` leftover).
+    let matched: Vec<String> = entries(esp)
+        .into_iter()
+        .filter(|f| f.ends_with(".conf") && entry::default_matches(pattern, f))
+        .collect();
+    assert_eq!(matched.len(), 1, "{pattern} matches {matched:?}");
+    matched[0].clone()
+}
+
+/// The generation `loader.conf` makes the default.
+fn default_generation(esp: &MemEsp) -> u32 {
+    EntryName::parse(&default_file(esp)).unwrap().generation
 }
 
 /// The default entry is genboot's, and every file it names is on the ESP
 /// with its store bytes: the machine boots.
 #[track_caller]
 fn assert_bootable(esp: &MemEsp, gens: &[GenInput]) {
-    let key = default_key(esp);
-    let file = entries(esp)
-        .into_iter()
-        .find(|f| EntryName::parse(f).is_some_and(|n| n.key() == key))
-        .unwrap_or_else(|| panic!("no entry {key}: {:?}", entries(esp)));
+    let file = default_file(esp);
     let text = esp.get(&layout::entry_path(&file)).unwrap();
     assert!(entry::is_ours(text), "{file} is not genboot's");
     let sources: BTreeMap<String, Vec<u8>> = gens
@@ -144,7 +151,7 @@ fn install_writes_the_menu_and_a_reinstall_writes_nothing() {
             "genboot-3.conf"
         ]
     );
-    assert_eq!(default_key(&esp), "genboot-3");
+    assert_eq!(default_generation(&esp), 3);
     assert_eq!(esp.get("loader/entries.srel"), Some(&b"type1\n"[..]));
     assert_bootable(&esp, &g);
     // No temporary names are left.
@@ -254,7 +261,7 @@ fn a_default_whose_tries_ran_out_falls_back_to_the_newest_with_tries() {
     .unwrap();
     let r = install_ok(&mut esp, &g, &opts);
     assert_eq!(r.default, 2);
-    assert_eq!(default_key(&esp), "genboot-2");
+    assert_eq!(default_generation(&esp), 2);
     // The exhausted entry keeps its counter; the recovery entry follows
     // the default.
     let e = entries(&esp);
@@ -262,6 +269,70 @@ fn a_default_whose_tries_ran_out_falls_back_to_the_newest_with_tries() {
     assert!(e.contains(&"genboot-2-recovery.conf".to_string()), "{e:?}");
     assert!(!e.contains(&"genboot-3-recovery.conf".to_string()), "{e:?}");
     assert_bootable(&esp, &g);
+}
+
+#[test]
+fn with_boot_counting_the_default_follows_a_rollback_whatever_the_counters() {
+    // Issue 13: systemd-boot 252's entry id is the file name with its
+    // counter, so `default genboot-2.conf` matched nothing once entries
+    // were counted, and a rollback booted the newest generation again.
+    let mut store = Store::new();
+    let mut g = gens(&mut store, &[1, 2, 3], Some(3));
+    let opts = InstallOptions::default();
+    let mut esp = MemEsp::new(BIG);
+    install_ok(&mut esp, &g, &opts);
+    assert_eq!(default_file(&esp), "genboot-3+3.conf");
+    // Generation 3 booted twice, generation 2 once, generation 1 was blessed.
+    for (from, to) in [
+        ("genboot-3+3.conf", "genboot-3+1-2.conf"),
+        ("genboot-2+3.conf", "genboot-2+2-1.conf"),
+        ("genboot-1+3.conf", "genboot-1.conf"),
+    ] {
+        esp.rename(&layout::entry_path(from), &layout::entry_path(to))
+            .unwrap();
+    }
+    // rollback: generation 2 becomes current.
+    current(&mut g, 2);
+    install_ok(&mut esp, &g, &opts);
+    assert_eq!(default_file(&esp), "genboot-2+2-1.conf");
+    // set-default 1: the blessed entry.
+    current(&mut g, 1);
+    install_ok(&mut esp, &g, &opts);
+    assert_eq!(default_file(&esp), "genboot-1.conf");
+    // set-default 3 with one try left.
+    current(&mut g, 3);
+    install_ok(&mut esp, &g, &opts);
+    assert_eq!(default_file(&esp), "genboot-3+1-2.conf");
+    // The recovery entry follows, and the pattern never picks it.
+    assert!(entries(&esp).contains(&"genboot-3-recovery.conf".to_string()));
+    assert_bootable(&esp, &g);
+}
+
+#[test]
+fn the_default_pattern_never_picks_an_entry_whose_tries_ran_out() {
+    // When the default entry's tries run out at boot, systemd-boot must not
+    // match it any more: it falls back to its first entry (the newest with
+    // tries left), which is how boot counting rolls back by itself.
+    let mut store = Store::new();
+    let mut g = gens(&mut store, &[1, 2], Some(3));
+    current(&mut g, 1);
+    let mut esp = MemEsp::new(BIG);
+    install_ok(&mut esp, &g, &InstallOptions::default());
+    assert_eq!(default_file(&esp), "genboot-1+3.conf");
+    esp.rename(
+        "loader/entries/genboot-1+3.conf",
+        "loader/entries/genboot-1+0-3.conf",
+    )
+    .unwrap();
+    let conf = String::from_utf8(esp.get(LOADER_CONF).unwrap().to_vec()).unwrap();
+    let pattern = entry::field(&conf, "default").unwrap();
+    assert!(
+        !entries(&esp)
+            .iter()
+            .any(|f| entry::default_matches(pattern, f)),
+        "{pattern} matches an entry of {:?}",
+        entries(&esp)
+    );
 }
 
 #[test]

@@ -217,25 +217,7 @@ fn store_source(sys: &SystemTree, esp_name: &str) -> Vec<u8> {
 /// initrd exist with the content of their store objects.
 #[track_caller]
 fn assert_bootable_default(sys: &SystemTree, t: &BTreeMap<String, Vec<u8>>, what: &str) {
-    let conf = String::from_utf8(
-        t.get("loader/loader.conf")
-            .unwrap_or_else(|| panic!("{what}: no loader.conf: {:?}", names(t)))
-            .clone(),
-    )
-    .unwrap();
-    let default = conf
-        .lines()
-        .find_map(|l| l.strip_prefix("default "))
-        .unwrap()
-        .trim_end_matches(".conf")
-        .to_string();
-    let entry = entries(t)
-        .into_iter()
-        .find(|e| {
-            let key = e.split('+').next().unwrap().trim_end_matches(".conf");
-            key == default
-        })
-        .unwrap_or_else(|| panic!("{what}: default {default} has no entry: {:?}", names(t)));
+    let entry = default_entry_file(t).unwrap_or_else(|e| panic!("{what}: {e}"));
     let text = String::from_utf8(t[&format!("loader/entries/{entry}")].clone()).unwrap();
     let mut files = 0;
     for l in text.lines() {
@@ -461,7 +443,7 @@ fn boot_counting_keeps_counters_and_bless_drops_them() {
     assert_one_file_per_entry(&tr);
     assert!(tr.contains_key("loader/entries/genboot-2+0-3.conf"));
     let conf = String::from_utf8(tr["loader/loader.conf"].clone()).unwrap();
-    assert!(conf.contains("default genboot-1.conf\n"), "{conf}");
+    assert!(conf.contains("default genboot-1[.+][c1-9]*\n"), "{conf}");
     assert!(tr.contains_key("loader/entries/genboot-1-recovery.conf"));
     // A changed entry (the machine got a machine-id) starts fresh, and
     // the old counter file is gone.
@@ -723,9 +705,10 @@ fn foreign_entries_are_left_alone_and_lookalikes_reported() {
 }
 
 #[test]
-fn set_oneshot_needs_efi_and_writes_the_variable() {
+fn set_oneshot_needs_efi_and_writes_the_entry_file_with_its_counter() {
     let mut sys = SystemTree::new();
-    sys.switch(&support::kernel(GENERIC), "");
+    sys.switch(&support::kernel(GENERIC), "[boot]\ntries = 3\n");
+    sys.switch(&support::kernel(CLOUD), "[boot]\ntries = 3\n");
     let o = sys.run(&["set-oneshot", "1"]);
     assert!(!o.status.success());
     assert!(
@@ -742,11 +725,31 @@ fn set_oneshot_needs_efi_and_writes_the_variable() {
     // An efivarfs stand-in below --root: the exact bytes systemd-boot reads.
     let vars = sys.root.join("sys/firmware/efi/efivars");
     std::fs::create_dir_all(&vars).unwrap();
-    ok(sys.run(&["set-oneshot", "1"]));
-    let data = std::fs::read(vars.join("LoaderEntryOneShot-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"))
-        .unwrap();
+    let var = vars.join("LoaderEntryOneShot-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f");
+    // No ESP: the entry's file name cannot be known; nothing is written.
+    let o = sys.run(&["set-oneshot", "1"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("no EFI System Partition found"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!var.exists());
+    let t = dir_esp(&sys);
+    ok(install(&sys, &t, &[]));
+    // systemd-boot counted a boot of generation 1: its id is now the
+    // counted file name, which is what the variable must hold (systemd-boot
+    // 252 compares the whole name, counter included).
+    let e = match &t {
+        Target::Dir(d) => d.join("loader/entries"),
+        Target::Image(_) => unreachable!(),
+    };
+    std::fs::rename(e.join("genboot-1+3.conf"), e.join("genboot-1+2-1.conf")).unwrap();
+    let o = with(&sys, &t, &["set-oneshot", "1"]);
+    ok(o.clone());
+    assert!(stderr(&o).contains("genboot-1+2-1.conf"), "{}", stderr(&o));
+    let data = std::fs::read(&var).unwrap();
     let mut want = vec![7u8, 0, 0, 0];
-    for u in "genboot-1.conf".encode_utf16().chain([0]) {
+    for u in "genboot-1+2-1.conf".encode_utf16().chain([0]) {
         want.extend_from_slice(&u.to_le_bytes());
     }
     assert_eq!(data, want);
@@ -785,7 +788,7 @@ fn rollback_and_gc_update_the_menu_right_away() {
     ok(with(&sys, &t, &["rollback"]));
     let tr = t.tree();
     let conf = String::from_utf8(tr["loader/loader.conf"].clone()).unwrap();
-    assert!(conf.contains("default genboot-2.conf\n"), "{conf}");
+    assert!(conf.contains("default genboot-2[.+][c1-9]*\n"), "{conf}");
     let names = entries(&tr);
     assert!(
         names.contains(&"genboot-2-recovery.conf".into()),
