@@ -12,6 +12,18 @@ use std::process::Command;
 /// files' blocks, a block per inode-table slot and directory, the journal
 /// and the reserve, rounded up to MiB.
 pub(crate) fn root_size_for(tree: &Path) -> Result<u64, DiskError> {
+    let sum = tree_bytes(tree)?;
+    // ext4 metadata (inode tables at 1 inode per 16 KiB, group
+    // descriptors, bitmaps) ~ 2 %, 5 % reserve, the journal (up to 64 MiB),
+    // and room to grow.
+    let size = sum + sum / 8 + (96 << 20);
+    Ok(size.div_ceil(MIB) * MIB)
+}
+
+/// What the files below `dir` take on ext4 with 4 KiB blocks: each file
+/// rounded up to whole blocks, plus a block and an inode for every entry
+/// (a directory block, a link target). Links are not followed.
+pub(crate) fn tree_bytes(dir: &Path) -> Result<u64, DiskError> {
     fn walk(dir: &Path, sum: &mut u64) -> Result<(), DiskError> {
         let rd = std::fs::read_dir(dir).map_err(IoError::at("read", dir))?;
         for e in rd.flatten() {
@@ -29,12 +41,8 @@ pub(crate) fn root_size_for(tree: &Path) -> Result<u64, DiskError> {
         Ok(())
     }
     let mut sum = 0;
-    walk(tree, &mut sum)?;
-    // ext4 metadata (inode tables at 1 inode per 16 KiB, group
-    // descriptors, bitmaps) ~ 2 %, 5 % reserve, the journal (up to 64 MiB),
-    // and room to grow.
-    let size = sum + sum / 8 + (96 << 20);
-    Ok(size.div_ceil(MIB) * MIB)
+    walk(dir, &mut sum)?;
+    Ok(sum)
 }
 
 /// Make the root partition: ext4 with fixed UUID, label and hash seed,

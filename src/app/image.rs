@@ -9,7 +9,7 @@ use super::switch::build_and_add;
 use super::{AppError, Locked, Session};
 use crate::config::SystemConfig;
 use crate::esp::fat::{self as fat_image, ImageEsp};
-use crate::gpt::{self, Part};
+use crate::gpt::{self, Part, MIB};
 use crate::image;
 use crate::store::{LockKind, Store};
 use std::path::{Path, PathBuf};
@@ -41,6 +41,45 @@ pub struct ImageRequest {
 pub struct ImageMade {
     pub output: PathBuf,
     pub size: u64,
+    /// The root partition's size, and what the tree below `--root` takes
+    /// of it (an estimate: files in whole 4 KiB blocks, ext4's metadata).
+    pub root_len: u64,
+    pub root_used: u64,
+    /// Free bytes on the ESP after the install.
+    pub esp_free: u64,
+    /// What one more kernel would need, judged by the biggest generation.
+    pub next_kernel: NextKernel,
+}
+
+/// What one more kernel like the biggest one in the profile takes: on the
+/// ESP its kernel and initrd; on the root its kernel and module tree twice
+/// (the distribution's package installs them into the tree, a generation
+/// copies them into the store) and its initrd.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NextKernel {
+    pub esp: u64,
+    pub root: u64,
+}
+
+impl NextKernel {
+    /// Judged by the generations of `locked`'s profile.
+    fn of(locked: &Locked) -> anyhow::Result<NextKernel> {
+        let store = Store::open_read_only(&locked.session.state);
+        let mut next = NextKernel::default();
+        for g in locked.profile.generations()? {
+            let dir = store.path(&g.target);
+            let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+            let (kernel, initrd) = (size("kernel"), size("initrd"));
+            // The module tree's store object (a link in the generation).
+            let modules = match std::fs::canonicalize(dir.join("kernel-modules")) {
+                Ok(p) if p.starts_with(&store.dir) => image::tree_bytes(&p)?,
+                _ => 0,
+            };
+            next.esp = next.esp.max(kernel + initrd);
+            next.root = next.root.max(2 * (kernel + modules) + initrd);
+        }
+        Ok(next)
+    }
 }
 
 /// Refuse sizes and places that cannot work, before anything is built.
@@ -131,11 +170,12 @@ fn put_back(
 }
 
 /// The image size: the one asked for (when the tree fits), or what the
-/// ESP and the tree need. The root file system must hold the whole tree
-/// (the store holds every generation's kernel modules).
-fn image_size(s: &Session, req: &ImageRequest) -> anyhow::Result<u64> {
+/// ESP and the tree need plus room for one more kernel (`next`). The root
+/// file system must hold the whole tree (the store holds every
+/// generation's kernel modules). Returns the size and the root's need.
+fn image_size(s: &Session, req: &ImageRequest, next: NextKernel) -> anyhow::Result<(u64, u64)> {
     let root_need = image::root_size_for(&s.state.root)?;
-    Ok(match &req.size {
+    let size = match &req.size {
         ImageSize::Fixed(size, text) => {
             let (_, root) = gpt::layout(*size, req.esp_size)?;
             if root.len < root_need {
@@ -150,8 +190,34 @@ fn image_size(s: &Session, req: &ImageRequest) -> anyhow::Result<u64> {
             }
             *size
         }
-        ImageSize::Auto => root_need + req.esp_size + (2 << 20),
-    })
+        ImageSize::Auto => (root_need + next.root + req.esp_size + (2 << 20)).div_ceil(MIB) * MIB,
+    };
+    Ok((size, root_need))
+}
+
+/// Warn when the image leaves no room for one more kernel, and say how to
+/// grow it.
+fn warn_room(s: &Session, req: &ImageRequest, m: &ImageMade) {
+    use crate::notes::{Note, Notes};
+    use crate::units::human;
+    let root_free = m.root_len.saturating_sub(m.root_used);
+    if root_free < m.next_kernel.root {
+        s.note(Note::Warning(&format!(
+            "the root partition of {} has about {} free, less than one more kernel like the biggest here needs ({}: its package's files and the generation's copy); make the image again with a larger --size (or without --size: auto leaves that room), or grow it later: `truncate -s +1G IMAGE`, `sgdisk -e IMAGE`, then grow partition 2 and its ext4 (`growpart`, `resize2fs`) in the booted system",
+            m.output.display(),
+            human(root_free),
+            human(m.next_kernel.root)
+        )));
+    }
+    if m.esp_free < m.next_kernel.esp {
+        s.note(Note::Warning(&format!(
+            "the ESP of {} has {} free, less than one more kernel and initrd need ({}); make the image again with a larger --esp-size (it is {} now)",
+            m.output.display(),
+            human(m.esp_free),
+            human(m.next_kernel.esp),
+            req.esp_size_text
+        )));
+    }
 }
 
 fn write_image(
@@ -160,7 +226,8 @@ fn write_image(
     settings: &Settings,
 ) -> anyhow::Result<ImageMade> {
     let s = locked.session;
-    let size = image_size(s, req)?;
+    let next_kernel = NextKernel::of(locked)?;
+    let (size, root_used) = image_size(s, req, next_kernel)?;
     let loader = Path::new(SYSTEMD_BOOT);
     let (esp_part, root_part): (Part, Part) = gpt::write_gpt(&req.output, size, req.esp_size)?;
     let file = std::rc::Rc::new(fat_image::open_image(&req.output, true)?);
@@ -170,9 +237,19 @@ fn write_image(
         return Err(AppError::NoLoader(loader.to_path_buf()).into());
     }
     locked.install_to(esp, settings, Some(loader))?;
+    let space = {
+        use crate::esp::Esp;
+        ImageEsp::open(&req.output, false)?.space()?
+    };
     image::make_root(&req.output, root_part, &s.state.root)?;
-    Ok(ImageMade {
+    let made = ImageMade {
         output: req.output.clone(),
         size,
-    })
+        root_len: root_part.len,
+        root_used,
+        esp_free: space.free_clusters * space.cluster_size,
+        next_kernel,
+    };
+    warn_room(s, req, &made);
+    Ok(made)
 }

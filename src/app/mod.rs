@@ -306,6 +306,7 @@ impl Locked<'_> {
             loader: loader.map(read_loader).transpose()?,
             machine_id: crate::host::machine_id::machine_id(state),
             booted: self.session.booted().generation,
+            efi_default: None,
         };
         let mut report = crate::esp::install(esp, &inputs, &opts)?;
         report.warnings.splice(0..0, warnings);

@@ -149,6 +149,14 @@ impl Printer {
             gpt::ROOT_FS_UUID,
             gpt::ROOT_FS_LABEL
         );
+        eprintln!(
+            "genboot: room left: root partition about {} of {} (one more kernel with its modules needs about {}), ESP {} (one more kernel and initrd: {})",
+            human(m.root_len.saturating_sub(m.root_used)),
+            human(m.root_len),
+            human(m.next_kernel.root),
+            human(m.esp_free),
+            human(m.next_kernel.esp)
+        );
     }
 
     pub fn blessed(&self, b: &Blessed) {

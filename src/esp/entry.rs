@@ -226,6 +226,32 @@ pub(crate) fn is_ours(data: &[u8]) -> bool {
         .is_some_and(|d| d == digest(rest.as_bytes()))
 }
 
+/// Whether the entry genboot wrote as `old` boots what `new` would boot:
+/// the same `linux`, `initrd` and `options` (which name the generation's
+/// store path with `init=`), whatever else changed (a `machine-id` line
+/// the machine got since, a title). Its boot counter then belongs to the
+/// new text too: it counts tries of the same generation. A different
+/// generation under a reused number (after `genboot delete`) boots other
+/// things and starts with fresh tries; so does a torn or edited file.
+pub(crate) fn boots_the_same(old: &[u8], new: &str) -> bool {
+    if !is_ours(old) {
+        return false;
+    }
+    let boots = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| {
+                matches!(
+                    l.split_whitespace().next(),
+                    Some("linux" | "initrd" | "options")
+                )
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    boots(&String::from_utf8_lossy(old)) == boots(new)
+}
+
 /// Bytes of a torn write, not of a person: empty, holding a NUL byte, not
 /// UTF-8, or genboot's ownership line over a body cut short (no final
 /// newline; genboot's files always end with one). A `genboot-*.conf`
@@ -408,6 +434,30 @@ mod tests {
         let edited = text.replace("console=ttyS0", "console=tty0");
         assert!(!is_ours(edited.as_bytes()));
         assert!(!is_ours(b"title hand-written\nlinux /vmlinuz\n"));
+    }
+
+    #[test]
+    fn a_machine_id_or_title_change_boots_the_same_another_generation_does_not() {
+        let old = spec(3, false).render();
+        let mut s = spec(3, false);
+        s.machine_id = None;
+        s.label = "Renamed".into();
+        assert!(boots_the_same(old.as_bytes(), &s.render()));
+        // Generation 3 deleted, and a new generation 3 made: another
+        // generation object (init=), another kernel.
+        let mut other = spec(3, false);
+        other.options = other.options.replace("00112233", "99887766");
+        assert!(!boots_the_same(old.as_bytes(), &other.render()));
+        let mut other = spec(3, false);
+        other.linux = other.linux.replace("0a1b", "ffff");
+        assert!(!boots_the_same(old.as_bytes(), &other.render()));
+        let mut other = spec(3, false);
+        other.initrd = None;
+        assert!(!boots_the_same(old.as_bytes(), &other.render()));
+        // A torn or edited file is not trusted.
+        assert!(!boots_the_same(&old.as_bytes()[..old.len() / 2], &old));
+        let edited = old.replace("Debian 12", "Debian 13");
+        assert!(!boots_the_same(edited.as_bytes(), &old));
     }
 
     #[test]

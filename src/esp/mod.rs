@@ -370,6 +370,10 @@ pub struct InstallOptions {
     /// Profile generations left out because they cannot be read: their
     /// entries already on the ESP are kept, not removed.
     pub unreadable: Vec<u32>,
+    /// The firmware's `LoaderEntryDefault` (set in the menu with `d`, or by
+    /// `bootctl set-default`), when this ESP is the one the machine booted
+    /// from: systemd-boot prefers it to `loader.conf`'s default.
+    pub efi_default: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]

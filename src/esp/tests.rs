@@ -336,6 +336,69 @@ fn the_default_pattern_never_picks_an_entry_whose_tries_ran_out() {
 }
 
 #[test]
+fn the_recovery_entry_follows_the_generation_the_firmware_boots_by_default() {
+    let mut store = Store::new();
+    let g = gens(&mut store, &[1, 2, 3], Some(3));
+    let mut esp = MemEsp::new(BIG);
+    install_ok(&mut esp, &g, &InstallOptions::default());
+    assert!(entries(&esp).contains(&"genboot-3-recovery.conf".to_string()));
+    // Someone pressed `d` on generation 1 in the menu: systemd-boot stored
+    // its id, counter included, and prefers it to loader.conf.
+    let pinned = InstallOptions {
+        efi_default: Some("genboot-1+3.conf".into()),
+        ..InstallOptions::default()
+    };
+    let r = install_ok(&mut esp, &g, &pinned);
+    let e = entries(&esp);
+    assert!(e.contains(&"genboot-1-recovery.conf".to_string()), "{e:?}");
+    assert!(!e.contains(&"genboot-3-recovery.conf".to_string()), "{e:?}");
+    // loader.conf still names the current generation, and genboot says
+    // why the machine will not boot it.
+    assert_eq!(r.default, 3);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("LoaderEntryDefault")
+            && w.contains("boots generation 1 by default, not generation 3")),
+        "{:?}",
+        r.warnings
+    );
+    // Generation 1's entry is kept whatever the limit: the machine boots it.
+    let limited = InstallOptions {
+        limit: Some(1),
+        ..pinned.clone()
+    };
+    install_ok(&mut esp, &g, &limited);
+    assert!(entries(&esp).contains(&"genboot-1+3.conf".to_string()));
+    assert_bootable(&esp, &g);
+    // A variable that matches nothing (its counter moved on): loader.conf
+    // decides, as in systemd-boot.
+    let stale = InstallOptions {
+        efi_default: Some("genboot-1+2-1.conf".into()),
+        ..InstallOptions::default()
+    };
+    let r = install_ok(&mut esp, &g, &stale);
+    assert!(entries(&esp).contains(&"genboot-3-recovery.conf".to_string()));
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    // One that names another tool's entry: reported, recovery unchanged.
+    esp.put(
+        "loader/entries/debian.conf",
+        b"title Debian\nlinux /vmlinuz\n",
+    );
+    let other = InstallOptions {
+        efi_default: Some("debian*".into()),
+        ..InstallOptions::default()
+    };
+    let r = install_ok(&mut esp, &g, &other);
+    assert!(entries(&esp).contains(&"genboot-3-recovery.conf".to_string()));
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("an entry genboot did not write")),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[test]
 fn entries_named_like_genboots_that_genboot_did_not_write_are_left_alone() {
     let mut store = Store::new();
     let g = gens(&mut store, &[1, 2, 3], None);
@@ -466,7 +529,7 @@ fn when_the_writes_fit_only_after_the_removals_the_removals_go_first() {
 }
 
 #[test]
-fn unchanged_entries_keep_their_counters_and_changed_ones_are_renamed_first() {
+fn counters_survive_a_text_change_and_another_generation_under_the_number_starts_fresh() {
     let mut store = Store::new();
     let g = gens(&mut store, &[1, 2, 3], Some(3));
     let mut esp = MemEsp::new(BIG);
@@ -485,11 +548,38 @@ fn unchanged_entries_keep_their_counters_and_changed_ones_are_renamed_first() {
     esp.reset_log();
     install_ok(&mut esp, &g, &InstallOptions::default());
     assert_eq!(esp.ops, []);
-    // Generation 3 changes (a new label): its entry gets its fresh name
-    // first, then its new content; never two files for one entry.
+    // The machine gets a machine-id (issue 13): every entry's text
+    // changes, but each still boots its generation, so every counter
+    // stays — the blessed, the counted and the fresh one.
+    bless(&mut esp, Some(1), None).unwrap();
+    let mid = InstallOptions {
+        machine_id: Some("0123456789abcdef0123456789abcdef".into()),
+        ..InstallOptions::default()
+    };
+    esp.reset_log();
+    install_ok(&mut esp, &g, &mid);
+    assert!(
+        !esp.ops.iter().any(|o| matches!(o, Op::Rename(from, to)
+        if !from.ends_with(layout::TMP_SUFFIX) && from != to)),
+        "{:?}",
+        esp.ops
+    );
+    let e = entries(&esp);
+    for f in ["genboot-1.conf", "genboot-2+1-2.conf", "genboot-3+2-1.conf"] {
+        assert!(e.contains(&f.to_string()), "{f}: {e:?}");
+        let text = esp.get(&layout::entry_path(f)).unwrap();
+        assert!(
+            String::from_utf8_lossy(text).contains("\nmachine-id 0123"),
+            "{f}"
+        );
+    }
+    // Generation 3 deleted and a new generation 3 made (another generation
+    // object under the number): its entry gets its fresh name first, then
+    // its new content; never two files for one entry.
     let mut changed = g.clone();
-    changed[2].label = "Renamed".into();
-    install_ok(&mut esp, &changed, &InstallOptions::default());
+    changed[2].options = "root=LABEL=root rw init=/x/other-3/init".into();
+    esp.reset_log();
+    install_ok(&mut esp, &changed, &mid);
     assert_eq!(
         esp.ops[..3],
         [
@@ -507,6 +597,28 @@ fn unchanged_entries_keep_their_counters_and_changed_ones_are_renamed_first() {
     let e = entries(&esp);
     assert!(e.contains(&"genboot-2+1-2.conf".to_string()), "{e:?}");
     assert!(!e.iter().any(|f| f.starts_with("genboot-3+2")), "{e:?}");
+}
+
+#[test]
+fn an_exhausted_entry_stays_exhausted_when_its_text_changes() {
+    let mut store = Store::new();
+    let g = gens(&mut store, &[1, 2], Some(3));
+    let mut esp = MemEsp::new(BIG);
+    install_ok(&mut esp, &g, &InstallOptions::default());
+    esp.rename(
+        "loader/entries/genboot-2+3.conf",
+        "loader/entries/genboot-2+0-3.conf",
+    )
+    .unwrap();
+    let mid = InstallOptions {
+        machine_id: Some("0123456789abcdef0123456789abcdef".into()),
+        ..InstallOptions::default()
+    };
+    let r = install_ok(&mut esp, &g, &mid);
+    // Three failed boots are not forgotten because a machine-id appeared.
+    assert!(entries(&esp).contains(&"genboot-2+0-3.conf".to_string()));
+    assert_eq!(r.default, 1);
+    assert_eq!(default_file(&esp), "genboot-1+3.conf");
 }
 
 #[test]
@@ -620,10 +732,19 @@ fn every_step() -> EveryStep {
         "loader/entries/genboot-3+2-1.conf",
     )
     .unwrap();
+    esp.rename(
+        "loader/entries/genboot-2+3.conf",
+        "loader/entries/genboot-2+1-2.conf",
+    )
+    .unwrap();
     let mut after = before[1..].to_vec();
+    // Generation 2 is another generation now (deleted, the number made
+    // again): its entry starts with fresh tries (renamed first).
+    after[0].options = "root=LABEL=root rw init=/x/other-2/init".into();
     after.extend(gens(&mut store, &[4], Some(3)));
     current(&mut after, 4);
-    // The machine id is new: every entry's content changes.
+    // The machine id is new: every entry's content changes (generation 3
+    // keeps its counter).
     let opts = InstallOptions {
         machine_id: Some("0123456789abcdef0123456789abcdef".into()),
         ..InstallOptions::default()

@@ -297,3 +297,129 @@ fn systemd_boot_counts_tries_on_genboot_fat_regression_invalid_dates() {
     ok(o.clone());
     assert_eq!(written(&o), (0, 0), "{}", stderr(&o));
 }
+
+/// Issue 13: `--size auto` left 245 MB free on a Debian root, too little
+/// for one more kernel (its package's module tree and the generation's
+/// copy in the store). auto leaves that room, judged by ext4 itself
+/// (`dumpe2fs`) and mtools; a fixed size that fits the tree but not one
+/// more kernel is made, with a warning that says how to grow.
+#[test]
+fn auto_size_leaves_room_for_one_more_kernel_and_a_tight_size_says_how_to_grow() {
+    let mut sys = SystemTree::new();
+    let k = support::kernel(GENERIC);
+    let c = sys.config(&k, "");
+    let img = sys.path("disk.img");
+    let o = image(&sys, &[&c], &img, &["--esp-size", "64M"]);
+    let said = stderr(&o);
+    ok(o);
+    assert!(said.contains("room left: root partition about"), "{said}");
+    let kernel = std::fs::metadata(&k.image).unwrap().len();
+    let modules = du_bytes(&k.modules);
+    let initrd = store_file_len(&sys, "-initrd-", "initrd");
+    let root_need = 2 * (kernel + modules) + initrd;
+    let root_free = ext4_free(&img);
+    assert!(
+        root_free >= root_need,
+        "the root has {root_free} bytes free; one more kernel needs {root_need} ({kernel} kernel, {modules} modules, {initrd} initrd)"
+    );
+    let esp_free = fat_free(&img);
+    assert!(
+        esp_free >= kernel + initrd,
+        "the ESP has {esp_free} bytes free; one more kernel and initrd need {}",
+        kernel + initrd
+    );
+    assert!(!said.contains("warning"), "{said}");
+    // A size that holds the tree but not one more kernel: made, with the
+    // way to grow it.
+    let size = std::fs::metadata(&img).unwrap().len();
+    let tight = format!("{}M", (size - root_need / 2) >> 20);
+    std::fs::remove_file(&img).unwrap();
+    let o = image(&sys, &[], &img, &["--size", &tight, "--esp-size", "64M"]);
+    let said = stderr(&o);
+    ok(o);
+    assert!(
+        said.contains("less than one more kernel")
+            && said.contains("--size")
+            && said.contains("resize2fs"),
+        "{said}"
+    );
+    let _ = std::fs::remove_file(&img);
+}
+
+/// Bytes the files below `dir` take (`du -sb`, links not followed).
+fn du_bytes(dir: &Path) -> u64 {
+    let o = Command::new("du").arg("-sb").arg(dir).output().unwrap();
+    support::stdout(&o)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The size of `file` in the store object whose name contains `part`.
+fn store_file_len(sys: &SystemTree, part: &str, file: &str) -> u64 {
+    for e in std::fs::read_dir(sys.store()).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().contains(part) {
+            return std::fs::metadata(p.join(file)).unwrap().len();
+        }
+    }
+    panic!("no store object with {part}");
+}
+
+/// Free bytes of the ext4 root partition (partition 2), as `dumpe2fs`
+/// reads them from the image.
+fn ext4_free(img: &Path) -> u64 {
+    let o = Command::new("sgdisk")
+        .args(["-i", "2"])
+        .arg(img)
+        .output()
+        .unwrap();
+    let first: u64 = support::stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("First sector: "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let o = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(format!("{}?offset={}", img.display(), first * 512))
+        .output()
+        .unwrap();
+    let out = support::stdout(&o);
+    let field = |k: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("dumpe2fs has no {k}:\n{out}{}", stderr(&o)))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    field("Free blocks:") * field("Block size:")
+}
+
+/// Free bytes of the image's ESP, as mtools counts them.
+fn fat_free(img: &Path) -> u64 {
+    let o = Command::new("mdir")
+        .arg("-i")
+        .arg(mtools_target(img))
+        .arg("::/")
+        .output()
+        .unwrap();
+    let out = support::stdout(&o);
+    let line = out
+        .lines()
+        .find(|l| l.contains("bytes free"))
+        .unwrap_or_else(|| panic!("mdir: {out}"));
+    // mtools groups the digits: "63 827 968 bytes free".
+    line.split("bytes free")
+        .next()
+        .unwrap()
+        .replace([' ', ','], "")
+        .parse()
+        .unwrap_or_else(|e| panic!("{line}: {e}"))
+}
