@@ -195,6 +195,27 @@ fn image_size(s: &Session, req: &ImageRequest, next: NextKernel) -> anyhow::Resu
     Ok((size, root_need))
 }
 
+/// An empty `/efi` in the root file system, where systemd's gpt-auto
+/// generator mounts the ESP at boot (it mounts nothing at a directory that
+/// is not empty, and uses `/boot` only when `/efi` is missing). Made in
+/// the tree below `--root` when it has none; one that is not an empty
+/// directory is left alone, with a warning.
+fn efi_mount_point(s: &Session) -> anyhow::Result<()> {
+    use crate::notes::{Note, Notes};
+    let efi = s.state.in_root(Path::new("/efi"))?;
+    match std::fs::symlink_metadata(&efi) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(&efi).map_err(crate::fsutil::IoError::at("create", &efi))?;
+        }
+        Ok(m) if m.is_dir() && std::fs::read_dir(&efi).is_ok_and(|mut d| d.next().is_none()) => {}
+        _ => s.note(Note::Warning(&format!(
+            "{} is not an empty directory, so systemd will not mount the ESP there at boot; genboot finds it only where it is mounted (or give --esp)",
+            efi.display()
+        ))),
+    }
+    Ok(())
+}
+
 /// Warn when the image leaves no room for one more kernel, and say how to
 /// grow it.
 fn warn_room(s: &Session, req: &ImageRequest, m: &ImageMade) {
@@ -237,6 +258,7 @@ fn write_image(
         return Err(AppError::NoLoader(loader.to_path_buf()).into());
     }
     locked.install_to(esp, settings, Some(loader))?;
+    efi_mount_point(s)?;
     let space = {
         use crate::esp::Esp;
         ImageEsp::open(&req.output, false)?.space()?

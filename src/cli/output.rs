@@ -6,6 +6,7 @@ use super::Command;
 use crate::app::esp::Status;
 use crate::app::generations::{Collected, EspVerified, ListRow, Verified};
 use crate::app::image::ImageMade;
+use crate::app::BootEntry;
 use crate::app::{Change, Event, Observer};
 use crate::esp::bless::Blessed;
 use crate::esp::InstallReport;
@@ -177,7 +178,10 @@ impl Printer {
         println!("booted generation:  {}", show(st.booted));
         println!("current generation: {}", show(st.current));
         let Some(e) = &st.esp else {
-            println!("ESP:                none found");
+            match &st.esp_missing {
+                Some(why) => println!("ESP:                {why}"),
+                None => println!("ESP:                none found"),
+            }
             return Ok(());
         };
         println!("ESP:                {e}");
@@ -260,9 +264,32 @@ impl Observer for Printer {
             }
             Event::Changed(c) => self.changed(c),
             Event::Installed { esp, report } => self.installed(esp, report),
-            Event::NoEsp => eprintln!(
-                "genboot: note: no ESP found (no --esp/--image, no [boot] esp, nothing mounted at /efi, /boot, /boot/efi); the boot menu was not updated"
-            ),
+            Event::BootEntry(BootEntry::Registered(r)) => {
+                let list = |o: &[u16]| {
+                    o.iter()
+                        .map(|n| format!("{n:04X}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                eprintln!(
+                    "genboot: firmware boot entry Boot{:04X} \"{}\" ({}); BootOrder {}{}",
+                    r.slot,
+                    crate::host::boot_entry::DESCRIPTION,
+                    if r.written { "written" } else { "unchanged" },
+                    list(&r.order_after),
+                    if r.order_after == r.order_before {
+                        String::new()
+                    } else {
+                        format!(" (was {})", list(&r.order_before))
+                    }
+                );
+            }
+            Event::BootEntry(BootEntry::Skipped(why)) => {
+                eprintln!("genboot: note: no firmware boot entry written: {why}")
+            }
+            Event::NoEsp(why) => {
+                eprintln!("genboot: note: the boot menu was not updated: {why}")
+            }
         }
     }
 }

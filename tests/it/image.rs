@@ -79,6 +79,13 @@ fn image_passes_sgdisk_fsck_bootctl_and_e2fsck() {
     assert!(info("1").contains("Partition unique GUID: 65737000-0000-4000-8000-000000000001"));
     assert!(info("1").contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
     assert!(info("2").contains("Partition unique GUID: 6E6F6F74-0000-4000-8000-000000000002"));
+    // The Discoverable Partitions root type for x86-64 (issue 13): systemd's
+    // gpt-auto generator mounts the ESP of such a disk at /efi.
+    assert!(
+        info("2").contains("Partition GUID code: 4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
+        "{}",
+        info("2")
+    );
     let p = support::stdout(&Command::new("sgdisk").arg("-p").arg(&img).output().unwrap());
     assert!(
         p.contains("Disk identifier (GUID): 67656E62-6F6F-4000-8000-000000000000"),
@@ -143,6 +150,17 @@ fn image_passes_sgdisk_fsck_bootctl_and_e2fsck() {
         "{profiles}"
     );
     assert!(ls("/etc").contains("hostname"));
+    // An empty /efi for that mount.
+    // `ls -p` prints `/inode/mode/uid/gid/name/size/` per entry.
+    let names = |dir: &str| -> Vec<String> {
+        ls(dir)
+            .lines()
+            .filter_map(|l| l.split('/').nth(5).map(str::to_string))
+            .filter(|n| !n.is_empty())
+            .collect()
+    };
+    assert!(names("/").contains(&"efi".to_string()), "{}", ls("/"));
+    assert_eq!(names("/efi"), [".", ".."], "{}", ls("/efi"));
     let store = ls("/var/lib/genboot/store");
     assert!(store.contains("-genboot-system-"), "{store}");
 }
