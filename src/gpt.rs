@@ -2,8 +2,9 @@
 //! GUIDs, read back and checked before an ESP inside it is used.
 //!
 //! Layout: LBA 0 protective MBR, LBA 1–33 primary GPT, the ESP from 1 MiB,
-//! the root partition right after it up to 1 MiB before the end, the backup
-//! GPT in the last 33 sectors. Same inputs, same bytes.
+//! the root partition (type [`ROOT_TYPE`]) right after it up to 1 MiB
+//! before the end, the backup GPT in the last 33 sectors. Same inputs,
+//! same bytes.
 
 use crate::fsutil::IoError;
 use crate::hint::Hint;
@@ -17,6 +18,10 @@ use uuid::Uuid;
 pub const DISK_GUID: &str = "67656e62-6f6f-4000-8000-000000000000";
 /// The PARTUUID of the ESP.
 pub const ESP_PARTUUID: &str = "65737000-0000-4000-8000-000000000001";
+/// The root partition's type: the Discoverable Partitions Specification's
+/// root partition for x86-64 (systemd-gpt-auto-generator mounts the ESP of
+/// a disk whose root partition has it).
+pub const ROOT_TYPE: &str = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
 /// The PARTUUID of the root partition (`root=PARTUUID=…`).
 pub const ROOT_PARTUUID: &str = "6e6f6f74-0000-4000-8000-000000000002";
 /// The ext4 UUID of the root file system (`root=UUID=…`).
@@ -82,6 +87,8 @@ const ESP_TYPE: [u8; 16] = [
 struct GptEntry {
     number: u32,
     type_guid: [u8; 16],
+    /// The partition's unique GUID, as stored (mixed endian).
+    unique: [u8; 16],
     first: u64,
     last: u64,
 }
@@ -176,6 +183,7 @@ fn read_header(file: &File, lba: u64, size: u64) -> Result<GptHeader, String> {
         entries.push(GptEntry {
             number: i as u32 + 1,
             type_guid,
+            unique: e[16..32].try_into().expect("16 bytes"),
             first: le64(e, 32),
             last: le64(e, 40),
         });
@@ -284,6 +292,26 @@ pub fn find_esp(file: &File) -> Result<Part, DiskError> {
     })
 }
 
+/// The unique GUID (PARTUUID) and first LBA of partition `number` of the
+/// disk `file` (a disk image or a whole-disk device node), from its primary
+/// GPT, checked as [`find_esp`] checks it (signature, both CRCs).
+pub fn partition_guid(file: &File, number: u32) -> Result<(Uuid, u64), DiskError> {
+    // A block device's metadata says 0 bytes; seeking to its end does not.
+    let size = {
+        use std::io::{Seek, SeekFrom};
+        let mut f = file;
+        f.seek(SeekFrom::End(0))
+            .map_err(IoError::at("find the size of", Path::new("disk")))?
+    };
+    let gpt = read_header(file, 1, size).map_err(DiskError::NoGpt)?;
+    let e = gpt
+        .entries
+        .iter()
+        .find(|e| e.number == number)
+        .ok_or_else(|| DiskError::NoGpt(format!("it has no partition {number}")))?;
+    Ok((Uuid::from_bytes_le(e.unique), e.first))
+}
+
 impl DiskError {
     /// The message and the hint, apart.
     pub fn what_and_hint(&self) -> (String, String) {
@@ -359,7 +387,9 @@ pub fn write_gpt(path: &Path, size: u64, esp_size: u64) -> Result<(Part, Part), 
         root.number,
         root.start / SECTOR,
         root.len / SECTOR,
-        gpt::partition_types::LINUX_FS,
+        // The Discoverable Partitions root type for x86-64: systemd's
+        // gpt-auto generator then mounts the ESP on the same disk at /efi.
+        gpt::partition_types::LINUX_ROOT_X64,
         0,
     )
     .map_err(|e| gerr(&e))?;
@@ -380,6 +410,31 @@ pub fn write_gpt(path: &Path, size: u64, esp_size: u64) -> Result<(Part, Part), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_type_is_the_discoverable_partitions_x86_64_root() {
+        assert_eq!(
+            gpt::partition_types::LINUX_ROOT_X64.guid,
+            Uuid::parse_str(ROOT_TYPE).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_partition_guids_of_a_written_image_are_read_back() {
+        let t = tempfile::tempdir().unwrap();
+        let img = t.path().join("disk.img");
+        write_gpt(&img, 64 << 20, 40 << 20).unwrap();
+        let f = File::open(&img).unwrap();
+        assert_eq!(
+            partition_guid(&f, 1).unwrap(),
+            (Uuid::parse_str(ESP_PARTUUID).unwrap(), 2048)
+        );
+        assert_eq!(
+            partition_guid(&f, 2).unwrap().0,
+            Uuid::parse_str(ROOT_PARTUUID).unwrap()
+        );
+        assert!(partition_guid(&f, 3).is_err());
+    }
 
     #[test]
     fn layout_puts_esp_at_one_mib_and_root_after_it() {

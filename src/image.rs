@@ -17,6 +17,18 @@ use std::process::Command;
 /// files' blocks, a block per inode-table slot and directory, the journal
 /// and the reserve, rounded up to MiB.
 pub(crate) fn root_size_for(tree: Tree) -> Result<u64, DiskError> {
+    let sum = tree_bytes(tree)?;
+    // ext4 metadata (inode tables at 1 inode per 16 KiB, group
+    // descriptors, bitmaps) ~ 2 %, 5 % reserve, the journal (up to 64 MiB),
+    // and room to grow.
+    let size = sum + sum / 8 + (96 << 20);
+    Ok(size.div_ceil(MIB) * MIB)
+}
+
+/// What the files of `tree` take on ext4 with 4 KiB blocks: each file
+/// rounded up to whole blocks, plus a block and an inode for every entry
+/// (a directory block, a link target). Links are not followed.
+pub(crate) fn tree_bytes(tree: Tree) -> Result<u64, DiskError> {
     use std::os::unix::fs::MetadataExt;
     /// `dev`: stay on this device (the root file system alone).
     fn walk(dir: &Path, dev: Option<u64>, sum: &mut u64) -> Result<(), DiskError> {
@@ -48,11 +60,7 @@ pub(crate) fn root_size_for(tree: Tree) -> Result<u64, DiskError> {
             walk(Path::new("/"), Some(dev), &mut sum)?
         }
     }
-    // ext4 metadata (inode tables at 1 inode per 16 KiB, group
-    // descriptors, bitmaps) ~ 2 %, 5 % reserve, the journal (up to 64 MiB),
-    // and room to grow.
-    let size = sum + sum / 8 + (96 << 20);
-    Ok(size.div_ceil(MIB) * MIB)
+    Ok(sum)
 }
 
 /// What the root partition holds.

@@ -16,7 +16,7 @@ use super::switch::build_and_add;
 use super::{AppError, Locked, Session};
 use crate::esp::fat::{self as fat_image, ImageEsp};
 use crate::fsutil;
-use crate::gpt::{self, Part};
+use crate::gpt::{self, Part, MIB};
 use crate::image;
 use crate::notes::Note;
 use crate::store::{LockKind, Store};
@@ -49,6 +49,45 @@ pub struct ImageRequest {
 pub struct ImageMade {
     pub output: PathBuf,
     pub size: u64,
+    /// The root partition's size, and what the tree below `--root` takes
+    /// of it (an estimate: files in whole 4 KiB blocks, ext4's metadata).
+    pub root_len: u64,
+    pub root_used: u64,
+    /// Free bytes on the ESP after the install.
+    pub esp_free: u64,
+    /// What one more kernel would need, judged by the biggest generation.
+    pub next_kernel: NextKernel,
+}
+
+/// What one more kernel like the biggest one in the profile takes: on the
+/// ESP its kernel and initrd; on the root its kernel and module tree twice
+/// (the distribution's package installs them into the tree, a generation
+/// copies them into the store) and its initrd.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NextKernel {
+    pub esp: u64,
+    pub root: u64,
+}
+
+impl NextKernel {
+    /// Judged by the generations of `locked`'s profile.
+    fn of(locked: &Locked) -> anyhow::Result<NextKernel> {
+        let store = Store::open_read_only(&locked.session.state);
+        let mut next = NextKernel::default();
+        for g in locked.profile.generations()? {
+            let dir = store.path(&g.target);
+            let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+            let (kernel, initrd) = (size("kernel"), size("initrd"));
+            // The module tree's store object (a link in the generation).
+            let modules = match std::fs::canonicalize(dir.join("kernel-modules")) {
+                Ok(p) if p.starts_with(&store.dir) => image::tree_bytes(image::Tree::Dir(&p))?,
+                _ => 0,
+            };
+            next.esp = next.esp.max(kernel + initrd);
+            next.root = next.root.max(2 * (kernel + modules) + initrd);
+        }
+        Ok(next)
+    }
 }
 
 /// Refuse sizes and places that cannot work, before anything is built.
@@ -228,11 +267,12 @@ fn put_back(
 }
 
 /// The image size: the one asked for (when the tree fits), or what the
-/// ESP and the tree need. The root file system must hold the whole tree
-/// (the store holds every generation's kernel modules).
-fn image_size(s: &Session, req: &ImageRequest) -> anyhow::Result<u64> {
+/// ESP and the tree need plus room for one more kernel (`next`). The root
+/// file system must hold the whole tree (the store holds every
+/// generation's kernel modules). Returns the size and the root's need.
+fn image_size(s: &Session, req: &ImageRequest, next: NextKernel) -> anyhow::Result<(u64, u64)> {
     let root_need = image::root_size_for(tree(s))?;
-    Ok(match &req.size {
+    let size = match &req.size {
         ImageSize::Fixed(size, text) => {
             let (_, root) = gpt::layout(*size, req.esp_size)?;
             if root.len < root_need {
@@ -247,8 +287,55 @@ fn image_size(s: &Session, req: &ImageRequest) -> anyhow::Result<u64> {
             }
             *size
         }
-        ImageSize::Auto => root_need + req.esp_size + (2 << 20),
-    })
+        ImageSize::Auto => (root_need + next.root + req.esp_size + (2 << 20)).div_ceil(MIB) * MIB,
+    };
+    Ok((size, root_need))
+}
+
+/// An empty `/efi` in the root file system, where systemd's gpt-auto
+/// generator mounts the ESP at boot (it mounts nothing at a directory that
+/// is not empty, and uses `/boot` only when `/efi` is missing). Made in
+/// the tree below `--root` when it has none; one that is not an empty
+/// directory is left alone, with a warning.
+fn efi_mount_point(s: &Session) -> anyhow::Result<()> {
+    use crate::notes::{Note, Notes};
+    let efi = s.state.in_root(Path::new("/efi"))?;
+    match std::fs::symlink_metadata(&efi) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(&efi).map_err(crate::fsutil::IoError::at("create", &efi))?;
+        }
+        Ok(m) if m.is_dir() && std::fs::read_dir(&efi).is_ok_and(|mut d| d.next().is_none()) => {}
+        _ => s.note(Note::Warning(&format!(
+            "{} is not an empty directory, so systemd will not mount the ESP there at boot; genboot finds it only where it is mounted (or give --esp)",
+            efi.display()
+        ))),
+    }
+    Ok(())
+}
+
+/// Warn when the image leaves no room for one more kernel, and say how to
+/// grow it.
+fn warn_room(s: &Session, req: &ImageRequest, m: &ImageMade) {
+    use crate::notes::{Note, Notes};
+    use crate::units::human;
+    let root_free = m.root_len.saturating_sub(m.root_used);
+    if root_free < m.next_kernel.root {
+        s.note(Note::Warning(&format!(
+            "the root partition of {} has about {} free, less than one more kernel like the biggest here needs ({}: its package's files and the generation's copy); make the image again with a larger --size (or without --size: auto leaves that room), or grow it later: `truncate -s +1G IMAGE`, `sgdisk -e IMAGE`, then grow partition 2 and its ext4 (`growpart`, `resize2fs`) in the booted system",
+            m.output.display(),
+            human(root_free),
+            human(m.next_kernel.root)
+        )));
+    }
+    if m.esp_free < m.next_kernel.esp {
+        s.note(Note::Warning(&format!(
+            "the ESP of {} has {} free, less than one more kernel and initrd need ({}); make the image again with a larger --esp-size (it is {} now)",
+            m.output.display(),
+            human(m.esp_free),
+            human(m.next_kernel.esp),
+            req.esp_size_text
+        )));
+    }
 }
 
 fn write_image(
@@ -257,7 +344,8 @@ fn write_image(
     settings: &Settings,
 ) -> anyhow::Result<ImageMade> {
     let s = locked.session;
-    let size = image_size(s, req)?;
+    let next_kernel = NextKernel::of(locked)?;
+    let (size, root_used) = image_size(s, req, next_kernel)?;
     let loader = Path::new(SYSTEMD_BOOT);
     if !loader.is_file() {
         return Err(AppError::NoLoader(loader.to_path_buf()).into());
@@ -268,10 +356,21 @@ fn write_image(
     fat_image::format(file, esp_part.start, esp_part.len)?;
     let esp = Box::new(ImageEsp::open(&out.io, true)?);
     locked.install_to(esp, settings, Some(loader))?;
+    efi_mount_point(s)?;
+    let space = {
+        use crate::esp::Esp;
+        ImageEsp::open(&out.io, false)?.space()?
+    };
     image::make_root(&out.tool, root_part, tree(s))?;
     out.finish(&req.output)?;
-    Ok(ImageMade {
+    let made = ImageMade {
         output: req.output.clone(),
         size,
-    })
+        root_len: root_part.len,
+        root_used,
+        esp_free: space.free_clusters * space.cluster_size,
+        next_kernel,
+    };
+    warn_room(s, req, &made);
+    Ok(made)
 }

@@ -22,6 +22,7 @@ use crate::esp::dir::{DirEsp, MountCheck};
 use crate::esp::fat::ImageEsp;
 use crate::esp::{Esp, EspError, GenInput, InstallOptions, InstallReport, StoreFile};
 use crate::hint::Hint;
+use crate::host::esp::EspProbe;
 use crate::notes::{Note, Notes, Wait};
 use crate::profile::{Generation, Lock, Profile};
 use crate::state::State;
@@ -49,8 +50,19 @@ pub enum Event<'a> {
         esp: &'a str,
         report: &'a InstallReport,
     },
-    /// A profile change found no ESP to update.
-    NoEsp,
+    /// A profile change found no ESP to update: why (with what to do).
+    NoEsp(&'a str),
+    /// `install --install-loader` and the firmware's boot entries.
+    BootEntry(BootEntry<'a>),
+}
+
+/// What `install --install-loader` did with the firmware's boot entries.
+#[derive(Debug)]
+pub enum BootEntry<'a> {
+    /// Registered (or found) and put first in `BootOrder`.
+    Registered(&'a crate::host::boot_entry::Registered),
+    /// Not done, and why.
+    Skipped(&'a str),
 }
 
 /// A change of the profile.
@@ -102,6 +114,8 @@ pub enum AppError {
     NothingToImage(PathBuf),
     #[error("no --config given, and the system's configuration {} does not exist", .0.display())]
     NoConfig(PathBuf),
+    #[error("cannot tell which partition the ESP at {} is, for its firmware boot entry: {why}", .esp.display())]
+    EspPartition { esp: PathBuf, why: String },
 }
 
 impl Hint for AppError {
@@ -122,6 +136,7 @@ impl Hint for AppError {
                 "pass --config FILE, or write the system's configuration /etc/genboot/system.toml below --root".into()
             }
             AppError::NoConfig(_) => "write it (README.md's system.toml section shows every key), or pass --config FILE".into(),
+            AppError::EspPartition { .. } => "the boot menu and systemd-boot were installed; add the boot entry with `bootctl install` or `efibootmgr`, or check that sysfs and /dev are mounted".into(),
         })
     }
 }
@@ -200,21 +215,55 @@ impl<'o> Session<'o> {
             let esp = DirEsp::open(&below, check).with_context(context)?;
             return Ok(Some(Box::new(esp)));
         }
-        let mounts = crate::host::mounts::mounts();
-        match crate::host::mounts::probe_esp(&self.state, &mounts) {
-            Some(p) => Ok(Some(Box::new(DirEsp::open(&p, check)?))),
-            None => Ok(None),
+        match self.probe_esp() {
+            EspProbe::Mounted { dir, .. } => Ok(Some(Box::new(DirEsp::open(&dir, check)?))),
+            EspProbe::NotMounted { .. } | EspProbe::NotFound => Ok(None),
         }
     }
 
-    /// [`Session::open_esp`], or an error saying none was found.
-    fn require_esp(&self, configured: Option<&Path>) -> anyhow::Result<Box<dyn Esp>> {
-        self.open_esp(configured, true)?.ok_or_else(|| {
-            EspError::NotFound {
+    /// Where the running machine's ESP is ([`crate::host::esp`]).
+    fn probe_esp(&self) -> EspProbe {
+        crate::host::esp::probe(&self.state, &crate::host::mounts::mounts)
+    }
+
+    /// Why no ESP was found (when [`Session::open_esp`] found none): not
+    /// mounted, with how to mount it, or not found.
+    fn no_esp(&self) -> EspError {
+        match self.probe_esp() {
+            EspProbe::NotMounted { partuuid, device } => EspError::NotMounted {
+                partuuid,
+                device,
                 root: self.state.root.clone(),
+            },
+            EspProbe::Mounted { .. } | EspProbe::NotFound => EspError::NotFound {
+                root: self.state.root.clone(),
+            },
+        }
+    }
+
+    /// [`Session::open_esp`], or an error saying why none was found.
+    fn require_esp(&self, configured: Option<&Path>) -> anyhow::Result<Box<dyn Esp>> {
+        match self.open_esp(configured, true)? {
+            Some(esp) => Ok(esp),
+            None => Err(self.no_esp().into()),
+        }
+    }
+
+    /// The firmware's `LoaderEntryDefault`, when `esp` is mounted at the
+    /// partition the machine booted from (another ESP, or an image, has
+    /// nothing to do with this machine's firmware variables).
+    fn efi_default_for(&self, esp: &dyn Esp) -> Option<String> {
+        let at = esp.mount_point()?;
+        match self.probe_esp() {
+            EspProbe::Mounted { dir, booted: true } if dir == at => {
+                let vars = crate::host::efivars::dir(&self.state).ok()?;
+                crate::host::efivars::read_string(&crate::host::efivars::var(
+                    &vars,
+                    "LoaderEntryDefault",
+                ))
             }
-            .into()
-        })
+            _ => None,
+        }
     }
 
     /// What genboot-init recorded about this boot.
@@ -311,6 +360,7 @@ impl Locked<'_> {
             loader: loader.map(read_loader).transpose()?,
             machine_id: crate::host::machine_id::machine_id(state),
             booted: self.session.booted().generation,
+            efi_default: self.session.efi_default_for(esp),
         };
         let mut report = crate::esp::install(esp, &inputs, &opts)?;
         report.warnings.splice(0..0, warnings);
@@ -345,7 +395,10 @@ impl Locked<'_> {
                 Some(esp) => {
                     self.install_to(esp, &settings, None)?;
                 }
-                None => self.observer().event(Event::NoEsp),
+                None => {
+                    let why = self.session.no_esp().with_hint();
+                    self.observer().event(Event::NoEsp(&why));
+                }
             }
             Ok(())
         })();

@@ -171,7 +171,8 @@ fn status_reports_an_esp_it_cannot_open_instead_of_none_found() {
     esp::install(&s, None).unwrap();
     let st = esp::status(&s).unwrap();
     assert_eq!(st.current, Some(1));
-    assert_eq!(st.default_entry.as_deref(), Some("genboot-1.conf"));
+    assert_eq!(st.default_entry.as_deref(), Some("genboot-1[.+][c1-9]*"));
+    assert_eq!(st.default_file.as_deref(), Some("genboot-1+3.conf"));
     assert_eq!(st.entries.len(), 2);
 }
 

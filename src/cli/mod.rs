@@ -240,8 +240,8 @@ fn run(s: &Session, out: &Printer, cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Bless => out.blessed(&app::esp::bless(s)?),
         Command::SetOneshot { number } => {
-            app::esp::set_oneshot(s, number)?;
-            eprintln!("genboot: the next boot (only) starts generation {number}");
+            let file = app::esp::set_oneshot(s, number)?;
+            eprintln!("genboot: the next boot (only) starts generation {number} ({file})");
         }
         Command::Status { json } => out.status(&app::esp::status(s)?, json)?,
     }

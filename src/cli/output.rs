@@ -6,6 +6,7 @@ use super::Command;
 use crate::app::esp::Status;
 use crate::app::generations::{Collected, EspVerified, ListRow, Verified};
 use crate::app::image::ImageMade;
+use crate::app::BootEntry;
 use crate::app::{Change, Event, Observer};
 use crate::esp::bless::Blessed;
 use crate::esp::InstallReport;
@@ -149,6 +150,14 @@ impl Printer {
             gpt::ROOT_FS_UUID,
             gpt::ROOT_FS_LABEL
         );
+        eprintln!(
+            "genboot: room left: root partition about {} of {} (one more kernel with its modules needs about {}), ESP {} (one more kernel and initrd: {})",
+            human(m.root_len.saturating_sub(m.root_used)),
+            human(m.root_len),
+            human(m.next_kernel.root),
+            human(m.esp_free),
+            human(m.next_kernel.esp)
+        );
     }
 
     pub fn blessed(&self, b: &Blessed) {
@@ -169,14 +178,19 @@ impl Printer {
         println!("booted generation:  {}", show(st.booted));
         println!("current generation: {}", show(st.current));
         let Some(e) = &st.esp else {
-            println!("ESP:                none found");
+            match &st.esp_missing {
+                Some(why) => println!("ESP:                {why}"),
+                None => println!("ESP:                none found"),
+            }
             return Ok(());
         };
         println!("ESP:                {e}");
-        println!(
-            "default entry:      {}",
-            st.default_entry.as_deref().unwrap_or("(none)")
-        );
+        let default = match (&st.default_entry, &st.default_file) {
+            (Some(p), Some(f)) => format!("{p} ({f})"),
+            (Some(p), None) => format!("{p} (matches no entry: systemd-boot boots its first)"),
+            (None, _) => "(none)".to_string(),
+        };
+        println!("default entry:      {default}");
         for e in &st.entries {
             let tries = match (e.tries_left, e.tries_done) {
                 (Some(0), _) => "  (tries used up)".to_string(),
@@ -250,9 +264,32 @@ impl Observer for Printer {
             }
             Event::Changed(c) => self.changed(c),
             Event::Installed { esp, report } => self.installed(esp, report),
-            Event::NoEsp => eprintln!(
-                "genboot: note: no ESP found (no --esp/--image, no [boot] esp, nothing mounted at /efi, /boot, /boot/efi); the boot menu was not updated"
-            ),
+            Event::BootEntry(BootEntry::Registered(r)) => {
+                let list = |o: &[u16]| {
+                    o.iter()
+                        .map(|n| format!("{n:04X}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                eprintln!(
+                    "genboot: firmware boot entry Boot{:04X} \"{}\" ({}); BootOrder {}{}",
+                    r.slot,
+                    crate::host::boot_entry::DESCRIPTION,
+                    if r.written { "written" } else { "unchanged" },
+                    list(&r.order_after),
+                    if r.order_after == r.order_before {
+                        String::new()
+                    } else {
+                        format!(" (was {})", list(&r.order_before))
+                    }
+                );
+            }
+            Event::BootEntry(BootEntry::Skipped(why)) => {
+                eprintln!("genboot: note: no firmware boot entry written: {why}")
+            }
+            Event::NoEsp(why) => {
+                eprintln!("genboot: note: the boot menu was not updated: {why}")
+            }
         }
     }
 }

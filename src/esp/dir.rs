@@ -33,6 +33,7 @@ pub(crate) fn check_mount(mounts: &[Mount], path: &Path, canon: &Path) -> Result
     let m = mount_of(mounts, canon).cloned().unwrap_or(Mount {
         point: PathBuf::from("/"),
         fstype: "unknown".into(),
+        ..Mount::default()
     });
     if !is_fat(&m.fstype) {
         return Err(EspError::NotFat {
@@ -121,6 +122,10 @@ impl DirEsp {
 }
 
 impl Esp for DirEsp {
+    fn mount_point(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
     fn describe(&self) -> String {
         self.root.display().to_string()
     }

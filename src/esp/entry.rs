@@ -161,10 +161,45 @@ impl EntrySpec {
     }
 }
 
-/// `loader.conf`: the default entry, the menu timeout, no editor.
-pub(crate) fn loader_conf(default_key: &str, timeout: u32) -> String {
+/// The `default` of `loader.conf` for `generation`: a glob that matches
+/// its entry whatever boot counter systemd-boot gave the file, and nothing
+/// else genboot writes.
+///
+/// systemd-boot 252 (Debian 12) takes the whole file name, counter
+/// included and lower-cased, as the entry id (`genboot-2+3.conf`), and
+/// matches `default` against it as a glob (`efi_fnmatch`: `*`, `?`,
+/// `[...]` with ranges, no negation); the first match in its menu order
+/// wins. (bootctl strips the counter from the id, `genboot-2.conf`; the
+/// pattern matches that too.) So for generation 2:
+///
+/// - `genboot-2` then `[.+]`: the plain `genboot-2.conf` or a counter
+///   `genboot-2+…`, never `genboot-21.conf` nor `genboot-2-recovery.conf`;
+/// - then `[c1-9]`: the `c` of `.conf`, or a first counter digit 1-9, so
+///   an entry whose tries ran out (`genboot-2+0-3.conf`) does not match.
+///   systemd-boot then boots its first entry instead — the newest
+///   generation with tries left, as boot counting means it to (it sorts
+///   exhausted entries last); a default that matched `+0` would boot the
+///   failing generation forever. genboot never makes such an entry its
+///   default either (see the planner).
+pub(crate) fn default_pattern(generation: u32) -> String {
+    format!("{}[.+][c1-9]*", key(generation, false))
+}
+
+/// Whether systemd-boot's `default` (or `LoaderEntryDefault`) `pattern`
+/// picks the entry file `file` (lower-cased, as systemd-boot compares).
+pub(crate) fn default_matches(pattern: &str, file: &str) -> bool {
+    genboot_format::module_name::fnmatch(
+        pattern.to_ascii_lowercase().as_bytes(),
+        file.to_ascii_lowercase().as_bytes(),
+    )
+}
+
+/// `loader.conf`: the default entry (see [`default_pattern`]), the menu
+/// timeout, no editor.
+pub(crate) fn loader_conf(default_generation: u32, timeout: u32) -> String {
     sign(&format!(
-        "default {default_key}{SUFFIX}\ntimeout {timeout}\neditor no\n"
+        "default {}\ntimeout {timeout}\neditor no\n",
+        default_pattern(default_generation)
     ))
 }
 
@@ -189,6 +224,32 @@ pub(crate) fn is_ours(data: &[u8]) -> bool {
     first
         .strip_prefix(MARK)
         .is_some_and(|d| d == digest(rest.as_bytes()))
+}
+
+/// Whether the entry genboot wrote as `old` boots what `new` would boot:
+/// the same `linux`, `initrd` and `options` (which name the generation's
+/// store path with `init=`), whatever else changed (a `machine-id` line
+/// the machine got since, a title). Its boot counter then belongs to the
+/// new text too: it counts tries of the same generation. A different
+/// generation under a reused number (after `genboot delete`) boots other
+/// things and starts with fresh tries; so does a torn or edited file.
+pub(crate) fn boots_the_same(old: &[u8], new: &str) -> bool {
+    if !is_ours(old) {
+        return false;
+    }
+    let boots = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| {
+                matches!(
+                    l.split_whitespace().next(),
+                    Some("linux" | "initrd" | "options")
+                )
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    boots(&String::from_utf8_lossy(old)) == boots(new)
 }
 
 /// Bytes of a torn write, not of a person: empty, holding a NUL byte, not
@@ -283,9 +344,49 @@ mod tests {
     fn loader_conf_matches_golden_file() {
         golden(
             "loader.conf",
-            &loader_conf("genboot-3", 5),
+            &loader_conf(3, 5),
             include_str!("../../tests/golden/loader.conf"),
         );
+    }
+
+    #[test]
+    fn the_default_pattern_matches_its_generation_whatever_the_counter() {
+        let p = default_pattern(2);
+        for file in [
+            "genboot-2.conf",
+            "genboot-2+3.conf",
+            "genboot-2+2-1.conf",
+            "genboot-2+1-2.conf",
+            "genboot-2+10-0.conf",
+            "GENBOOT-2+3.CONF",
+        ] {
+            assert!(default_matches(&p, file), "{p} should match {file}");
+        }
+        for file in [
+            // Tries ran out: systemd-boot falls back to its first entry.
+            "genboot-2+0-3.conf",
+            "genboot-2+0.conf",
+            // Other generations and the recovery entry.
+            "genboot-21.conf",
+            "genboot-20+3.conf",
+            "genboot-12.conf",
+            "genboot-2-recovery.conf",
+            "genboot-1.conf",
+            "other.conf",
+        ] {
+            assert!(!default_matches(&p, file), "{p} should not match {file}");
+        }
+        // Every name genboot writes for another generation is left alone.
+        for n in [1, 3, 12, 20, 21, 22, 200] {
+            for counter in [None, Some((3, None)), Some((2, Some(1)))] {
+                let name = EntryName {
+                    generation: n,
+                    recovery: false,
+                    counter: counter.map(|(left, done)| Counter { left, done }),
+                };
+                assert!(!default_matches(&p, &name.file_name()), "{name:?}");
+            }
+        }
     }
 
     #[test]
@@ -333,6 +434,30 @@ mod tests {
         let edited = text.replace("console=ttyS0", "console=tty0");
         assert!(!is_ours(edited.as_bytes()));
         assert!(!is_ours(b"title hand-written\nlinux /vmlinuz\n"));
+    }
+
+    #[test]
+    fn a_machine_id_or_title_change_boots_the_same_another_generation_does_not() {
+        let old = spec(3, false).render();
+        let mut s = spec(3, false);
+        s.machine_id = None;
+        s.label = "Renamed".into();
+        assert!(boots_the_same(old.as_bytes(), &s.render()));
+        // Generation 3 deleted, and a new generation 3 made: another
+        // generation object (init=), another kernel.
+        let mut other = spec(3, false);
+        other.options = other.options.replace("00112233", "99887766");
+        assert!(!boots_the_same(old.as_bytes(), &other.render()));
+        let mut other = spec(3, false);
+        other.linux = other.linux.replace("0a1b", "ffff");
+        assert!(!boots_the_same(old.as_bytes(), &other.render()));
+        let mut other = spec(3, false);
+        other.initrd = None;
+        assert!(!boots_the_same(old.as_bytes(), &other.render()));
+        // A torn or edited file is not trusted.
+        assert!(!boots_the_same(&old.as_bytes()[..old.len() / 2], &old));
+        let edited = old.replace("Debian 12", "Debian 13");
+        assert!(!boots_the_same(edited.as_bytes(), &old));
     }
 
     #[test]

@@ -50,8 +50,14 @@ pub enum EspError {
     NotMountPoint { path: PathBuf, mount: String },
     #[error("ESP directory {path} does not exist or is not a directory")]
     NoSuchDir { path: PathBuf },
-    #[error("no EFI System Partition found: nothing given with --esp/--image, no [boot] esp in the configuration, and no FAT file system mounted at /efi, /boot or /boot/efi below {root}")]
+    #[error("no EFI System Partition found: nothing given with --esp/--image, no [boot] esp in the configuration, no LoaderDevicePartUUID EFI variable naming the partition the machine booted from, and no FAT file system mounted at /efi, /boot or /boot/efi below {root}")]
     NotFound { root: PathBuf },
+    #[error("the machine booted from the EFI System Partition PARTUUID={partuuid}{}, but it is not mounted below {}", .device.as_ref().map(|d| format!(" ({})", d.display())).unwrap_or_default(), .root.display())]
+    NotMounted {
+        partuuid: String,
+        device: Option<PathBuf>,
+        root: PathBuf,
+    },
     #[error("cannot open disk image {path}: {cause}")]
     ImageOpen { path: PathBuf, cause: io::Error },
     #[error("disk image {path} is read-only")]
@@ -102,6 +108,9 @@ impl Hint for EspError {
                 "mount the ESP there, or pass its mount point with --esp PATH".into()
             }
             EspError::NotFound { .. } => "mount the ESP, or pass --esp PATH or --image FILE".into(),
+            EspError::NotMounted {
+                partuuid, device, ..
+            } => crate::host::esp::how_to_mount(partuuid, device.as_deref()),
             EspError::ImageOpen { .. } => {
                 "check the path; create an image with `genboot image`".into()
             }
@@ -268,6 +277,10 @@ pub trait Esp {
     fn remove(&mut self, path: &str) -> Result<(), EspError>;
     fn space(&mut self) -> Result<Space, EspError>;
     fn stats(&self) -> WriteStats;
+    /// Where it is mounted, for a mounted ESP (the directory backend).
+    fn mount_point(&self) -> Option<&Path> {
+        None
+    }
     /// Things the user should know about this ESP (e.g. a FAT volume that
     /// was not cleanly unmounted).
     fn notes(&self) -> Vec<String> {
@@ -370,6 +383,10 @@ pub struct InstallOptions {
     /// Profile generations left out because they cannot be read: their
     /// entries already on the ESP are kept, not removed.
     pub unreadable: Vec<u32>,
+    /// The firmware's `LoaderEntryDefault` (set in the menu with `d`, or by
+    /// `bootctl set-default`), when this ESP is the one the machine booted
+    /// from: systemd-boot prefers it to `loader.conf`'s default.
+    pub efi_default: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -421,6 +438,21 @@ fn fill_digests(gens: &mut [GenInput], snapshot: &EspSnapshot) -> Result<(), Esp
         }
     }
     Ok(())
+}
+
+/// The entry file of `generation` (not its recovery entry) as it is on the
+/// ESP now, boot counter included (`genboot-3+2-1.conf`): the id
+/// systemd-boot gives it.
+pub fn entry_file(esp: &mut dyn Esp, generation: u32) -> Result<String, EspError> {
+    esp.list(layout::ENTRIES_DIR)?
+        .into_iter()
+        .find(|f| {
+            entry::EntryName::parse(f).is_some_and(|n| n.generation == generation && !n.recovery)
+        })
+        .ok_or_else(|| EspError::NoEntry {
+            what: format!("generation {generation}"),
+            esp: esp.describe(),
+        })
 }
 
 /// Reconcile `esp` with `gens`: survey, plan, apply (see the module

@@ -52,7 +52,9 @@ pub struct SmallWrite {
 pub enum EntryAction {
     /// A new file, `loader/entries/<file>`.
     New { file: String },
-    /// `old` is renamed to `new` (the fresh counter) first, then written.
+    /// `old` is renamed to `new` first (when they differ: a fresh counter
+    /// for another generation under the same number), then written; the
+    /// same generation keeps its name and counter (`new == old`).
     Replace { old: String, new: String },
 }
 
@@ -139,12 +141,36 @@ pub fn plan(
     let selected = select(&by_number, opts, last_blessed);
     let mut wanted = wanted(snapshot, &by_number, &selected, opts);
     let default = pick_default(snapshot, &wanted, &by_number, current.number);
-    if let Some(g) = gens.iter().find(|g| g.number == default) {
-        let key = entry::key(default, true);
+    let mut warnings = snapshot.warnings.clone();
+    // The recovery entry is for the generation the machine boots by
+    // default, which the firmware's LoaderEntryDefault can make another.
+    let boots = match efi_default_choice(snapshot, &wanted, opts) {
+        EfiDefault::Unset => default,
+        EfiDefault::Generation(n) => {
+            if n != default {
+                warnings.push(efi_default_warning(
+                    opts,
+                    &format!("generation {n}"),
+                    default,
+                ));
+            }
+            n
+        }
+        EfiDefault::Other => {
+            warnings.push(efi_default_warning(
+                opts,
+                "an entry genboot did not write",
+                default,
+            ));
+            default
+        }
+    };
+    if let Some(g) = gens.iter().find(|g| g.number == boots) {
+        let key = entry::key(boots, true);
         if !snapshot.lookalikes.contains_key(&key) {
             let want = Want {
                 name: EntryName {
-                    generation: default,
+                    generation: boots,
                     recovery: true,
                     counter: None,
                 },
@@ -155,17 +181,17 @@ pub fn plan(
     }
     let mut plan = Plan {
         default,
-        warnings: snapshot.warnings.clone(),
+        warnings,
         ..Plan::default()
     };
     diff(snapshot, &wanted, opts, &mut plan);
-    let protected: BTreeSet<u32> = [opts.booted, Some(default), last_blessed]
+    let protected: BTreeSet<u32> = [opts.booted, Some(default), Some(boots), last_blessed]
         .into_iter()
         .flatten()
         .chain(opts.unreadable.iter().copied())
         .collect();
     removals(snapshot, &wanted, &protected, &mut plan);
-    let keep: Vec<u32> = [current.number, default]
+    let keep: Vec<u32> = [current.number, default, boots]
         .into_iter()
         .chain(opts.booted)
         .collect();
@@ -178,6 +204,69 @@ pub fn plan(
         }
     }
     Ok(plan)
+}
+
+/// Which entry the firmware's `LoaderEntryDefault` makes the default.
+enum EfiDefault {
+    /// Not set, or it matches no entry: `loader.conf` decides.
+    Unset,
+    /// An entry of this generation (its recovery entry included).
+    Generation(u32),
+    /// An entry genboot did not write.
+    Other,
+}
+
+/// What `LoaderEntryDefault` picks, as systemd-boot would: the first entry
+/// in its menu order whose file name (counter included) the pattern
+/// matches — genboot's entries before foreign ones (theirs have other
+/// sort keys, which sort either way: a foreign match is reported), with
+/// tries left before those without, newest first.
+fn efi_default_choice(
+    snapshot: &EspSnapshot,
+    wanted: &Wanted<'_>,
+    opts: &InstallOptions,
+) -> EfiDefault {
+    let Some(pattern) = opts.efi_default.as_deref().filter(|p| !p.is_empty()) else {
+        return EfiDefault::Unset;
+    };
+    // The names genboot's entries will have after this install.
+    let mut names: Vec<EntryName> = wanted
+        .entries
+        .iter()
+        .map(|(key, w)| match snapshot.ours.get(key) {
+            Some(f) if entry::boots_the_same(&f.content, &w.content) => f.name.clone(),
+            _ => w.name.clone(),
+        })
+        .collect();
+    names.extend(
+        snapshot
+            .ours
+            .iter()
+            .filter(|(key, _)| !wanted.entries.contains_key(*key))
+            .map(|(_, f)| f.name.clone()),
+    );
+    names.sort_by_key(|n| (n.exhausted(), n.recovery, std::cmp::Reverse(n.generation)));
+    if let Some(n) = names
+        .iter()
+        .find(|n| entry::default_matches(pattern, &n.file_name()))
+    {
+        return EfiDefault::Generation(n.generation);
+    }
+    if snapshot
+        .foreign_names
+        .iter()
+        .any(|f| entry::default_matches(pattern, f))
+    {
+        return EfiDefault::Other;
+    }
+    EfiDefault::Unset
+}
+
+fn efi_default_warning(opts: &InstallOptions, picks: &str, default: u32) -> String {
+    format!(
+        "the firmware variable LoaderEntryDefault ({:?}, set in the boot menu with `d` or by `bootctl set-default`) overrides loader.conf: this machine boots {picks} by default, not generation {default}; `bootctl set-default \"\"` removes it",
+        opts.efi_default.as_deref().unwrap_or_default()
+    )
 }
 
 /// The last blessed generation: the newest plain entry of a generation that
@@ -259,8 +348,9 @@ fn wanted<'g>(
     w
 }
 
-/// The current generation unless its tries ran out (and its entry is
-/// unchanged), then the newest one that still has tries; only an entry
+/// The current generation unless its tries ran out (its entry keeps its
+/// counter: it boots the same generation), then the newest one that still
+/// has tries; only an entry
 /// genboot writes can be the default.
 fn pick_default(
     snapshot: &EspSnapshot,
@@ -271,7 +361,9 @@ fn pick_default(
     let kept_exhausted = |n: u32| {
         let key = entry::key(n, false);
         match (snapshot.ours.get(&key), wanted.entries.get(&key)) {
-            (Some(f), Some(w)) => f.content == w.content.as_bytes() && f.name.exhausted(),
+            (Some(f), Some(w)) => {
+                f.name.exhausted() && entry::boots_the_same(&f.content, &w.content)
+            }
             _ => false,
         }
     };
@@ -325,6 +417,13 @@ fn diff(snapshot: &EspSnapshot, wanted: &Wanted<'_>, opts: &InstallOptions, plan
     for (key, want) in &wanted.entries {
         let action = match snapshot.ours.get(key) {
             Some(f) if f.content == want.content.as_bytes() => continue,
+            // The same generation (e.g. the machine got a machine-id):
+            // its counter stays, blessed or counted down.
+            Some(f) if entry::boots_the_same(&f.content, &want.content) => EntryAction::Replace {
+                old: f.file.clone(),
+                new: f.file.clone(),
+            },
+            // Another generation under this number, or a torn file: fresh tries.
             Some(f) => EntryAction::Replace {
                 old: f.file.clone(),
                 new: want.name.file_name(),
@@ -338,7 +437,7 @@ fn diff(snapshot: &EspSnapshot, wanted: &Wanted<'_>, opts: &InstallOptions, plan
             content: want.content.clone(),
         });
     }
-    let conf = entry::loader_conf(&entry::key(plan.default, false), opts.timeout);
+    let conf = entry::loader_conf(plan.default, opts.timeout);
     if snapshot.loader_conf != Some(Small::Data(conf.as_bytes().to_vec())) {
         plan.loader_conf = Some(conf);
     }

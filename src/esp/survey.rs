@@ -49,6 +49,9 @@ pub struct EspSnapshot {
     /// Entries named like genboot's that genboot did not write (or that
     /// were edited, or are too big to read): key → path.
     pub lookalikes: BTreeMap<String, String>,
+    /// File names of the entries genboot did not write (`*.conf`), for
+    /// what `LoaderEntryDefault` may match.
+    pub foreign_names: Vec<String>,
     /// Foreign entries too big (or too odd) to read: they may name any
     /// file, so no kernel or initrd is removed while one is there.
     pub unread_foreign: Vec<String>,
@@ -92,6 +95,7 @@ pub fn survey(
         duplicates: Vec::new(),
         foreign_refs: BTreeSet::new(),
         lookalikes: BTreeMap::new(),
+        foreign_names: Vec::new(),
         unread_foreign: Vec::new(),
         leftovers: Vec::new(),
         entry_sizes: BTreeMap::new(),
@@ -159,6 +163,7 @@ fn survey_entry(esp: &mut dyn Esp, s: &mut EspSnapshot, file: String) -> Result<
                 s.lookalikes.insert(n.key(), path.clone());
             }
             if lower.ends_with(entry::SUFFIX) {
+                s.foreign_names.push(file);
                 s.unread_foreign.push(path);
             }
             return Ok(());
@@ -188,6 +193,7 @@ fn survey_entry(esp: &mut dyn Esp, s: &mut EspSnapshot, file: String) -> Result<
         }
         _ => {
             if lower.ends_with(entry::SUFFIX) {
+                s.foreign_names.push(file.clone());
                 s.foreign_refs.extend(
                     entry::referenced_files(&String::from_utf8_lossy(&data))
                         .iter()

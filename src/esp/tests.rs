@@ -79,23 +79,30 @@ fn entries(esp: &MemEsp) -> Vec<String> {
         .collect()
 }
 
-fn default_key(esp: &MemEsp) -> String {
+/// The entry file `loader.conf`'s default pattern picks, as systemd-boot
+/// 252 would (exactly one must match).
+fn default_file(esp: &MemEsp) -> String {
     let conf = String::from_utf8(esp.get(LOADER_CONF).expect("loader.conf").to_vec()).unwrap();
-    entry::field(&conf, "default")
-        .unwrap()
-        .trim_end_matches(".conf")
-        .to_string()
+    let pattern = entry::field(&conf, "default").unwrap();
+    // systemd-boot reads only `*.conf` (not a `.genboot-tmp` leftover).
+    let matched: Vec<String> = entries(esp)
+        .into_iter()
+        .filter(|f| f.ends_with(".conf") && entry::default_matches(pattern, f))
+        .collect();
+    assert_eq!(matched.len(), 1, "{pattern} matches {matched:?}");
+    matched[0].clone()
+}
+
+/// The generation `loader.conf` makes the default.
+fn default_generation(esp: &MemEsp) -> u32 {
+    EntryName::parse(&default_file(esp)).unwrap().generation
 }
 
 /// The default entry is genboot's, and every file it names is on the ESP
 /// with its store bytes: the machine boots.
 #[track_caller]
 fn assert_bootable(esp: &MemEsp, gens: &[GenInput]) {
-    let key = default_key(esp);
-    let file = entries(esp)
-        .into_iter()
-        .find(|f| EntryName::parse(f).is_some_and(|n| n.key() == key))
-        .unwrap_or_else(|| panic!("no entry {key}: {:?}", entries(esp)));
+    let file = default_file(esp);
     let text = esp.get(&layout::entry_path(&file)).unwrap();
     assert!(entry::is_ours(text), "{file} is not genboot's");
     let sources: BTreeMap<String, Vec<u8>> = gens
@@ -144,7 +151,7 @@ fn install_writes_the_menu_and_a_reinstall_writes_nothing() {
             "genboot-3.conf"
         ]
     );
-    assert_eq!(default_key(&esp), "genboot-3");
+    assert_eq!(default_generation(&esp), 3);
     assert_eq!(esp.get("loader/entries.srel"), Some(&b"type1\n"[..]));
     assert_bootable(&esp, &g);
     // No temporary names are left.
@@ -254,7 +261,7 @@ fn a_default_whose_tries_ran_out_falls_back_to_the_newest_with_tries() {
     .unwrap();
     let r = install_ok(&mut esp, &g, &opts);
     assert_eq!(r.default, 2);
-    assert_eq!(default_key(&esp), "genboot-2");
+    assert_eq!(default_generation(&esp), 2);
     // The exhausted entry keeps its counter; the recovery entry follows
     // the default.
     let e = entries(&esp);
@@ -262,6 +269,133 @@ fn a_default_whose_tries_ran_out_falls_back_to_the_newest_with_tries() {
     assert!(e.contains(&"genboot-2-recovery.conf".to_string()), "{e:?}");
     assert!(!e.contains(&"genboot-3-recovery.conf".to_string()), "{e:?}");
     assert_bootable(&esp, &g);
+}
+
+#[test]
+fn with_boot_counting_the_default_follows_a_rollback_whatever_the_counters() {
+    // Issue 13: systemd-boot 252's entry id is the file name with its
+    // counter, so `default genboot-2.conf` matched nothing once entries
+    // were counted, and a rollback booted the newest generation again.
+    let mut store = Store::new();
+    let mut g = gens(&mut store, &[1, 2, 3], Some(3));
+    let opts = InstallOptions::default();
+    let mut esp = MemEsp::new(BIG);
+    install_ok(&mut esp, &g, &opts);
+    assert_eq!(default_file(&esp), "genboot-3+3.conf");
+    // Generation 3 booted twice, generation 2 once, generation 1 was blessed.
+    for (from, to) in [
+        ("genboot-3+3.conf", "genboot-3+1-2.conf"),
+        ("genboot-2+3.conf", "genboot-2+2-1.conf"),
+        ("genboot-1+3.conf", "genboot-1.conf"),
+    ] {
+        esp.rename(&layout::entry_path(from), &layout::entry_path(to))
+            .unwrap();
+    }
+    // rollback: generation 2 becomes current.
+    current(&mut g, 2);
+    install_ok(&mut esp, &g, &opts);
+    assert_eq!(default_file(&esp), "genboot-2+2-1.conf");
+    // set-default 1: the blessed entry.
+    current(&mut g, 1);
+    install_ok(&mut esp, &g, &opts);
+    assert_eq!(default_file(&esp), "genboot-1.conf");
+    // set-default 3 with one try left.
+    current(&mut g, 3);
+    install_ok(&mut esp, &g, &opts);
+    assert_eq!(default_file(&esp), "genboot-3+1-2.conf");
+    // The recovery entry follows, and the pattern never picks it.
+    assert!(entries(&esp).contains(&"genboot-3-recovery.conf".to_string()));
+    assert_bootable(&esp, &g);
+}
+
+#[test]
+fn the_default_pattern_never_picks_an_entry_whose_tries_ran_out() {
+    // When the default entry's tries run out at boot, systemd-boot must not
+    // match it any more: it falls back to its first entry (the newest with
+    // tries left), which is how boot counting rolls back by itself.
+    let mut store = Store::new();
+    let mut g = gens(&mut store, &[1, 2], Some(3));
+    current(&mut g, 1);
+    let mut esp = MemEsp::new(BIG);
+    install_ok(&mut esp, &g, &InstallOptions::default());
+    assert_eq!(default_file(&esp), "genboot-1+3.conf");
+    esp.rename(
+        "loader/entries/genboot-1+3.conf",
+        "loader/entries/genboot-1+0-3.conf",
+    )
+    .unwrap();
+    let conf = String::from_utf8(esp.get(LOADER_CONF).unwrap().to_vec()).unwrap();
+    let pattern = entry::field(&conf, "default").unwrap();
+    assert!(
+        !entries(&esp)
+            .iter()
+            .any(|f| entry::default_matches(pattern, f)),
+        "{pattern} matches an entry of {:?}",
+        entries(&esp)
+    );
+}
+
+#[test]
+fn the_recovery_entry_follows_the_generation_the_firmware_boots_by_default() {
+    let mut store = Store::new();
+    let g = gens(&mut store, &[1, 2, 3], Some(3));
+    let mut esp = MemEsp::new(BIG);
+    install_ok(&mut esp, &g, &InstallOptions::default());
+    assert!(entries(&esp).contains(&"genboot-3-recovery.conf".to_string()));
+    // Someone pressed `d` on generation 1 in the menu: systemd-boot stored
+    // its id, counter included, and prefers it to loader.conf.
+    let pinned = InstallOptions {
+        efi_default: Some("genboot-1+3.conf".into()),
+        ..InstallOptions::default()
+    };
+    let r = install_ok(&mut esp, &g, &pinned);
+    let e = entries(&esp);
+    assert!(e.contains(&"genboot-1-recovery.conf".to_string()), "{e:?}");
+    assert!(!e.contains(&"genboot-3-recovery.conf".to_string()), "{e:?}");
+    // loader.conf still names the current generation, and genboot says
+    // why the machine will not boot it.
+    assert_eq!(r.default, 3);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("LoaderEntryDefault")
+            && w.contains("boots generation 1 by default, not generation 3")),
+        "{:?}",
+        r.warnings
+    );
+    // Generation 1's entry is kept whatever the limit: the machine boots it.
+    let limited = InstallOptions {
+        limit: Some(1),
+        ..pinned.clone()
+    };
+    install_ok(&mut esp, &g, &limited);
+    assert!(entries(&esp).contains(&"genboot-1+3.conf".to_string()));
+    assert_bootable(&esp, &g);
+    // A variable that matches nothing (its counter moved on): loader.conf
+    // decides, as in systemd-boot.
+    let stale = InstallOptions {
+        efi_default: Some("genboot-1+2-1.conf".into()),
+        ..InstallOptions::default()
+    };
+    let r = install_ok(&mut esp, &g, &stale);
+    assert!(entries(&esp).contains(&"genboot-3-recovery.conf".to_string()));
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    // One that names another tool's entry: reported, recovery unchanged.
+    esp.put(
+        "loader/entries/debian.conf",
+        b"title Debian\nlinux /vmlinuz\n",
+    );
+    let other = InstallOptions {
+        efi_default: Some("debian*".into()),
+        ..InstallOptions::default()
+    };
+    let r = install_ok(&mut esp, &g, &other);
+    assert!(entries(&esp).contains(&"genboot-3-recovery.conf".to_string()));
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("an entry genboot did not write")),
+        "{:?}",
+        r.warnings
+    );
 }
 
 #[test]
@@ -395,7 +529,7 @@ fn when_the_writes_fit_only_after_the_removals_the_removals_go_first() {
 }
 
 #[test]
-fn unchanged_entries_keep_their_counters_and_changed_ones_are_renamed_first() {
+fn counters_survive_a_text_change_and_another_generation_under_the_number_starts_fresh() {
     let mut store = Store::new();
     let g = gens(&mut store, &[1, 2, 3], Some(3));
     let mut esp = MemEsp::new(BIG);
@@ -414,11 +548,38 @@ fn unchanged_entries_keep_their_counters_and_changed_ones_are_renamed_first() {
     esp.reset_log();
     install_ok(&mut esp, &g, &InstallOptions::default());
     assert_eq!(esp.ops, []);
-    // Generation 3 changes (a new label): its entry gets its fresh name
-    // first, then its new content; never two files for one entry.
+    // The machine gets a machine-id (issue 13): every entry's text
+    // changes, but each still boots its generation, so every counter
+    // stays — the blessed, the counted and the fresh one.
+    bless(&mut esp, Some(1), None).unwrap();
+    let mid = InstallOptions {
+        machine_id: Some("0123456789abcdef0123456789abcdef".into()),
+        ..InstallOptions::default()
+    };
+    esp.reset_log();
+    install_ok(&mut esp, &g, &mid);
+    assert!(
+        !esp.ops.iter().any(|o| matches!(o, Op::Rename(from, to)
+        if !from.ends_with(layout::TMP_SUFFIX) && from != to)),
+        "{:?}",
+        esp.ops
+    );
+    let e = entries(&esp);
+    for f in ["genboot-1.conf", "genboot-2+1-2.conf", "genboot-3+2-1.conf"] {
+        assert!(e.contains(&f.to_string()), "{f}: {e:?}");
+        let text = esp.get(&layout::entry_path(f)).unwrap();
+        assert!(
+            String::from_utf8_lossy(text).contains("\nmachine-id 0123"),
+            "{f}"
+        );
+    }
+    // Generation 3 deleted and a new generation 3 made (another generation
+    // object under the number): its entry gets its fresh name first, then
+    // its new content; never two files for one entry.
     let mut changed = g.clone();
-    changed[2].label = "Renamed".into();
-    install_ok(&mut esp, &changed, &InstallOptions::default());
+    changed[2].options = "root=LABEL=root rw init=/x/other-3/init".into();
+    esp.reset_log();
+    install_ok(&mut esp, &changed, &mid);
     assert_eq!(
         esp.ops[..3],
         [
@@ -436,6 +597,28 @@ fn unchanged_entries_keep_their_counters_and_changed_ones_are_renamed_first() {
     let e = entries(&esp);
     assert!(e.contains(&"genboot-2+1-2.conf".to_string()), "{e:?}");
     assert!(!e.iter().any(|f| f.starts_with("genboot-3+2")), "{e:?}");
+}
+
+#[test]
+fn an_exhausted_entry_stays_exhausted_when_its_text_changes() {
+    let mut store = Store::new();
+    let g = gens(&mut store, &[1, 2], Some(3));
+    let mut esp = MemEsp::new(BIG);
+    install_ok(&mut esp, &g, &InstallOptions::default());
+    esp.rename(
+        "loader/entries/genboot-2+3.conf",
+        "loader/entries/genboot-2+0-3.conf",
+    )
+    .unwrap();
+    let mid = InstallOptions {
+        machine_id: Some("0123456789abcdef0123456789abcdef".into()),
+        ..InstallOptions::default()
+    };
+    let r = install_ok(&mut esp, &g, &mid);
+    // Three failed boots are not forgotten because a machine-id appeared.
+    assert!(entries(&esp).contains(&"genboot-2+0-3.conf".to_string()));
+    assert_eq!(r.default, 1);
+    assert_eq!(default_file(&esp), "genboot-1+3.conf");
 }
 
 #[test]
@@ -549,10 +732,19 @@ fn every_step() -> EveryStep {
         "loader/entries/genboot-3+2-1.conf",
     )
     .unwrap();
+    esp.rename(
+        "loader/entries/genboot-2+3.conf",
+        "loader/entries/genboot-2+1-2.conf",
+    )
+    .unwrap();
     let mut after = before[1..].to_vec();
+    // Generation 2 is another generation now (deleted, the number made
+    // again): its entry starts with fresh tries (renamed first).
+    after[0].options = "root=LABEL=root rw init=/x/other-2/init".into();
     after.extend(gens(&mut store, &[4], Some(3)));
     current(&mut after, 4);
-    // The machine id is new: every entry's content changes.
+    // The machine id is new: every entry's content changes (generation 3
+    // keeps its counter).
     let opts = InstallOptions {
         machine_id: Some("0123456789abcdef0123456789abcdef".into()),
         ..InstallOptions::default()

@@ -1,7 +1,8 @@
 //! systemd-boot's EFI variables (the Boot Loader Interface), as efivarfs
 //! shows them below `--root`: `LoaderBootCountPath` (which entry file
-//! systemd-boot booted, counter included) and `LoaderEntryOneShot` (the
-//! entry to boot next time only).
+//! systemd-boot booted, counter included), `LoaderEntryOneShot` (the
+//! entry to boot next time only), `LoaderEntryDefault` (the default the
+//! menu's `d` key set) and `LoaderDevicePartUUID` (the ESP it started from).
 //!
 //! An efivarfs file is 4 attribute bytes followed by the value; strings
 //! are UTF-16LE with a terminating NUL. efivarfs makes existing variables
@@ -55,6 +56,22 @@ pub fn booted_entry_file(dir: &Path) -> Option<String> {
     p.replace('\\', "/").rsplit('/').next().map(str::to_string)
 }
 
+/// The PARTUUID of the ESP systemd-boot was started from, lower-cased
+/// (`LoaderDevicePartUUID`); `None` when it is missing or not a UUID (the
+/// firmware's bytes are checked, not trusted).
+pub fn loader_device_part_uuid(dir: &Path) -> Option<String> {
+    let v = read_string(&var(dir, "LoaderDevicePartUUID"))?.to_ascii_lowercase();
+    let shape = v.len() == 36
+        && v.char_indices().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        });
+    shape.then_some(v)
+}
+
 /// The bytes of a string variable: attributes, UTF-16LE, NUL.
 fn encode_string(value: &str) -> Vec<u8> {
     let mut data = ATTRIBUTES.to_vec();
@@ -68,7 +85,14 @@ fn encode_string(value: &str) -> Vec<u8> {
 /// existing one cleared first, then one write (efivarfs takes the variable
 /// in one go), never through a link.
 pub fn write_string(dir: &Path, name: &str, value: &str) -> Result<(), IoError> {
-    let path = var(dir, name);
+    write_raw(&var(dir, name), &encode_string(value))
+}
+
+/// Write the efivarfs file `path` (attribute bytes, then the value): the
+/// immutable flag of an existing one cleared first, then one write, never
+/// through a link.
+pub fn write_raw(path: &Path, data: &[u8]) -> Result<(), IoError> {
+    let path = path.to_path_buf();
     if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
         make_mutable(&path).map_err(IoError::at(
             "make writable (clear the immutable flag of)",
@@ -81,7 +105,7 @@ pub fn write_string(dir: &Path, name: &str, value: &str) -> Result<(), IoError> 
         .truncate(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
-        .and_then(|mut f| f.write_all(&encode_string(value)))
+        .and_then(|mut f| f.write_all(data))
         .map_err(IoError::at("write", &path))
 }
 
@@ -156,6 +180,28 @@ mod tests {
             booted_entry_file(t.path()).as_deref(),
             Some("genboot-3+1-2.conf")
         );
+    }
+
+    #[test]
+    fn the_loader_partition_uuid_is_checked_and_lower_cased() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(loader_device_part_uuid(t.path()), None);
+        for (value, want) in [
+            (
+                "65737000-0000-4000-8000-00000000000A",
+                Some("65737000-0000-4000-8000-00000000000a"),
+            ),
+            ("../../etc/passwd", None),
+            ("65737000-0000-4000-8000-00000000000", None),
+            ("65737000x0000-4000-8000-000000000001", None),
+        ] {
+            write_string(t.path(), "LoaderDevicePartUUID", value).unwrap();
+            assert_eq!(
+                loader_device_part_uuid(t.path()).as_deref(),
+                want,
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Effects on, and facts about, the running machine (or the system below
 //! `--root`): EFI variables, what genboot-init recorded about this boot,
-//! the machine id, the mount table. Paths below `--root` are resolved
+//! the machine id, the mount table, where the ESP is. Paths below `--root` are resolved
 //! inside it ([`crate::state::resolve_in_root`]): a link in the tree never
 //! leads here to the host's files.
 
+pub mod boot_entry;
 pub mod booted;
 pub mod efivars;
+pub mod esp;
 pub mod machine_id;
 pub mod mounts;
 

@@ -1,14 +1,16 @@
-//! The mount table (`/proc/self/mountinfo`) and the ESP probe: a FAT file
-//! system mounted at `/efi`, `/boot` or `/boot/efi` below `--root`.
+//! The mount table (`/proc/self/mountinfo`): mount points, file system
+//! types, devices and sources (the ESP probe in [`super::esp`] reads it).
 
-use crate::state::State;
 use std::path::{Path, PathBuf};
 
-/// A line of /proc/self/mountinfo: mount point and file system type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A line of /proc/self/mountinfo: mount point, file system type, the
+/// device (`major:minor`) and the mount source (`/dev/vda1`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mount {
     pub point: PathBuf,
     pub fstype: String,
+    pub dev: (u32, u32),
+    pub source: String,
 }
 
 /// The mounts of this process (empty when /proc is not there).
@@ -22,11 +24,15 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
         .filter_map(|l| {
             let fields: Vec<&str> = l.split(' ').collect();
             let point = unescape(fields.get(4)?);
+            let (major, minor) = fields.get(2)?.split_once(':')?;
             let sep = fields.iter().position(|f| *f == "-")?;
             let fstype = fields.get(sep + 1)?.to_string();
+            let source = fields.get(sep + 2).map(|s| unescape(s)).unwrap_or_default();
             Some(Mount {
                 point: PathBuf::from(point),
                 fstype,
+                dev: (major.parse().ok()?, minor.parse().ok()?),
+                source,
             })
         })
         .collect()
@@ -70,19 +76,6 @@ pub fn is_fat(fstype: &str) -> bool {
 /// Where systemd's tools look for an ESP, in their order.
 pub const ESP_MOUNT_POINTS: [&str; 3] = ["/efi", "/boot", "/boot/efi"];
 
-/// A FAT file system mounted at `/efi`, `/boot` or `/boot/efi` below
-/// `--root`, each candidate resolved inside it (so `<root>/boot/efi ->
-/// /boot/efi` is `<root>/boot/efi`, not the host's ESP).
-pub fn probe_esp(state: &State, mounts: &[Mount]) -> Option<PathBuf> {
-    ESP_MOUNT_POINTS.iter().find_map(|p| {
-        let dir = state.in_root(Path::new(p)).ok()?;
-        mounts
-            .iter()
-            .any(|m| m.point == dir && is_fat(&m.fstype))
-            .then_some(dir)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +88,8 @@ mod tests {
         let m = parse_mountinfo(text);
         assert_eq!(m[0].point, Path::new("/boot/efi"));
         assert_eq!(m[0].fstype, "vfat");
+        assert_eq!(m[0].dev, (98, 0));
+        assert_eq!(m[0].source, "/dev/sda1");
         assert_eq!(m[1].point, Path::new("/mnt/with space"));
         let of = mount_of(&m, Path::new("/boot/efi/EFI")).unwrap();
         assert_eq!(of.fstype, "vfat");
@@ -104,39 +99,5 @@ mod tests {
         );
         // A backslash without three digits after it stays as it is.
         assert_eq!(unescape("a\\04"), "a\\04");
-    }
-
-    fn vfat(point: &Path) -> Mount {
-        Mount {
-            point: point.to_path_buf(),
-            fstype: "vfat".into(),
-        }
-    }
-
-    #[test]
-    fn the_esp_probe_never_follows_a_link_out_of_the_root() {
-        let t = tempfile::tempdir().unwrap();
-        let base = std::fs::canonicalize(t.path()).unwrap();
-        let host_esp = base.join("host-esp");
-        let root = base.join("root");
-        std::fs::create_dir_all(&host_esp).unwrap();
-        std::fs::create_dir_all(root.join("boot")).unwrap();
-        std::os::unix::fs::symlink(&host_esp, root.join("boot/efi")).unwrap();
-        let state = State::open(&root).unwrap();
-        // The host's ESP is a FAT mount, but the tree's link to it is not
-        // the tree's ESP.
-        assert_eq!(probe_esp(&state, &[vfat(&host_esp)]), None);
-        // A link that stays inside the tree is followed.
-        std::fs::remove_file(root.join("boot/efi")).unwrap();
-        std::fs::create_dir_all(root.join("efi")).unwrap();
-        std::os::unix::fs::symlink("/efi", root.join("boot/efi")).unwrap();
-        let inside = root.join("efi");
-        assert_eq!(probe_esp(&state, &[vfat(&inside)]), Some(inside.clone()));
-        // Not FAT: not an ESP.
-        let ext4 = Mount {
-            point: inside,
-            fstype: "ext4".into(),
-        };
-        assert_eq!(probe_esp(&state, &[ext4]), None);
     }
 }

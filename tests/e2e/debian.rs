@@ -3,7 +3,9 @@
 //! local package repository), made into a disk image by `genboot image`
 //! with the root's own kernel and modules, booted under QEMU + OVMF +
 //! systemd-boot. systemd must reach `multi-user.target` with nothing
-//! failed.
+//! failed; with `tries = 3` and dist/genboot-bless.service the entry is
+//! blessed once and `genboot bless` again exits 0; `genboot status` finds
+//! the ESP the firmware booted from at /efi.
 
 use crate::support::{self, scenario::*};
 use std::time::{Duration, Instant};
@@ -22,13 +24,32 @@ fn debian_root_boots_to_multi_user_with_systemd() {
     );
     let release = &kernels[0];
     support::debian::install_static_genboot(&s.tree);
+    // genboot's bless unit, enabled as a package would (issue 13 item 6).
+    let units = s.tree.join("etc/systemd/system");
+    std::fs::create_dir_all(units.join("basic.target.wants")).unwrap();
+    std::fs::copy(
+        support::repo().join("dist/genboot-bless.service"),
+        units.join("genboot-bless.service"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/genboot-bless.service",
+        units.join("basic.target.wants/genboot-bless.service"),
+    )
+    .unwrap();
     s.stage2(&format!(
         "genboot status 2>&1 | sed 's/^/{MARK}status: /'\n\
+         echo \"{MARK}bless-unit: $(systemctl is-active genboot-bless.service) $(systemctl show -P Result genboot-bless.service)\"\n\
+         for e in /efi/loader/entries/*; do echo \"{MARK}entry: ${{e##*/}}\"; done\n\
+         genboot bless > /tmp/bless.out 2>&1; echo \"{MARK}bless-again: rc=$?\"\n\
+         sed 's/^/{MARK}bless-again: /' /tmp/bless.out\n\
+         systemd-analyze verify /etc/systemd/system/genboot-bless.service 2>&1 | sed 's/^/{MARK}verify: /'\n\
          systemd-analyze blame --no-pager 2>&1 | head -n 12 | sed 's/^/{MARK}blame: /'\n\
          systemd-analyze critical-chain --no-pager multi-user.target 2>&1 | sed 's/^/{MARK}chain: /'\n"
     ));
-    let cfg = support::debian::SystemToml::new(release, "Debian 12 e2e")
-        .write(&s.dir.join("configs"), &s.tree);
+    let mut toml = support::debian::SystemToml::new(release, "Debian 12 e2e");
+    toml.extra = "\n[boot]\ntries = 3\n".into();
+    let cfg = toml.write(&s.dir.join("configs"), &s.tree);
     s.image_sized(&[&cfg], "auto");
     let image_bytes = std::fs::metadata(&s.image).unwrap().len();
     let generation = s.generation(1);
@@ -70,8 +91,58 @@ fn debian_root_boots_to_multi_user_with_systemd() {
             status.join("\n")
         ));
     }
+    // The ESP is found the way bootctl finds it (LoaderDevicePartUUID), at
+    // /efi where systemd's gpt-auto generator mounted it (the root
+    // partition has the Discoverable Partitions root type).
+    let esp_line = status
+        .iter()
+        .find_map(|l| l.strip_prefix("ESP:"))
+        .map(str::trim)
+        .unwrap_or("");
+    if esp_line != "/efi" {
+        vm.fail(&format!(
+            "`genboot status` in the booted Debian should find the ESP at /efi; it said:\n{}",
+            status.join("\n")
+        ));
+    }
+    // Blessed once by genboot-bless.service; `genboot bless` again is fine.
+    let said = report.stage2.join("\n");
+    if report.lines("bless-unit: ") != ["active success"] {
+        vm.fail(&format!(
+            "genboot-bless.service should have run and succeeded; stage 2 said:\n{said}"
+        ));
+    }
+    let entries = report.lines("entry: ");
+    if !entries.iter().any(|e| e == "genboot-1.conf")
+        || entries.iter().any(|e| e.starts_with("genboot-1+"))
+    {
+        vm.fail(&format!(
+            "the booted entry should be blessed (genboot-1.conf) by the time the system runs; stage 2 said:\n{said}"
+        ));
+    }
+    if !report.lines("bless-again: ").contains(&"rc=0".to_string()) {
+        vm.fail(&format!(
+            "`genboot bless` on an entry blessed already should exit 0; stage 2 said:\n{said}"
+        ));
+    }
+    let verify: Vec<String> = report
+        .lines("verify: ")
+        .into_iter()
+        .filter(|l| l.contains("genboot-bless"))
+        .collect();
+    if !verify.is_empty() {
+        vm.fail(&format!(
+            "systemd-analyze verify finds fault with dist/genboot-bless.service:\n{}",
+            verify.join("\n")
+        ));
+    }
     assert_eq!(report.action, "poweroff");
     vm.wait_exit(support::debian::SETTLE);
+    let entries = s.esp_ls("/loader/entries");
+    assert!(
+        entries.iter().any(|e| e == "genboot-1.conf"),
+        "the blessed entry should stay on the ESP after the shutdown: {entries:?}"
+    );
     let boot_secs = boot_started.elapsed().as_secs_f64();
 
     // Figures for the report (benchmarks measure; this test only shows them).

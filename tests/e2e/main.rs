@@ -23,6 +23,8 @@ mod crash_leftover;
 mod debian;
 // The newest generation boots by default; `genboot status` names it.
 mod default_boot;
+// `install --install-loader` puts systemd-boot first in the firmware's BootOrder.
+mod install_loader;
 // A generation that fails uses up its tries; systemd-boot falls back.
 mod fallback;
 // Each generation boots its own kernel; kmod loads modules in stage 2.

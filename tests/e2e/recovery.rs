@@ -1,7 +1,8 @@
-//! End to end under UEFI: the recovery entry asks for root's password (the
-//! root's sulogin) and then gives a shell on the serial console, with the
-//! root file system mounted read-only, that answers commands; the stage-2
-//! init does not run while the shell is open.
+//! End to end under UEFI: the recovery entry (of a configuration with boot
+//! counting, `tries = 3`) asks for root's password (the root's sulogin)
+//! and then gives a shell on the serial console, with the root file system
+//! mounted read-only, that answers commands; the stage-2 init does not run
+//! while the shell is open.
 
 use crate::support::{self, scenario::*};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 fn recovery_entry_asks_for_the_password_then_gives_a_shell_with_a_read_only_root() {
     let s = Scenario::new("e2e_recovery", BUDGET);
     let k = support::kernel(support::CLOUD);
-    let cfg = s.config("E2E system", &k, "[boot]\ntimeout = 5\n");
+    let cfg = s.config("E2E system", &k, "[boot]\ntimeout = 5\ntries = 3\n");
     s.image(&[&cfg]);
 
     let mut vm = s.boot("recovery", false);

@@ -217,25 +217,7 @@ fn store_source(sys: &SystemTree, esp_name: &str) -> Vec<u8> {
 /// initrd exist with the content of their store objects.
 #[track_caller]
 fn assert_bootable_default(sys: &SystemTree, t: &BTreeMap<String, Vec<u8>>, what: &str) {
-    let conf = String::from_utf8(
-        t.get("loader/loader.conf")
-            .unwrap_or_else(|| panic!("{what}: no loader.conf: {:?}", names(t)))
-            .clone(),
-    )
-    .unwrap();
-    let default = conf
-        .lines()
-        .find_map(|l| l.strip_prefix("default "))
-        .unwrap()
-        .trim_end_matches(".conf")
-        .to_string();
-    let entry = entries(t)
-        .into_iter()
-        .find(|e| {
-            let key = e.split('+').next().unwrap().trim_end_matches(".conf");
-            key == default
-        })
-        .unwrap_or_else(|| panic!("{what}: default {default} has no entry: {:?}", names(t)));
+    let entry = default_entry_file(t).unwrap_or_else(|e| panic!("{what}: {e}"));
     let text = String::from_utf8(t[&format!("loader/entries/{entry}")].clone()).unwrap();
     let mut files = 0;
     for l in text.lines() {
@@ -279,15 +261,20 @@ fn crash_points(sys: &mut SystemTree, base: Target) -> usize {
     let generic = support::kernel(GENERIC);
     let cloud = support::kernel(CLOUD);
     let variant = third_kernel(sys.tmp.path());
-    // Base ESP: generations 1 (cloud) and 2 (generic), counting on.
+    // Base ESP: generations 1 (cloud) and 2 (generic) counting, 3 (cloud
+    // again) not, 2 the default.
     sys.switch(&cloud, "[boot]\ntries = 3\n");
     sys.switch(&generic, "[boot]\ntries = 3\n");
+    sys.switch(&cloud, "");
+    ok(sys.run(&["set-default", "2"]));
     ok(install(sys, &base, &[]));
     // systemd-boot counted a failed boot of generation 2.
     rename_entry(&base, "genboot-2+3.conf", "genboot-2+2-1.conf");
-    // Pending change: generation 1 deleted, generation 3 on a new kernel,
-    // and the machine got a machine-id (every entry changes).
-    ok(sys.run(&["delete", "1"]));
+    // Pending change: generations 1 and 3 deleted, a new generation 3 on
+    // a new kernel (its entry starts fresh: renamed, then replaced), and
+    // the machine got a machine-id (every entry changes; generation 2
+    // keeps its counter).
+    ok(sys.run(&["delete", "1", "3"]));
     std::fs::create_dir_all(sys.root.join("etc")).unwrap();
     std::fs::write(
         sys.root.join("etc/machine-id"),
@@ -461,10 +448,11 @@ fn boot_counting_keeps_counters_and_bless_drops_them() {
     assert_one_file_per_entry(&tr);
     assert!(tr.contains_key("loader/entries/genboot-2+0-3.conf"));
     let conf = String::from_utf8(tr["loader/loader.conf"].clone()).unwrap();
-    assert!(conf.contains("default genboot-1.conf\n"), "{conf}");
+    assert!(conf.contains("default genboot-1[.+][c1-9]*\n"), "{conf}");
     assert!(tr.contains_key("loader/entries/genboot-1-recovery.conf"));
-    // A changed entry (the machine got a machine-id) starts fresh, and
-    // the old counter file is gone.
+    // The machine got a machine-id (issue 13): every entry's text changes,
+    // but each boots the same generation, so its counter stays (a reset
+    // would forget generation 2's three failed boots).
     std::fs::create_dir_all(sys.root.join("etc")).unwrap();
     std::fs::write(
         sys.root.join("etc/machine-id"),
@@ -474,16 +462,17 @@ fn boot_counting_keeps_counters_and_bless_drops_them() {
     ok(install(&sys, &t, &[]));
     let tr = t.tree();
     assert_one_file_per_entry(&tr);
-    assert!(
-        tr.contains_key("loader/entries/genboot-1+3.conf"),
-        "{:?}",
-        names(&tr)
-    );
-    assert!(
-        tr.contains_key("loader/entries/genboot-2+3.conf"),
-        "{:?}",
-        names(&tr)
-    );
+    for kept in ["genboot-1+2-1.conf", "genboot-2+0-3.conf"] {
+        let text = tr
+            .get(&format!("loader/entries/{kept}"))
+            .unwrap_or_else(|| panic!("{kept}: {:?}", names(&tr)));
+        assert!(
+            String::from_utf8_lossy(text).contains("\nmachine-id 00112233"),
+            "{kept}"
+        );
+    }
+    let conf = String::from_utf8(tr["loader/loader.conf"].clone()).unwrap();
+    assert!(conf.contains("default genboot-1[.+][c1-9]*\n"), "{conf}");
     // The booted system blesses its entry.
     let gen1 = std::fs::read_link(sys.root.join("var/lib/genboot/profiles/system-1-link")).unwrap();
     let obj = gen1.file_name().unwrap().to_string_lossy().into_owned();
@@ -534,6 +523,112 @@ fn bless_prefers_loader_boot_count_path() {
     let names = entries(&t.tree());
     assert!(names.contains(&"genboot-1.conf".into()), "{names:?}");
     assert!(names.contains(&"genboot-2+3.conf".into()), "{names:?}");
+}
+
+/// Issue 13 item 6: with Debian's systemd-boot package, systemd-bless-boot
+/// blesses the entry first (renaming the file LoaderBootCountPath names);
+/// `genboot bless` after it (genboot-bless.service is ordered after it)
+/// must succeed, not fail with "no boot entry for genboot-1+2-1.conf".
+/// So must a second run, and one after the renamed file got a counter
+/// again from nobody (only the plain name is there).
+#[test]
+fn bless_after_systemd_bless_boot_renamed_the_entry_exits_0() {
+    let mut sys = SystemTree::new();
+    sys.switch(&support::kernel(GENERIC), "[boot]\ntries = 3\n");
+    sys.switch(&support::kernel(CLOUD), "[boot]\ntries = 3\n");
+    let t = dir_esp(&sys);
+    ok(install(&sys, &t, &[]));
+    let Target::Dir(d) = &t else { unreachable!() };
+    let e = d.join("loader/entries");
+    // systemd-boot counted this boot of generation 2 and said so.
+    std::fs::rename(e.join("genboot-2+3.conf"), e.join("genboot-2+2-1.conf")).unwrap();
+    let vars = sys.root.join("sys/firmware/efi/efivars");
+    std::fs::create_dir_all(&vars).unwrap();
+    let mut v = vec![6u8, 0, 0, 0];
+    for u in "\\loader\\entries\\genboot-2+2-1.conf"
+        .encode_utf16()
+        .chain([0])
+    {
+        v.extend_from_slice(&u.to_le_bytes());
+    }
+    std::fs::write(
+        vars.join("LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"),
+        v,
+    )
+    .unwrap();
+    // systemd-bless-boot good: the same rename, by someone else.
+    std::fs::rename(e.join("genboot-2+2-1.conf"), e.join("genboot-2.conf")).unwrap();
+    let before = t.tree();
+    for _ in 0..2 {
+        let o = with(&sys, &t, &["bless"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stderr(&o).contains("nothing to do"), "{}", stderr(&o));
+        assert_eq!(t.tree(), before, "an idempotent bless changed the ESP");
+    }
+    // An entry for another generation of that name is not "already blessed".
+    std::fs::remove_file(e.join("genboot-2.conf")).unwrap();
+    let o = with(&sys, &t, &["bless"]);
+    assert!(
+        !o.status.success(),
+        "bless without the booted entry succeeded"
+    );
+    assert!(stderr(&o).contains("genboot-2+2-1.conf"), "{}", stderr(&o));
+}
+
+/// Issue 13 item 7: in a booted system the ESP is found the way bootctl
+/// finds it, from the partition the firmware names
+/// (`LoaderDevicePartUUID`); when that partition is not mounted, `status`,
+/// a profile change and `install` say which one it is and how to mount it
+/// (instead of "none found").
+#[test]
+fn the_esp_the_firmware_booted_from_is_named_with_how_to_mount_it() {
+    let mut sys = SystemTree::new();
+    sys.switch(&support::kernel(CLOUD), "");
+    sys.switch(&support::kernel(GENERIC), "");
+    let vars = sys.root.join("sys/firmware/efi/efivars");
+    std::fs::create_dir_all(&vars).unwrap();
+    let mut v = vec![6u8, 0, 0, 0];
+    for u in "65737000-0000-4000-8000-000000000001"
+        .encode_utf16()
+        .chain([0])
+    {
+        v.extend_from_slice(&u.to_le_bytes());
+    }
+    std::fs::write(
+        vars.join("LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"),
+        v,
+    )
+    .unwrap();
+    let links = sys.root.join("dev/disk/by-partuuid");
+    std::fs::create_dir_all(&links).unwrap();
+    std::fs::write(sys.root.join("dev/vda1"), b"").unwrap();
+    std::os::unix::fs::symlink(
+        "../../vda1",
+        links.join("65737000-0000-4000-8000-000000000001"),
+    )
+    .unwrap();
+    let said = ok(sys.run(&["status"]));
+    for want in [
+        "PARTUUID=65737000-0000-4000-8000-000000000001 (/dev/vda1)",
+        "not mounted",
+        "mount /dev/vda1 /efi",
+    ] {
+        assert!(said.contains(want), "status should say {want:?}:\n{said}");
+    }
+    let o = sys.run(&["rollback"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not mounted") && stderr(&o).contains("mount /dev/vda1 /efi"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sys.run(&["install"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not mounted") && stderr(&o).contains("mount /dev/vda1 /efi"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -723,9 +818,10 @@ fn foreign_entries_are_left_alone_and_lookalikes_reported() {
 }
 
 #[test]
-fn set_oneshot_needs_efi_and_writes_the_variable() {
+fn set_oneshot_needs_efi_and_writes_the_entry_file_with_its_counter() {
     let mut sys = SystemTree::new();
-    sys.switch(&support::kernel(GENERIC), "");
+    sys.switch(&support::kernel(GENERIC), "[boot]\ntries = 3\n");
+    sys.switch(&support::kernel(CLOUD), "[boot]\ntries = 3\n");
     let o = sys.run(&["set-oneshot", "1"]);
     assert!(!o.status.success());
     assert!(
@@ -742,11 +838,31 @@ fn set_oneshot_needs_efi_and_writes_the_variable() {
     // An efivarfs stand-in below --root: the exact bytes systemd-boot reads.
     let vars = sys.root.join("sys/firmware/efi/efivars");
     std::fs::create_dir_all(&vars).unwrap();
-    ok(sys.run(&["set-oneshot", "1"]));
-    let data = std::fs::read(vars.join("LoaderEntryOneShot-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"))
-        .unwrap();
+    let var = vars.join("LoaderEntryOneShot-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f");
+    // No ESP: the entry's file name cannot be known; nothing is written.
+    let o = sys.run(&["set-oneshot", "1"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("no EFI System Partition found"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!var.exists());
+    let t = dir_esp(&sys);
+    ok(install(&sys, &t, &[]));
+    // systemd-boot counted a boot of generation 1: its id is now the
+    // counted file name, which is what the variable must hold (systemd-boot
+    // 252 compares the whole name, counter included).
+    let e = match &t {
+        Target::Dir(d) => d.join("loader/entries"),
+        Target::Image(_) => unreachable!(),
+    };
+    std::fs::rename(e.join("genboot-1+3.conf"), e.join("genboot-1+2-1.conf")).unwrap();
+    let o = with(&sys, &t, &["set-oneshot", "1"]);
+    ok(o.clone());
+    assert!(stderr(&o).contains("genboot-1+2-1.conf"), "{}", stderr(&o));
+    let data = std::fs::read(&var).unwrap();
     let mut want = vec![7u8, 0, 0, 0];
-    for u in "genboot-1.conf".encode_utf16().chain([0]) {
+    for u in "genboot-1+2-1.conf".encode_utf16().chain([0]) {
         want.extend_from_slice(&u.to_le_bytes());
     }
     assert_eq!(data, want);
@@ -785,7 +901,7 @@ fn rollback_and_gc_update_the_menu_right_away() {
     ok(with(&sys, &t, &["rollback"]));
     let tr = t.tree();
     let conf = String::from_utf8(tr["loader/loader.conf"].clone()).unwrap();
-    assert!(conf.contains("default genboot-2.conf\n"), "{conf}");
+    assert!(conf.contains("default genboot-2[.+][c1-9]*\n"), "{conf}");
     let names = entries(&tr);
     assert!(
         names.contains(&"genboot-2-recovery.conf".into()),
@@ -832,7 +948,11 @@ fn configured_esp_is_used_and_no_esp_is_a_note() {
     let cfg = sys.config(&generic, "");
     let o = sys.run(&["switch", "--config", cfg.to_str().unwrap()]);
     ok(o.clone());
-    assert!(stderr(&o).contains("no ESP found"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the boot menu was not updated: no EFI System Partition found"),
+        "{}",
+        stderr(&o)
+    );
     // [boot] esp (below --root) is used by switch and remembered by install.
     std::fs::create_dir_all(sys.root.join("boot/efi")).unwrap();
     let cfg = sys.config(&support::kernel(CLOUD), "[boot]\nesp = \"/boot/efi\"\n");

@@ -195,18 +195,26 @@ fn phases(trace: &[String]) -> BTreeMap<String, usize> {
 }
 
 /// The base image of the install sweep and the profile change it installs:
-/// generations 1 (cloud) and 2 (generic) with boot counting on the image,
-/// systemd-boot counted a failed boot of 2; then generation 1 deleted, a
-/// machine-id appears (every entry changes) and generation 3 (a third
-/// kernel) is added. The install writes a kernel, renames and replaces a
-/// counted entry, writes two entries and `loader.conf`, removes an entry
-/// and a kernel and initrd.
+/// generations 1 (cloud) and 2 (generic, the default) with boot counting
+/// and 3 (cloud, without) on the image, systemd-boot counted a failed boot
+/// of 2; then generations 1 and 3 deleted, a machine-id appears (every
+/// entry changes; 2 keeps its counter) and a new generation 3 (a third
+/// kernel, counted) is added. The install writes a kernel, renames and replaces a
+/// counted entry (3: another generation under the number), replaces
+/// another in place (2), writes the recovery entry and `loader.conf`,
+/// removes an entry and a kernel and initrd.
 fn install_scenario(sys: &mut SystemTree) -> PathBuf {
     let generic = support::kernel(GENERIC);
     let cloud = support::kernel(CLOUD);
     let variant = third_kernel(sys.tmp.path());
     sys.switch(&cloud, "[boot]\ntries = 3\n");
     sys.switch(&generic, "[boot]\ntries = 3\n");
+    // Without counting: the new generation 3's fresh counter renames its
+    // entry (in place: genboot wrote it in one sector; mtools' renames can
+    // leave an entry across two, whose rename has a documented window with
+    // two names, see src/esp/fat/fs.rs).
+    sys.switch(&cloud, "");
+    ok(sys.run(&["set-default", "2"]));
     sys.fix_dates();
     let base = sys.path("base.img");
     installed_image(sys, &base, 48);
@@ -218,7 +226,7 @@ fn install_scenario(sys: &mut SystemTree) -> PathBuf {
             "::/loader/entries/genboot-2+2-1.conf",
         ],
     );
-    ok(sys.run(&["delete", "1"]));
+    ok(sys.run(&["delete", "1", "3"]));
     std::fs::create_dir_all(sys.root.join("etc")).unwrap();
     std::fs::write(
         sys.root.join("etc/machine-id"),
@@ -295,7 +303,7 @@ fn a_stop_before_any_write_of_gc_leaves_a_bootable_esp_and_one_rerun_converges()
     let points: Vec<usize> = (1..=trace.len()).collect();
     let booted = sweep(&sys, &base, &verb, &want, &points);
     assert!(
-        booted.iter().all(|(_, d)| d == "genboot-3.conf"),
+        booted.iter().all(|(_, d)| d == "genboot-3[.+][c1-9]*"),
         "{booted:?}"
     );
     println!(

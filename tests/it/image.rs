@@ -79,6 +79,13 @@ fn image_passes_sgdisk_fsck_bootctl_and_e2fsck() {
     assert!(info("1").contains("Partition unique GUID: 65737000-0000-4000-8000-000000000001"));
     assert!(info("1").contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
     assert!(info("2").contains("Partition unique GUID: 6E6F6F74-0000-4000-8000-000000000002"));
+    // The Discoverable Partitions root type for x86-64 (issue 13): systemd's
+    // gpt-auto generator mounts the ESP of such a disk at /efi.
+    assert!(
+        info("2").contains("Partition GUID code: 4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
+        "{}",
+        info("2")
+    );
     let p = support::stdout(&Command::new("sgdisk").arg("-p").arg(&img).output().unwrap());
     assert!(
         p.contains("Disk identifier (GUID): 67656E62-6F6F-4000-8000-000000000000"),
@@ -143,6 +150,17 @@ fn image_passes_sgdisk_fsck_bootctl_and_e2fsck() {
         "{profiles}"
     );
     assert!(ls("/etc").contains("hostname"));
+    // An empty /efi for that mount.
+    // `ls -p` prints `/inode/mode/uid/gid/name/size/` per entry.
+    let names = |dir: &str| -> Vec<String> {
+        ls(dir)
+            .lines()
+            .filter_map(|l| l.split('/').nth(5).map(str::to_string))
+            .filter(|n| !n.is_empty())
+            .collect()
+    };
+    assert!(names("/").contains(&"efi".to_string()), "{}", ls("/"));
+    assert_eq!(names("/efi"), [".", ".."], "{}", ls("/efi"));
     let store = ls("/var/lib/genboot/store");
     assert!(store.contains("-genboot-system-"), "{store}");
 }
@@ -472,4 +490,130 @@ done
             "{dir}/{absent} must not be in the image (mounted on the root, or the image itself):\n{ls}"
         );
     }
+}
+
+/// Issue 13: `--size auto` left 245 MB free on a Debian root, too little
+/// for one more kernel (its package's module tree and the generation's
+/// copy in the store). auto leaves that room, judged by ext4 itself
+/// (`dumpe2fs`) and mtools; a fixed size that fits the tree but not one
+/// more kernel is made, with a warning that says how to grow.
+#[test]
+fn auto_size_leaves_room_for_one_more_kernel_and_a_tight_size_says_how_to_grow() {
+    let mut sys = SystemTree::new();
+    let k = support::kernel(GENERIC);
+    let c = sys.config(&k, "");
+    let img = sys.path("disk.img");
+    let o = image(&sys, &[&c], &img, &["--esp-size", "64M"]);
+    let said = stderr(&o);
+    ok(o);
+    assert!(said.contains("room left: root partition about"), "{said}");
+    let kernel = std::fs::metadata(&k.image).unwrap().len();
+    let modules = du_bytes(&k.modules);
+    let initrd = store_file_len(&sys, "-initrd-", "initrd");
+    let root_need = 2 * (kernel + modules) + initrd;
+    let root_free = ext4_free(&img);
+    assert!(
+        root_free >= root_need,
+        "the root has {root_free} bytes free; one more kernel needs {root_need} ({kernel} kernel, {modules} modules, {initrd} initrd)"
+    );
+    let esp_free = fat_free(&img);
+    assert!(
+        esp_free >= kernel + initrd,
+        "the ESP has {esp_free} bytes free; one more kernel and initrd need {}",
+        kernel + initrd
+    );
+    assert!(!said.contains("warning"), "{said}");
+    // A size that holds the tree but not one more kernel: made, with the
+    // way to grow it.
+    let size = std::fs::metadata(&img).unwrap().len();
+    let tight = format!("{}M", (size - root_need / 2) >> 20);
+    std::fs::remove_file(&img).unwrap();
+    let o = image(&sys, &[], &img, &["--size", &tight, "--esp-size", "64M"]);
+    let said = stderr(&o);
+    ok(o);
+    assert!(
+        said.contains("less than one more kernel")
+            && said.contains("--size")
+            && said.contains("resize2fs"),
+        "{said}"
+    );
+    let _ = std::fs::remove_file(&img);
+}
+
+/// Bytes the files below `dir` take (`du -sb`, links not followed).
+fn du_bytes(dir: &Path) -> u64 {
+    let o = Command::new("du").arg("-sb").arg(dir).output().unwrap();
+    support::stdout(&o)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The size of `file` in the store object whose name contains `part`.
+fn store_file_len(sys: &SystemTree, part: &str, file: &str) -> u64 {
+    for e in std::fs::read_dir(sys.store()).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().contains(part) {
+            return std::fs::metadata(p.join(file)).unwrap().len();
+        }
+    }
+    panic!("no store object with {part}");
+}
+
+/// Free bytes of the ext4 root partition (partition 2), as `dumpe2fs`
+/// reads them from the image.
+fn ext4_free(img: &Path) -> u64 {
+    let o = Command::new("sgdisk")
+        .args(["-i", "2"])
+        .arg(img)
+        .output()
+        .unwrap();
+    let first: u64 = support::stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("First sector: "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let o = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(format!("{}?offset={}", img.display(), first * 512))
+        .output()
+        .unwrap();
+    let out = support::stdout(&o);
+    let field = |k: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("dumpe2fs has no {k}:\n{out}{}", stderr(&o)))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    field("Free blocks:") * field("Block size:")
+}
+
+/// Free bytes of the image's ESP, as mtools counts them.
+fn fat_free(img: &Path) -> u64 {
+    let o = Command::new("mdir")
+        .arg("-i")
+        .arg(mtools_target(img))
+        .arg("::/")
+        .output()
+        .unwrap();
+    let out = support::stdout(&o);
+    let line = out
+        .lines()
+        .find(|l| l.contains("bytes free"))
+        .unwrap_or_else(|| panic!("mdir: {out}"));
+    // mtools groups the digits: "63 827 968 bytes free".
+    line.split("bytes free")
+        .next()
+        .unwrap()
+        .replace([' ', ','], "")
+        .parse()
+        .unwrap_or_else(|e| panic!("{line}: {e}"))
 }

@@ -112,11 +112,46 @@ pub fn signed_by_genboot(data: &[u8]) -> bool {
     first == format!("# written by genboot {hex}")
 }
 
+/// Whether `loader.conf`'s `default` glob picks the entry id `id`, as
+/// systemd-boot 252 matches it (against the file name, counter included,
+/// lower-cased; bootctl matches the name without the counter).
+pub fn default_matches(pattern: &str, id: &str) -> bool {
+    genboot_format::module_name::fnmatch(
+        pattern.to_ascii_lowercase().as_bytes(),
+        id.to_ascii_lowercase().as_bytes(),
+    )
+}
+
+/// The entry file (`loader/entries/<file>`, a `*.conf`) that `loader.conf`'s
+/// default picks in the ESP tree `t`: exactly one must match.
+pub fn default_entry_file(t: &BTreeMap<String, Vec<u8>>) -> Result<String, String> {
+    let conf = t
+        .get("loader/loader.conf")
+        .ok_or_else(|| format!("no loader/loader.conf: {:?}", names(t)))?;
+    let conf = String::from_utf8_lossy(conf);
+    let default = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("default "))
+        .ok_or_else(|| format!("loader.conf names no default:\n{conf}"))?
+        .trim();
+    let matched: Vec<String> = entries(t)
+        .into_iter()
+        .filter(|e| e.ends_with(".conf") && default_matches(default, e))
+        .collect();
+    match &matched[..] {
+        [one] => Ok(one.clone()),
+        _ => Err(format!(
+            "the default {default} should match one entry file; it matches {matched:?} of {:?}",
+            names(t)
+        )),
+    }
+}
+
 /// The ESP tree `t` boots its default: `loader.conf` names a default,
 /// `bootctl list` (on a tmpfs copy below `scratch`) shows that entry as the
 /// default and finds every file every entry names, the entry is complete
 /// (genboot's digest line matches) and its kernel and initrd hold the
-/// bytes of their store objects. Returns the default's id.
+/// bytes of their store objects. Returns loader.conf's default (the glob).
 pub fn check_default_boots(
     sys: &SystemTree,
     t: &BTreeMap<String, Vec<u8>>,
@@ -138,17 +173,14 @@ pub fn check_default_boots(
                 .cloned()
                 .unwrap_or_else(|| "bootctl list failed".into())
         })?;
-    if b.default.as_deref() != Some(default.as_str()) {
+    let matches = |id: &str| default_matches(&default, id);
+    if !b.default.as_deref().is_some_and(matches) {
         return Err(format!(
-            "loader.conf's default {default} is not bootctl's default ({:?}):\n{}",
+            "loader.conf's default {default} does not match bootctl's default ({:?}):\n{}",
             b.default, b.output
         ));
     }
-    let key = default.trim_end_matches(".conf");
-    let entry = entries(t)
-        .into_iter()
-        .find(|e| e.split('+').next().unwrap().trim_end_matches(".conf") == key)
-        .ok_or_else(|| format!("no entry file for the default {default}"))?;
+    let entry = default_entry_file(t)?;
     let text = &t[&format!("loader/entries/{entry}")];
     if !signed_by_genboot(text) {
         return Err(format!(

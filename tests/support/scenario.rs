@@ -210,6 +210,13 @@ impl Scenario {
         Vm::start(Opts::uefi(&name, &self.image, self.deadline).reboots(reboots))
     }
 
+    /// [`Scenario::boot`] with the OVMF variable store `vars`, kept
+    /// across VMs (what the firmware and the guest wrote stays).
+    pub fn boot_with_vars(&self, vm_name: &str, vars: &Path) -> Vm {
+        let name = format!("{}-{vm_name}", self.name);
+        Vm::start(Opts::uefi(&name, &self.image, self.deadline).vars(vars))
+    }
+
     /// Boot the image (QEMU exits at the guest's reset) and expect
     /// generation `n` of the host-side profile to come up: `why` says why
     /// that one. Returns the VM and what stage 2 reported.

@@ -54,6 +54,10 @@ pub struct Opts {
     pub memory_mib: u32,
     /// Every wait ends by then.
     pub deadline: Instant,
+    /// A UEFI boot's OVMF variable store, used in place (it keeps what the
+    /// firmware and the guest write, for the next VM); otherwise a fresh
+    /// copy of OVMF's.
+    pub vars: Option<PathBuf>,
 }
 
 impl Opts {
@@ -76,6 +80,7 @@ impl Opts {
             reboots: false,
             memory_mib: 512,
             deadline: Instant::now() + budget,
+            vars: None,
         }
     }
 
@@ -88,11 +93,18 @@ impl Opts {
             reboots: false,
             memory_mib: 1024,
             deadline,
+            vars: None,
         }
     }
 
     pub fn disk(mut self, disk: &Path) -> Opts {
         self.disk = Some(disk.to_path_buf());
+        self
+    }
+
+    /// Use (and keep) this OVMF variable store.
+    pub fn vars(mut self, vars: &Path) -> Opts {
+        self.vars = Some(vars.to_path_buf());
         self
     }
 
@@ -180,9 +192,13 @@ impl Vm {
                         "{f} is missing: install the Debian package ovmf (`tools/install-deps` does)"
                     );
                 }
-                let vars = log_dir.join(format!("{}-OVMF_VARS.fd", opts.name));
-                std::fs::copy(OVMF_VARS, &vars).expect("copy the OVMF variable store");
-                Some(vars)
+                if let Some(v) = &opts.vars {
+                    Some(v.clone())
+                } else {
+                    let vars = log_dir.join(format!("{}-OVMF_VARS.fd", opts.name));
+                    std::fs::copy(OVMF_VARS, &vars).expect("copy the OVMF variable store");
+                    Some(vars)
+                }
             }
             Boot::Direct { .. } => None,
         };
