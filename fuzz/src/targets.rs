@@ -23,6 +23,16 @@ use std::path::Path;
 
 pub const TARGETS: &[Target] = &[
     Target {
+        name: "load-option",
+        about: "firmware boot entries (Boot####): boot_entry::parse_load_option, and a parsed genboot entry re-encodes to its bytes (builder)",
+        max_len: 4096,
+        dict: &[
+            b"\x04\x01\x2a\x00", b"\x04\x04", b"\x7f\xff\x04\x00", b"\x02\x02", b"\x01\x00\x00\x00",
+            b"\\\x00E\x00F\x00I\x00", b"\x00\x00",
+        ],
+        run: load_option,
+    },
+    Target {
         name: "cmdline",
         about: "kernel command line: cmdline::Cmdline::parse, BootArgs::from_cmdline, RootSpec::parse (PID 1)",
         max_len: 4096,
@@ -310,6 +320,28 @@ fn manifest(data: &[u8]) -> u64 {
         ],
     };
     feature(&[&outcome])
+}
+
+fn load_option(data: &[u8]) -> u64 {
+    use genboot::host::boot_entry::{self, Partition};
+    let Some(p) = boot_entry::parse_load_option(data) else {
+        return 0;
+    };
+    // An entry genboot would write for what it names is read back the same.
+    if let (Some(uuid), Some(path)) = (p.partition, p.path.as_deref()) {
+        let part = Partition {
+            number: 1,
+            start: 2048,
+            size: 4096,
+            uuid,
+        };
+        let again = boot_entry::load_option(&p.description, &part, path);
+        let q = boot_entry::parse_load_option(&again).expect("genboot's own bytes parse");
+        assert_eq!(q.partition, Some(uuid));
+        assert_eq!(q.description, p.description);
+        return 2 + fnv(p.description.as_bytes()) % 7;
+    }
+    1
 }
 
 fn gpt(data: &[u8]) -> u64 {

@@ -163,9 +163,9 @@ impl Printer {
     pub fn blessed(&self, b: &Blessed) {
         match b {
             Blessed::Renamed(name) => eprintln!("genboot: blessed: boot entry is now {name}"),
-            Blessed::AlreadyPlain(_) => {
-                eprintln!("genboot: the booted entry has no boot counter; nothing to do")
-            }
+            Blessed::AlreadyPlain(name) => eprintln!(
+                "genboot: the booted entry {name} has no boot counter (blessed already, or never counted); nothing to do"
+            ),
         }
     }
 

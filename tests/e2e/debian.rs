@@ -173,6 +173,101 @@ fn debian_root_boots_to_multi_user_with_systemd() {
     std::fs::remove_dir_all(&s.dir).expect("remove the scenario's directory");
 }
 
+/// Issue 13 item 6: with Debian's `systemd-boot` package installed beside
+/// genboot (it brings `systemd-bless-boot.service`, enabled by its
+/// generator when systemd-boot counted the boot) both bless units run:
+/// systemd's first (genboot's is ordered after it), genboot's finds the
+/// entry blessed and succeeds, nothing fails, the entry is blessed once,
+/// and the menu stays genboot's.
+#[test]
+fn with_debian_systemd_boot_both_bless_units_run_and_nothing_fails() {
+    let s = Scenario::with_tree("e2e_debian_bless", Duration::from_secs(1800), |tree| {
+        support::debian::copy_root(&["systemd-boot"], tree)
+    });
+    let release = support::debian::kernels(&s.tree)
+        .pop()
+        .expect("the root has a kernel");
+    support::debian::install_static_genboot(&s.tree);
+    let units = s.tree.join("etc/systemd/system");
+    std::fs::create_dir_all(units.join("basic.target.wants")).unwrap();
+    std::fs::copy(
+        support::repo().join("dist/genboot-bless.service"),
+        units.join("genboot-bless.service"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/genboot-bless.service",
+        units.join("basic.target.wants/genboot-bless.service"),
+    )
+    .unwrap();
+    s.stage2(&format!(
+        "for u in systemd-bless-boot genboot-bless; do\n\
+           echo \"{MARK}unit: $u $(systemctl is-active $u.service) $(systemctl show -P Result $u.service) $(systemctl show -P ExecMainExitTimestampMonotonic $u.service)\"\n\
+         done\n\
+         journalctl -b -o cat -u genboot-bless.service -u systemd-bless-boot.service 2>&1 | sed 's/^/{MARK}journal: /'\n\
+         for e in /efi/loader/entries/*; do echo \"{MARK}entry: ${{e##*/}}\"; done\n\
+         genboot bless > /tmp/bless.out 2>&1; echo \"{MARK}bless-again: rc=$?\"\n"
+    ));
+    let mut toml = support::debian::SystemToml::new(&release, "Debian 12 e2e");
+    toml.extra = "\n[boot]\ntries = 3\n".into();
+    let cfg = toml.write(&s.dir.join("configs"), &s.tree);
+    s.image_sized(&[&cfg], "auto");
+    let mut vm = s.boot("boot", false);
+    let booted = vm.expect_boot_within(support::debian::BOOT);
+    if booted.generation != s.generation(1) {
+        vm.fail("generation 1 should have booted");
+    }
+    let report = support::debian::read_report(&mut vm);
+    let said = report.stage2.join("\n");
+    if report.system != "running" || !report.failed.is_empty() {
+        vm.fail(&format!(
+            "with systemd-boot's package, systemd should still reach a running system with no failed unit; \
+             it said {:?}, failed:\n{}\nstage 2 said:\n{said}",
+            report.system,
+            report.failed.join("\n")
+        ));
+    }
+    // Both ran and succeeded; systemd's first.
+    let unit = |name: &str| -> Vec<String> {
+        report
+            .lines("unit: ")
+            .into_iter()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let (sys, gb) = (unit("systemd-bless-boot"), unit("genboot-bless"));
+    if sys.get(1..3) != Some(&["active".to_string(), "success".to_string()][..])
+        || gb.get(1..3) != Some(&["active".to_string(), "success".to_string()][..])
+    {
+        vm.fail(&format!(
+            "both systemd-bless-boot.service and genboot-bless.service should have run and succeeded; stage 2 said:\n{said}"
+        ));
+    }
+    let t = |u: &[String]| u.get(3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    if t(&sys) == 0 || t(&sys) > t(&gb) {
+        vm.fail(&format!(
+            "systemd-bless-boot should finish before genboot-bless starts; stage 2 said:\n{said}"
+        ));
+    }
+    let entries = report.lines("entry: ");
+    if entries.iter().any(|e| !e.starts_with("genboot-"))
+        || !entries.contains(&"genboot-1.conf".to_string())
+    {
+        vm.fail(&format!(
+            "the ESP's menu should be genboot's, the entry blessed once (genboot-1.conf); stage 2 said:\n{said}"
+        ));
+    }
+    if !report.lines("bless-again: ").contains(&"rc=0".to_string()) {
+        vm.fail(&format!(
+            "`genboot bless` again should exit 0; stage 2 said:\n{said}"
+        ));
+    }
+    vm.wait_exit(support::debian::SETTLE);
+    drop(vm);
+    std::fs::remove_dir_all(&s.dir).expect("remove the scenario's directory");
+}
+
 /// `tools/deb-cache` resolves from this machine's apt lists: a kernel
 /// package that left the mirror becomes the newest of its series and
 /// flavour that the list does not already use (never base's kernel), a
