@@ -171,6 +171,14 @@ pub struct InitrdSection {
     pub strict_firmware: bool,
     /// The activator binary to put at `/init`; found next to `genboot` when absent.
     pub activator: Option<PathBuf>,
+    /// CPU microcode (`intel-ucode/`, `amd-ucode/` beside the module tree's
+    /// firmware) as the early archive, when installed.
+    #[serde(default = "yes")]
+    pub microcode: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -276,6 +284,7 @@ fn default_initrd() -> InitrdSection {
         level: None,
         strict_firmware: false,
         activator: None,
+        microcode: true,
     }
 }
 

@@ -6,7 +6,9 @@
 //! the compressed stream either. Contents: `/init` (the activator),
 //! `/dev/console`, the module closure at `/lib/modules/<release>/<path>`,
 //! firmware at `/lib/firmware/<path>`, and the manifest at
-//! [`genboot_format::manifest::PATH`].
+//! [`genboot_format::manifest::PATH`]. CPU microcode, when the system has
+//! it, goes in front as an uncompressed archive of its own
+//! ([`early_microcode`]).
 
 use crate::config::Compression;
 use crate::modules::closure::Resolved;
@@ -316,6 +318,83 @@ pub fn heaviest_chain_first(after: &[BTreeSet<usize>], sizes: &[u64]) -> Vec<(us
             (i, a)
         })
         .collect()
+}
+
+/// CPU microcode below a firmware directory, as Debian's `intel-microcode`
+/// and `amd64-microcode` install it, and the file the kernel's early
+/// loader reads for each vendor (`kernel/x86/microcode/<name>` in an
+/// uncompressed cpio at the start of the initrd).
+const MICROCODE: [(&str, &str, &str); 2] = [
+    ("intel-ucode", "", "GenuineIntel.bin"),
+    ("amd-ucode", ".bin", "AuthenticAMD.bin"),
+];
+
+/// At most this much microcode per file (Debian's largest is about 300 KB).
+const MAX_MICROCODE_BYTES: u64 = 16 << 20;
+
+/// The microcode files below `fw_dir`, per vendor, sorted by name: every
+/// regular file in `intel-ucode/`, every `*.bin` in `amd-ucode/`. Missing
+/// directories give none.
+pub fn microcode_files(fw_dir: &Path) -> Vec<(&'static str, Vec<PathBuf>)> {
+    let mut out = Vec::new();
+    for (dir, suffix, name) in MICROCODE {
+        let Ok(rd) = std::fs::read_dir(fw_dir.join(dir)) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = rd
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        if !files.is_empty() {
+            out.push((name, files));
+        }
+    }
+    out
+}
+
+/// The early microcode archive: an uncompressed newc cpio holding
+/// `kernel/x86/microcode/GenuineIntel.bin` and `AuthenticAMD.bin`, each the
+/// vendor's files concatenated (as Debian's initramfs-tools hooks do), for
+/// the kernel to read before it unpacks the compressed archive that
+/// follows it. `None` without microcode.
+pub fn early_microcode(
+    files: &[(&'static str, Vec<PathBuf>)],
+) -> Result<Option<Vec<u8>>, InitrdError> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut m = BTreeMap::new();
+    for d in ["kernel", "kernel/x86", "kernel/x86/microcode"] {
+        m.insert(d.to_string(), Member::Dir);
+    }
+    for (name, paths) in files {
+        let mut data = Vec::new();
+        for p in paths {
+            let bytes =
+                input::read_regular(p, false, MAX_MICROCODE_BYTES).map_err(|e| match e {
+                    InputError::Io(cause) => InitrdError::Read {
+                        path: p.clone(),
+                        cause,
+                    },
+                    other => InitrdError::NotAFile {
+                        path: p.clone(),
+                        why: other.to_string(),
+                    },
+                })?;
+            data.extend_from_slice(&bytes);
+        }
+        m.insert(
+            format!("kernel/x86/microcode/{name}"),
+            Member::File {
+                data,
+                executable: false,
+            },
+        );
+    }
+    Ok(Some(cpio(&m)))
 }
 
 /// The newc archive of `members` (sorted by path, so parents come first).

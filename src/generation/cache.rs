@@ -89,7 +89,13 @@ pub struct Fingerprints {
     pub newest_change_ns: i128,
 }
 
-pub fn fingerprints(cfg: &SystemConfig, files: &[TreeFile], activator: &Path) -> Fingerprints {
+/// `microcode`: the CPU microcode files the initrd starts with.
+pub fn fingerprints(
+    cfg: &SystemConfig,
+    files: &[TreeFile],
+    activator: &Path,
+    microcode: &[&Path],
+) -> Fingerprints {
     let mut newest = i128::MIN;
     let mut s = String::with_capacity(files.len() * 80);
     let _ = writeln!(
@@ -120,11 +126,14 @@ pub fn fingerprints(cfg: &SystemConfig, files: &[TreeFile], activator: &Path) ->
     }
     let tree = hex(&s);
     file(&mut s, "activator", activator);
+    for m in microcode {
+        file(&mut s, "microcode", m);
+    }
     let _ = writeln!(s, "initrd-modules {:?}", cfg.initrd.modules);
     let _ = writeln!(
         s,
-        "compression {} {:?} strict-firmware {}",
-        cfg.initrd.compression, cfg.initrd.level, cfg.initrd.strict_firmware
+        "compression {} {:?} strict-firmware {} microcode {}",
+        cfg.initrd.compression, cfg.initrd.level, cfg.initrd.strict_firmware, cfg.initrd.microcode
     );
     for f in files {
         newest = newest.max(f.stamp.changed_ns());
@@ -287,8 +296,18 @@ mod tests {
 
     #[test]
     fn an_edit_with_size_and_mtime_restored_changes_the_fingerprint() {
-        let a = fingerprints(&cfg(), &[file(5_000_000_000)], Path::new("/nonexistent"));
-        let b = fingerprints(&cfg(), &[file(5_000_000_001)], Path::new("/nonexistent"));
+        let a = fingerprints(
+            &cfg(),
+            &[file(5_000_000_000)],
+            Path::new("/nonexistent"),
+            &[],
+        );
+        let b = fingerprints(
+            &cfg(),
+            &[file(5_000_000_001)],
+            Path::new("/nonexistent"),
+            &[],
+        );
         assert_ne!(a.tree, b.tree);
         assert_ne!(a.all, b.all);
         assert!(b.newest_change_ns >= 5_000_000_001);

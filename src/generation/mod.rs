@@ -73,7 +73,16 @@ pub fn build(
     let started_ns = cache::now_ns();
     let activator = initrd::find_activator(cfg.initrd.activator.as_deref())?;
     let files = modules::index::walk(&cfg.kernel.modules)?;
-    let prints = cache::fingerprints(cfg, &files, &activator);
+    let microcode = if cfg.initrd.microcode {
+        initrd::microcode_files(&firmware_dir(&cfg.kernel.modules))
+    } else {
+        Vec::new()
+    };
+    let microcode_paths: Vec<&Path> = microcode
+        .iter()
+        .flat_map(|(_, ps)| ps.iter().map(PathBuf::as_path))
+        .collect();
+    let prints = cache::fingerprints(cfg, &files, &activator, &microcode_paths);
     // Inputs changed just before the build cannot vouch for a later build.
     let record = cache::settled(prints.newest_change_ns, started_ns);
     let cache = cache::Cache::new(store);
@@ -134,7 +143,7 @@ pub fn build(
             objects
         }
     };
-    let initrd_obj = initrd_object(store, cfg, &inputs, &activator, notes)?;
+    let initrd_obj = initrd_object(store, cfg, &inputs, &activator, &microcode, notes)?;
     if record {
         let hit = cache::Hit {
             release: kver.to_string(),
@@ -262,12 +271,15 @@ fn kernel_objects(
     Ok((kernel, kernel_modules))
 }
 
-/// The initrd object: activator, modules, firmware, manifest; compressed.
+/// The initrd object: activator, modules, firmware, manifest; compressed;
+/// behind the uncompressed early archive of CPU `microcode` when there is
+/// some.
 fn initrd_object(
     store: &Store,
     cfg: &SystemConfig,
     inputs: &ModuleInputs,
     activator: &Path,
+    microcode: &[(&'static str, Vec<PathBuf>)],
     notes: &dyn Notes,
 ) -> Result<StorePath, BuildError> {
     let step = |what: &str| notes.note(Note::Progress(what));
@@ -288,7 +300,17 @@ fn initrd_object(
         cfg.initrd.compression,
         archive.len()
     ));
-    let compressed = initrd::compress(&archive, cfg.initrd.compression, cfg.initrd.level)?;
+    let mut compressed = initrd::compress(&archive, cfg.initrd.compression, cfg.initrd.level)?;
+    if let Some(mut early) = initrd::early_microcode(microcode)? {
+        for (name, files) in microcode {
+            step(&format!(
+                "CPU microcode: {name} from {} file(s) as the early archive",
+                files.len()
+            ));
+        }
+        early.append(&mut compressed);
+        compressed = early;
+    }
     let opts = BuildOptions {
         notes,
         ..BuildOptions::default()

@@ -130,6 +130,101 @@ fn present_firmware_goes_into_the_initrd() {
     assert!(text.contains("firmware /lib/firmware/vendor/nic.bin\n"));
 }
 
+/// The members of the uncompressed newc archive at the start of `data`
+/// (name -> bytes) and where it ends (after the trailer's padding).
+fn first_cpio(data: &[u8]) -> (std::collections::BTreeMap<String, Vec<u8>>, usize) {
+    let mut out = std::collections::BTreeMap::new();
+    let mut at = 0usize;
+    let hex = |b: &[u8]| usize::from_str_radix(std::str::from_utf8(b).unwrap(), 16).unwrap();
+    loop {
+        assert_eq!(&data[at..at + 6], b"070701", "a newc header at {at}");
+        let size = hex(&data[at + 54..at + 62]);
+        let namesize = hex(&data[at + 94..at + 102]);
+        let name = String::from_utf8(data[at + 110..at + 110 + namesize - 1].to_vec()).unwrap();
+        let start = (at + 110 + namesize).next_multiple_of(4);
+        at = (start + size).next_multiple_of(4);
+        if name == "TRAILER!!!" {
+            return (out, at);
+        }
+        out.insert(name, data[start..start + size].to_vec());
+    }
+}
+
+/// Issue 13: CPU microcode, when Debian's intel-microcode or
+/// amd64-microcode put it beside the module tree's firmware, goes in front
+/// of the compressed initrd as the uncompressed archive the kernel's early
+/// loader reads; each vendor's files concatenated in name order.
+#[test]
+fn cpu_microcode_goes_in_front_as_an_uncompressed_archive() {
+    let t = SyntheticTree::new(&basic_modules());
+    let fw = t.dir.path().join("sys/lib/firmware");
+    let w = |p: &str, d: &[u8]| {
+        let p = fw.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, d).unwrap();
+    };
+    w("intel-ucode/06-8f-08", b"INTEL-B;");
+    w("intel-ucode/06-55-04", b"INTEL-A;");
+    w("amd-ucode/microcode_amd_fam17h.bin", b"AMD-17;");
+    w("amd-ucode/microcode_amd.bin", b"AMD-0;");
+    w("amd-ucode/README", b"not microcode");
+    let store = t.root().join("var/lib/genboot/store");
+    let out = t.build(&["virtio_blk"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let initrd = std::fs::read(only_object(&store, "initrd-").join("initrd")).unwrap();
+    let (early, end) = first_cpio(&initrd);
+    assert_eq!(
+        early.keys().collect::<Vec<_>>(),
+        [
+            "kernel",
+            "kernel/x86",
+            "kernel/x86/microcode",
+            "kernel/x86/microcode/AuthenticAMD.bin",
+            "kernel/x86/microcode/GenuineIntel.bin"
+        ]
+    );
+    assert_eq!(
+        early["kernel/x86/microcode/GenuineIntel.bin"],
+        b"INTEL-A;INTEL-B;"
+    );
+    assert_eq!(
+        early["kernel/x86/microcode/AuthenticAMD.bin"],
+        b"AMD-0;AMD-17;"
+    );
+    // Then the compressed archive (zstd's magic), the activator in it.
+    assert_eq!(&initrd[end..end + 4], b"\x28\xb5\x2f\xfd");
+    let rest = zstd::decode_all(&initrd[end..]).unwrap();
+    let (main, _) = first_cpio(&rest);
+    assert!(main.contains_key("init") && main.contains_key("dev/console"));
+
+    // A new microcode file is a new initrd (the input cache notices it).
+    w("intel-ucode/06-9a-04", b"INTEL-C;");
+    let out = t.build(&["virtio_blk"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let initrds: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("-initrd-"))
+        .map(|e| std::fs::read(e.path().join("initrd")).unwrap())
+        .collect();
+    assert_eq!(initrds.len(), 2, "a second initrd object");
+    assert!(initrds
+        .iter()
+        .any(|i| first_cpio(i).0["kernel/x86/microcode/GenuineIntel.bin"]
+            == b"INTEL-A;INTEL-B;INTEL-C;"));
+
+    // `microcode = false`: the compressed archive alone.
+    let out = t.build(&["virtio_blk"], "microcode = false");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plain = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("-initrd-"))
+        .map(|e| std::fs::read(e.path().join("initrd")).unwrap())
+        .find(|i| i.starts_with(b"\x28\xb5\x2f\xfd"));
+    assert!(plain.is_some(), "an initrd without microcode");
+}
+
 #[test]
 fn kernel_image_that_is_not_a_bzimage_is_refused() {
     let t = SyntheticTree::new(&basic_modules());

@@ -285,3 +285,41 @@ boots! {
     cloud_kernel_boots_an_xz_initrd_to_init: CLOUD, "xz";
     cloud_kernel_boots_an_uncompressed_initrd_to_init: CLOUD, "none";
 }
+
+/// CPU microcode goes in front of the compressed archive as an
+/// uncompressed one (issue 13): the kernel reads it early and then still
+/// unpacks the rest. Judged by the kernel itself: the activator starts.
+#[test]
+fn an_initrd_behind_early_microcode_boots_to_init() {
+    let mut k = kernel(CLOUD);
+    let t = tempfile::tempdir().unwrap();
+    // The kernel's module tree through a link, firmware beside it.
+    let sys = t.path().join("sys/lib");
+    std::fs::create_dir_all(sys.join("modules")).unwrap();
+    std::os::unix::fs::symlink(&k.modules, sys.join("modules").join(&k.release)).unwrap();
+    k.modules = sys.join("modules").join(&k.release);
+    for (p, d) in [
+        (
+            "firmware/intel-ucode/06-55-04",
+            &b"not really microcode"[..],
+        ),
+        ("firmware/amd-ucode/microcode_amd_fam17h.bin", b"nor this"),
+    ] {
+        let p = sys.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, d).unwrap();
+    }
+    let cfg = config(&t.path().join("cfg"), &k, &WANTED, "", &[]);
+    let g = Gen::of(&build(&t.path().join("root"), &cfg, &support::activator()));
+    let initrd = std::fs::read(g.initrd()).unwrap();
+    assert!(
+        initrd.starts_with(b"070701"),
+        "the early archive comes first"
+    );
+    let name: &[u8] = b"kernel/x86/microcode/GenuineIntel.bin";
+    assert!(
+        initrd.windows(name.len()).any(|w| w == name),
+        "GenuineIntel.bin is in the early archive"
+    );
+    boot_reaches_init("boot-cloud-microcode", &g.kernel(), &g.initrd());
+}
