@@ -133,7 +133,10 @@ fn closure_matches_kmod(k: &Kernel) {
     // genboot's own index files, read by stock modprobe, give the same
     // answers as depmod's — by name, by alias, for builtins.
     let root = tempfile::tempdir().unwrap();
-    let cfg = support::write_config(root.path(), k, &WANTED, "");
+    // The configuration lies outside the root: one inside it would read its
+    // paths (the host's kernel) inside the root.
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = support::write_config(cfg_dir.path(), k, &WANTED, "");
     let out = run_with_activator(root.path(), &["build", "--config", cfg.to_str().unwrap()]);
     assert!(out.status.success(), "{}", support::stderr(&out));
     let store = root.path().join("var/lib/genboot/store");
