@@ -102,6 +102,8 @@ pub enum AppError {
     NothingToImage(PathBuf),
     #[error("no --config given, and the system's configuration {} does not exist", .0.display())]
     NoConfig(PathBuf),
+    #[error("{}: [initrd] autodetect finds the modules of this machine's root device, but the build is for the system below --root {}, whose disks this machine cannot see", .config.display(), .root.display())]
+    AutodetectElsewhere { config: PathBuf, root: PathBuf },
 }
 
 impl Hint for AppError {
@@ -121,6 +123,7 @@ impl Hint for AppError {
             AppError::NothingToImage(_) => {
                 "pass --config FILE, or write the system's configuration /etc/genboot/system.toml below --root".into()
             }
+            AppError::AutodetectElsewhere { .. } => "list that system's root device driver and file system in [initrd] modules and leave autodetect out (or run genboot on that system)".into(),
             AppError::NoConfig(_) => "write it (README.md's system.toml section shows every key), or pass --config FILE".into(),
         })
     }
