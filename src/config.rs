@@ -175,6 +175,10 @@ pub struct InitrdSection {
     /// firmware) as the early archive, when installed.
     #[serde(default = "yes")]
     pub microcode: bool,
+    /// Add the modules this machine's root device needs (its driver chain
+    /// in sysfs, its file system), for a build on this machine (`--root /`).
+    #[serde(default)]
+    pub autodetect: bool,
 }
 
 fn yes() -> bool {
@@ -285,6 +289,7 @@ fn default_initrd() -> InitrdSection {
         strict_firmware: false,
         activator: None,
         microcode: true,
+        autodetect: false,
     }
 }
 

@@ -116,6 +116,8 @@ pub enum AppError {
     NoConfig(PathBuf),
     #[error("cannot tell which partition the ESP at {} is, for its firmware boot entry: {why}", .esp.display())]
     EspPartition { esp: PathBuf, why: String },
+    #[error("{}: [initrd] autodetect finds the modules of this machine's root device, but the build is for the system below --root {}, whose disks this machine cannot see", .config.display(), .root.display())]
+    AutodetectElsewhere { config: PathBuf, root: PathBuf },
 }
 
 impl Hint for AppError {
@@ -135,6 +137,7 @@ impl Hint for AppError {
             AppError::NothingToImage(_) => {
                 "pass --config FILE, or write the system's configuration /etc/genboot/system.toml below --root".into()
             }
+            AppError::AutodetectElsewhere { .. } => "list that system's root device driver and file system in [initrd] modules and leave autodetect out (or run genboot on that system)".into(),
             AppError::NoConfig(_) => "write it (README.md's system.toml section shows every key), or pass --config FILE".into(),
             AppError::EspPartition { .. } => "the boot menu and systemd-boot were installed; add the boot entry with `bootctl install` or `efibootmgr`, or check that sysfs and /dev are mounted".into(),
         })

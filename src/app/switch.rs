@@ -37,6 +37,13 @@ pub fn load_config(s: &Session, path: &Path) -> anyhow::Result<SystemConfig> {
         in_root,
     };
     let cfg = SystemConfig::load_in(path, place)?;
+    if cfg.initrd.autodetect && s.state.root != Path::new("/") {
+        return Err(AppError::AutodetectElsewhere {
+            config: path.to_path_buf(),
+            root: s.state.root.clone(),
+        }
+        .into());
+    }
     if let KernelChoice::Installed {
         pattern,
         release,

@@ -89,12 +89,14 @@ pub struct Fingerprints {
     pub newest_change_ns: i128,
 }
 
-/// `microcode`: the CPU microcode files the initrd starts with.
+/// `microcode`: the CPU microcode files the initrd starts with;
+/// `autodetect`: what this machine's root device is (or nothing).
 pub fn fingerprints(
     cfg: &SystemConfig,
     files: &[TreeFile],
     activator: &Path,
     microcode: &[&Path],
+    autodetect: &str,
 ) -> Fingerprints {
     let mut newest = i128::MIN;
     let mut s = String::with_capacity(files.len() * 80);
@@ -129,6 +131,7 @@ pub fn fingerprints(
     for m in microcode {
         file(&mut s, "microcode", m);
     }
+    s.push_str(autodetect);
     let _ = writeln!(s, "initrd-modules {:?}", cfg.initrd.modules);
     let _ = writeln!(
         s,
@@ -301,12 +304,14 @@ mod tests {
             &[file(5_000_000_000)],
             Path::new("/nonexistent"),
             &[],
+            "",
         );
         let b = fingerprints(
             &cfg(),
             &[file(5_000_000_001)],
             Path::new("/nonexistent"),
             &[],
+            "",
         );
         assert_ne!(a.tree, b.tree);
         assert_ne!(a.all, b.all);

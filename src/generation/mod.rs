@@ -82,7 +82,18 @@ pub fn build(
         .iter()
         .flat_map(|(_, ps)| ps.iter().map(PathBuf::as_path))
         .collect();
-    let prints = cache::fingerprints(cfg, &files, &activator, &microcode_paths);
+    // This machine's root device, for [initrd] autodetect: part of the
+    // inputs (other hardware, another initrd).
+    let facts = if cfg.initrd.autodetect {
+        Some(
+            modules::autodetect::this_machine()
+                .map_err(|what| ModulesError::Autodetect { what })?,
+        )
+    } else {
+        None
+    };
+    let facts_text = facts.as_ref().map(|f| f.fingerprint()).unwrap_or_default();
+    let prints = cache::fingerprints(cfg, &files, &activator, &microcode_paths, &facts_text);
     // Inputs changed just before the build cannot vouch for a later build.
     let record = cache::settled(prints.newest_change_ns, started_ns);
     let cache = cache::Cache::new(store);
@@ -112,7 +123,7 @@ pub fn build(
     let kver = release.as_str();
     // A release that cannot name store objects is refused before the tree is read.
     crate::store::check_name(&format!("kernel-modules-{kver}"))?;
-    let inputs = read_modules(cfg, kver, &files, notes)?;
+    let inputs = read_modules(cfg, kver, &files, facts.as_ref(), notes)?;
     let record = record
         && inputs.watch.iter().all(|(_, st)| {
             st.as_ref()
@@ -186,6 +197,7 @@ fn read_modules(
     cfg: &SystemConfig,
     kver: &str,
     files: &[modules::index::TreeFile],
+    facts: Option<&modules::autodetect::Facts>,
     notes: &dyn Notes,
 ) -> Result<ModuleInputs, BuildError> {
     let module_count = files
@@ -196,7 +208,11 @@ fn read_modules(
         .count();
     notes.note(Note::Progress(&format!("parsing {module_count} modules")));
     let index = ModuleIndex::read(&cfg.kernel.modules, kver, files)?;
-    let closure = modules::closure(&index, &cfg.initrd.modules)?;
+    let mut wanted = cfg.initrd.modules.clone();
+    if let Some(facts) = facts {
+        wanted.extend(autodetected(facts, &index, notes));
+    }
+    let closure = modules::closure(&index, &wanted)?;
     let fw_dir = firmware_dir(&cfg.kernel.modules);
     let modules::firmware::Found {
         files: firmware,
@@ -242,6 +258,38 @@ fn read_modules(
         warnings,
         watch,
     })
+}
+
+/// The modules [`modules::autodetect`] finds for this machine's root
+/// device in `index`, told as a note; devices nothing matches, as warnings.
+fn autodetected(
+    facts: &modules::autodetect::Facts,
+    index: &ModuleIndex,
+    notes: &dyn Notes,
+) -> Vec<String> {
+    let d = modules::autodetect::resolve(facts, index);
+    notes.note(Note::Info(&format!(
+        "autodetect: the root ({}, {}) needs {} in {}",
+        facts.source,
+        if facts.fstype.is_empty() {
+            "file system type unknown"
+        } else {
+            &facts.fstype
+        },
+        if d.why.is_empty() {
+            "no module".to_string()
+        } else {
+            d.why.join(", ")
+        },
+        index.release
+    )));
+    for u in &d.unmatched {
+        notes.note(Note::Warning(&format!(
+            "autodetect: nothing in the modules of {} matches {u}; if that kernel needs a module for it, add it to [initrd] modules",
+            index.release
+        )));
+    }
+    d.modules
 }
 
 /// The kernel and kernel-modules objects.

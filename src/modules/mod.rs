@@ -7,6 +7,7 @@
 //! Module names treat `-` and `_` as the same; genboot keeps them with `_`
 //! ([`genboot_format::module_name`] has the rules, shared with genboot-init).
 
+pub mod autodetect;
 pub mod closure;
 pub mod firmware;
 pub mod index;
@@ -67,6 +68,8 @@ pub enum ModulesError {
     },
     #[error("kernel module {path} depends on {dep:?}, which is neither a module in the tree nor built in")]
     MissingDependency { path: PathBuf, dep: String },
+    #[error("[initrd] autodetect: {what}")]
+    Autodetect { what: String },
     #[error("kernel modules depend on each other in a cycle: {}", .cycle.join(" -> "))]
     Cycle { cycle: Vec<String> },
     #[error("firmware {file} named by module {module} is not in {dir}")]
@@ -98,6 +101,7 @@ impl crate::hint::Hint for ModulesError {
             ModulesError::BadModinfo { .. } => "the module is broken or hostile; remove it from the module tree (or rebuild it with a proper name and aliases)".into(),
             ModulesError::Vermagic { release, .. } => format!("the module tree and [kernel] image belong to different kernels; point [kernel] modules at /lib/modules/{release}"),
             ModulesError::Unknown { .. } => "fix the name in [initrd] modules".into(),
+            ModulesError::Autodetect { .. } => "list the root device's driver and file system in [initrd] modules, and leave autodetect out".into(),
             ModulesError::MissingDependency { .. } => {
                 "the module tree is incomplete; reinstall the kernel package".into()
             }

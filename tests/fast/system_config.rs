@@ -265,3 +265,29 @@ fn kernel_choices_that_cannot_work_are_refused_naming_the_key_and_change_nothing
         "{err}"
     );
 }
+
+#[test]
+fn autodetect_is_refused_for_another_system_below_root() {
+    // [initrd] autodetect reads this machine's root device: a build for
+    // the system below --root DIR cannot be checked against it, and says
+    // so instead of building an initrd for the wrong disk.
+    let r = Root::new();
+    r.kernel("6.1.0-9-synthetic");
+    let p = r.config("");
+    let text = fs::read_to_string(&p)
+        .unwrap()
+        .replace("[initrd]\n", "[initrd]\nautodetect = true\n");
+    fs::write(&p, text).unwrap();
+    let before = snapshot(&r.root);
+    for verb in ["build", "switch"] {
+        let out = r.run(&[verb]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{verb}: {err}");
+        assert!(
+            err.contains("[initrd] autodetect finds the modules of this machine's root device, but the build is for the system below --root")
+                && err.contains("Hint: list that system's root device driver"),
+            "{verb}: {err}"
+        );
+        assert_eq!(before, snapshot(&r.root), "{verb} changed the root");
+    }
+}

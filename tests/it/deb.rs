@@ -52,6 +52,10 @@ fn make_deb_builds_both_packages_reproducibly_with_hooks_and_conffiles() {
         ("-rw-r--r-- root/root", "./etc/kernel/install.conf"),
         ("-rw-r--r-- root/root", "./etc/genboot/system.toml"),
         ("-rw-r--r-- root/root", "./usr/share/doc/genboot/copyright"),
+        (
+            "-rw-r--r-- root/root",
+            "./usr/lib/systemd/system/genboot-bless.service",
+        ),
     ] {
         assert!(
             files
@@ -117,34 +121,8 @@ fn make_deb_builds_both_packages_reproducibly_with_hooks_and_conffiles() {
     }
 }
 
-/// Run `script` with bash in a private mount namespace, `$r` the root;
-/// its output. The root gets /proc and the local repository mounted.
 fn in_root(root: &Path, script: &str) -> String {
-    let full = format!(
-        "set -euo pipefail\nr=$1\nmount -t proc proc \"$r/proc\"\n\
-         mount --bind -o ro '{mirror}' \"$r/{GUEST_MIRROR}\"\n\
-         c() {{ chroot \"$r\" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \"$@\"; }}\n{script}",
-        mirror = debian::mirror().display()
-    );
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            &full,
-            "bash",
-        ])
-        .arg(root)
-        .output()
-        .unwrap();
-    let text = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(
-        out.status.success(),
-        "the script in the root failed:\n{text}"
-    );
-    text
+    debian::chroot_script(root, script)
 }
 
 #[test]
@@ -176,6 +154,13 @@ fn apt_installs_genboot_and_kernel_packages_make_generations_by_themselves() {
         !out.contains("genboot-test-no-initramfs install ok installed"),
         "the other provider of linux-initramfs-tool is replaced:\n{out}"
     );
+    // The postinst enabled the bless unit, as deb-systemd-helper does.
+    let wants = root.join("etc/systemd/system/basic.target.wants/genboot-bless.service");
+    assert!(
+        wants.symlink_metadata().is_ok(),
+        "apt install genboot should enable genboot-bless.service ({} missing)",
+        wants.display()
+    );
     let conf = std::fs::read_to_string(root.join("etc/genboot/system.toml")).unwrap();
     assert!(
         conf.lines().all(|l| l.is_empty() || l.starts_with('#')),
@@ -200,10 +185,12 @@ fn apt_installs_genboot_and_kernel_packages_make_generations_by_themselves() {
 
     // Declared: the next kernel package makes generation 1 with it (the
     // newest installed), without anyone running genboot.
+    // The root device's modules autodetected (a chroot is --root /): this
+    // machine's disk, whose driver chain sysfs shows.
     std::fs::write(
         root.join("etc/genboot/system.toml"),
         "[kernel]\nrelease = \"newest\"\nparams = [\"console=ttyS0\"]\n\n\
-         [initrd]\nmodules = [\"virtio_blk\", \"virtio_pci\", \"ext4\"]\n\n\
+         [initrd]\nmodules = [\"ext4\"]\nautodetect = true\n\n\
          [root]\ndevice = \"PARTUUID=6e6f6f74-0000-4000-8000-000000000002\"\noptions = \"ro\"\n\n\
          [system]\nlabel = \"Debian 12\"\n",
     )
@@ -221,6 +208,7 @@ fn apt_installs_genboot_and_kernel_packages_make_generations_by_themselves() {
     let rows = list.as_array().unwrap();
     assert_eq!(rows.len(), 1, "{list}");
     assert_eq!(rows[0]["kernelRelease"], "6.12.117+deb12-amd64");
+    check_autodetect(&root, &out);
 
     // kernel-install (what Debian's systemd-boot hook runs when bootctl
     // finds an ESP) on an ESP that genboot wrote: with layout=genboot no
@@ -277,6 +265,67 @@ fn apt_installs_genboot_and_kernel_packages_make_generations_by_themselves() {
             !kept.join(gone).exists(),
             "{gone} should be gone from {}",
             kept.display()
+        );
+    }
+}
+
+/// What `[initrd] autodetect` said and put into the initrd, judged by
+/// kmod: each modalias on this machine's root device chain (read from
+/// sysfs by the shell) resolved by `modprobe -R` in the module tree genboot
+/// wrote (its kmod index files).
+fn check_autodetect(root: &Path, out: &str) {
+    let note = out
+        .lines()
+        .find(|l| l.contains("autodetect: the root ("))
+        .unwrap_or_else(|| panic!("no autodetect note:\n{out}"));
+    eprintln!("deb: {note}");
+    let release = "6.12.117+deb12-amd64";
+    let store = root.join("var/lib/genboot/store");
+    let km = only_object(&store, &format!("kernel-modules-{release}"));
+    let chain = run_ok(Command::new("sh").arg("-c").arg(
+        "d=$(readlink -f /sys/dev/block/$(stat -c '%Hd:%Ld' /)); \
+         while [ \"$d\" != /sys/devices ] && [ \"$d\" != / ]; do \
+           [ -f \"$d/modalias\" ] && cat \"$d/modalias\"; d=$(dirname \"$d\"); done",
+    ));
+    let mut want: Vec<String> = Vec::new();
+    for alias in chain.lines().filter(|l| !l.is_empty()) {
+        let o = Command::new("modprobe")
+            .arg("-d")
+            .arg(&km)
+            .args(["-S", release, "-R", alias])
+            .output()
+            .expect("modprobe runs (apt-get install kmod)");
+        for m in stdout(&o).lines() {
+            if !want.iter().any(|w| w == m) {
+                want.push(m.to_string());
+            }
+        }
+    }
+    assert!(!want.is_empty(), "kmod resolves none of {chain:?}");
+    for m in &want {
+        assert!(
+            note.contains(&format!(" {m} (")),
+            "autodetect should add {m} (kmod resolves this machine's root device chain to {want:?}):\n{note}"
+        );
+    }
+    // The root's file system: from the mount of its device (in the chroot,
+    // the bind of the local repository, on the same file system).
+    assert!(
+        note.contains(" ext4 (the root's file system)"),
+        "the root's ext4 should be added:\n{note}"
+    );
+    let initrd = only_object(&store, &format!("initrd-{release}"));
+    let manifest = run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg("zstdcat \"$1\" | cpio -i --to-stdout etc/genboot/initrd.manifest 2>/dev/null")
+            .arg("sh")
+            .arg(initrd.join("initrd")),
+    );
+    for m in &want {
+        assert!(
+            manifest.contains(&format!("module {m} ")),
+            "{m} should be in the initrd:\n{manifest}"
         );
     }
 }

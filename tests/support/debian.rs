@@ -172,9 +172,10 @@ impl SystemToml {
         }
     }
 
-    /// The file's text for the root at `root`. The kernel paths are
-    /// absolute paths on this machine into `root`: `genboot --root` reads
-    /// a configuration's paths on the host today (issue 13, item 5).
+    /// The file's text for the root at `root`, for a file written outside
+    /// the root: its kernel paths are absolute paths on this machine into
+    /// `root` (a configuration inside the root would name the root's own
+    /// paths, `/boot/vmlinuz-<release>`).
     pub fn text(&self, root: &Path) -> String {
         let q = |s: &str| format!("{s:?}");
         let list = |v: &[String]| v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
@@ -283,7 +284,14 @@ impl Report {
 /// ([`Vm::expect_boot_within`]), up to and including its end line.
 #[track_caller]
 pub fn read_report(vm: &mut Vm) -> Report {
-    let seen = vm.wait_for(&format!("{MARK}end action="), SETTLE);
+    read_report_within(vm, SETTLE)
+}
+
+/// [`read_report`] for a scenario whose stage-2 commands take longer than
+/// [`SETTLE`] (apt installing a kernel under TCG).
+#[track_caller]
+pub fn read_report_within(vm: &mut Vm, timeout: Duration) -> Report {
+    let seen = vm.wait_for(&format!("{MARK}end action="), timeout);
     let mut r = Report::default();
     for line in seen.lines() {
         let Some(at) = line.find(MARK) else { continue };
@@ -377,4 +385,44 @@ pub fn install_genboot_repo(root: &Path) {
         format!("deb [trusted=yes] file:/{GUEST_GENBOOT_REPO} ./\n"),
     )
     .unwrap();
+}
+
+/// Run `script` with bash as root in a private mount namespace, `$r` the
+/// Debian root, with /proc, /sys and the local repository ([`mirror`], at
+/// [`GUEST_MIRROR`]) mounted in it and `c CMD...` running CMD chrooted
+/// into it (a clean environment, `DEBIAN_FRONTEND=noninteractive`).
+/// Returns its output (stdout and stderr); fails the test when it fails.
+#[track_caller]
+pub fn chroot_script(root: &Path, script: &str) -> String {
+    std::fs::create_dir_all(root.join(GUEST_MIRROR)).unwrap();
+    let full = format!(
+        "set -euo pipefail\nr=$1\nmount -t proc proc \"$r/proc\"\nmount -t sysfs sysfs \"$r/sys\"\n\
+         mount --bind -o ro '{mirror}' \"$r/{GUEST_MIRROR}\"\n\
+         c() {{ chroot \"$r\" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \"$@\"; }}\n{script}",
+        mirror = mirror().display()
+    );
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            &full,
+            "bash",
+        ])
+        .arg(root)
+        .output()
+        .expect("unshare runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the script in {} failed:\n{text}",
+        root.display()
+    );
+    text
 }

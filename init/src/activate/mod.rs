@@ -350,8 +350,8 @@ fn activate<S: Sys>(b: &mut Boot<'_, S>) -> Result<Outcome, Failure> {
         b.verify(&g)?;
     }
     // The hand-over to stage 2.
-    b.bind_modules(&args, &g)?;
-    b.record(&g)?;
+    let binds = b.bind_modules(&args, &g)?;
+    b.record(&g, &binds)?;
     let sulogin = if args.recovery {
         b.find_sulogin()
     } else {

@@ -12,6 +12,67 @@ use genboot_format::{BOOTED, RUN_DIR, TIMINGS};
 use std::io;
 use std::time::Duration;
 
+/// A bind genboot-init made, as stage 2 sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Bound {
+    /// The source, in the store.
+    what: String,
+    /// The mount point on the root.
+    at: String,
+}
+
+/// Where genboot-init puts the mount units of its binds.
+const UNIT_DIR: &str = "/run/systemd/system";
+
+/// systemd's unit name for the mount point `path` (`systemd-escape
+/// --path --suffix=mount`): `/` between components becomes `-`; ASCII
+/// letters, digits, `:`, `_` and `.` (but a leading `.`) stay; every other
+/// byte becomes `\xNN`.
+pub(super) fn unit_name(path: &str) -> String {
+    let trimmed = path.trim_matches('/');
+    let mut out = String::new();
+    for (i, part) in trimmed.split('/').filter(|p| !p.is_empty()).enumerate() {
+        if i > 0 {
+            out.push('-');
+        }
+        for (j, b) in part.bytes().enumerate() {
+            let keep = b.is_ascii_alphanumeric() || b == b':' || b == b'_' || (b == b'.' && j > 0);
+            if keep {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push('-');
+    }
+    out.push_str(".mount");
+    out
+}
+
+/// The mount unit for `b`: it describes the bind systemd finds already
+/// mounted, without default dependencies, so systemd's shutdown
+/// transaction (`umount.target`) does not stop it; systemd-shutdown
+/// unmounts it last, after every process is gone.
+fn mount_unit(b: &Bound) -> (String, String) {
+    let text = format!(
+        "# Written by genboot-init: the booted generation's kernel modules.\n\
+         # No default dependencies: systemd-shutdown unmounts it last, once\n\
+         # udevd no longer maps kmod's index files from it.\n\
+         [Unit]\n\
+         Description=Kernel modules of the booted genboot generation\n\
+         DefaultDependencies=no\n\
+         \n\
+         [Mount]\n\
+         What={}\n\
+         Where={}\n\
+         Options=bind,ro\n",
+        b.what, b.at
+    );
+    (unit_name(&b.at), text)
+}
+
 /// What a bind of the kernel-modules object covers.
 #[derive(Debug, Clone, Copy)]
 enum Bind {
@@ -50,14 +111,19 @@ impl<S: Sys> Boot<'_, S> {
     /// object has one, is bound only on a root without `/lib/firmware`.
     /// A missing mount point is created on a writable root; on a read-only
     /// one the bind is left out with a warning.
-    pub(super) fn bind_modules(&mut self, args: &BootArgs, g: &Generation) -> Result<(), Failure> {
+    pub(super) fn bind_modules(
+        &mut self,
+        args: &BootArgs,
+        g: &Generation,
+    ) -> Result<Vec<Bound>, Failure> {
         let Some(km) = &g.kernel_modules else {
             self.done(
                 Step::BindModules,
                 "the generation has no kernel-modules object; stage 2 uses the root's /lib/modules",
             );
-            return Ok(());
+            return Ok(Vec::new());
         };
+        let mut binds = Vec::new();
         let mut said = Vec::new();
         let modules = format!("lib/modules/{}", g.release);
         for (sub, what) in [
@@ -143,6 +209,10 @@ impl<S: Sys> Boot<'_, S> {
                 );
             }
             said.push(format!("{at}: the generation's (read-only)"));
+            binds.push(Bound {
+                what: in_root_text(&src),
+                at: shown,
+            });
         }
         let detail = if said.is_empty() {
             "nothing bound".to_string()
@@ -150,7 +220,7 @@ impl<S: Sys> Boot<'_, S> {
             said.join("; ")
         };
         self.done(Step::BindModules, &detail);
-        Ok(())
+        Ok(binds)
     }
 
     /// Whether the root's directory `dir` (a directory) is its own tree to
@@ -168,7 +238,13 @@ impl<S: Sys> Boot<'_, S> {
         }
     }
 
-    pub(super) fn record(&mut self, g: &Generation) -> Result<(), Failure> {
+    /// Record the boot for stage 2: `/run/genboot/booted`, the timings,
+    /// and for each bind a mount unit in `/run/systemd/system` that tells
+    /// systemd to leave the bind alone at shutdown
+    /// ([`mount_unit`]); without it systemd's `umount.target` tries to
+    /// unmount it while udevd still maps kmod's index files from it, and
+    /// says "Failed unmounting"; systemd-shutdown unmounts it last.
+    pub(super) fn record(&mut self, g: &Generation, binds: &[Bound]) -> Result<(), Failure> {
         let r = match self.sys.mkdir(RUN_DIR, 0o755) {
             Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(e),
             _ => Ok(()),
@@ -184,7 +260,37 @@ impl<S: Sys> Boot<'_, S> {
                 "/run must be a writable tmpfs; see the mount-api step",
             );
         }
-        self.done(Step::Record, BOOTED);
+        let mut detail = BOOTED.to_string();
+        let dirs = if binds.is_empty() {
+            Ok(())
+        } else {
+            ["/run/systemd", UNIT_DIR].into_iter().try_for_each(|d| {
+                match self.sys.mkdir(d, 0o755) {
+                    Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(e),
+                    _ => Ok(()),
+                }
+            })
+        };
+        for b in binds {
+            let (name, text) = mount_unit(b);
+            let path = format!("{UNIT_DIR}/{name}");
+            let r = match &dirs {
+                Ok(()) => self.sys.write_file(&path, text.as_bytes()),
+                Err(e) => Err(io::Error::from_raw_os_error(
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                )),
+            };
+            match r {
+                Ok(()) => detail.push_str(&format!(" {path}")),
+                Err(e) => {
+                    // systemd then tries to unmount the bind too early at
+                    // shutdown and says so; the boot is not worse for it.
+                    let msg = format!("warning: cannot write {path}: {}", errno_text(&e));
+                    self.say(&msg);
+                }
+            }
+        }
+        self.done(Step::Record, &detail);
         let json = self.timings_json();
         // Timings are informative: a failure to write them is not fatal.
         let _ = self.sys.write_file(TIMINGS, json.as_bytes());

@@ -186,6 +186,11 @@ fn whole_sequence_mounts_binds_moves_switches_and_execs() {
         "mount - /sysroot/lib/firmware - MS_RDONLY|MS_REMOUNT|MS_BIND \"\"".into(),
         "mkdir /run/genboot 755".into(),
         "write /run/genboot/booted".into(),
+        // systemd leaves the binds to systemd-shutdown (see below).
+        "mkdir /run/systemd 755".into(),
+        "mkdir /run/systemd/system 755".into(),
+        format!("write /run/systemd/system/lib-modules-6.1.0\\x2d50\\x2damd64.mount"),
+        "write /run/systemd/system/lib-firmware.mount".into(),
         "write /run/genboot/timings.json".into(),
         "mount /dev /sysroot/dev - MS_MOVE \"\"".into(),
         "mount /proc /sysroot/proc - MS_MOVE \"\"".into(),
@@ -859,6 +864,59 @@ fn bind_step(f: &FakeSys) -> Vec<&str> {
         .position(|c| c == "mkdir /run/genboot 755")
         .expect("the boot was recorded");
     f.calls[from..to].iter().map(String::as_str).collect()
+}
+
+#[test]
+fn each_bind_gets_a_mount_unit_that_keeps_systemds_shutdown_off_it() {
+    // Issue 13, item 3: "Failed unmounting usr-lib-modules.mount" at every
+    // shutdown: umount.target unmounted the bind while udevd still mapped
+    // kmod's index files from it. A unit without default dependencies
+    // leaves it to systemd-shutdown, which unmounts it last.
+    let mut f = debian_world(&cmdline(""));
+    f.dir("/sysroot/usr/lib/firmware", ROOT);
+    assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
+    let unit = "/run/systemd/system/usr-lib-modules-6.1.0\\x2d50\\x2damd64.mount";
+    let text = String::from_utf8(f.read_file(unit).unwrap()).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "# Written by genboot-init: the booted generation's kernel modules.\n\
+             # No default dependencies: systemd-shutdown unmounts it last, once\n\
+             # udevd no longer maps kmod's index files from it.\n\
+             [Unit]\n\
+             Description=Kernel modules of the booted genboot generation\n\
+             DefaultDependencies=no\n\
+             \n\
+             [Mount]\n\
+             What={}/lib/modules/{KVER}\n\
+             Where=/usr/lib/modules/{KVER}\n\
+             Options=bind,ro\n",
+            kmods()
+        )
+    );
+    // The root's own firmware is not bound, so it has no unit.
+    assert!(!f.calls.iter().any(|c| c.contains("firmware.mount")));
+    assert!(console_has(
+        &f,
+        &format!("record: /run/genboot/booted {unit}")
+    ));
+    // Nothing bound, nothing written.
+    let mut f = world(&cmdline(""));
+    f.dir(&format!("/sysroot/lib/modules/{KVER}/kernel"), ROOT);
+    f.dir("/sysroot/lib/firmware", ROOT);
+    assert!(matches!(run(&mut f), Outcome::Exec(_)));
+    assert!(!f.calls.iter().any(|c| c.contains("/run/systemd")));
+}
+
+#[test]
+fn unit_names_escape_like_systemd_escape() {
+    use super::switch::unit_name;
+    assert_eq!(
+        unit_name("/usr/lib/modules/6.12.117+deb12-amd64"),
+        "usr-lib-modules-6.12.117\\x2bdeb12\\x2damd64.mount"
+    );
+    assert_eq!(unit_name("/lib/firmware"), "lib-firmware.mount");
+    assert_eq!(unit_name("/a/.hidden/x y"), "a-\\x2ehidden-x\\x20y.mount");
 }
 
 #[test]
