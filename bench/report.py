@@ -265,12 +265,13 @@ def smp_rows(res, smp, boots):
         if not b:
             continue
         ok = b["ok"]
+        val = lambda k: b[k] if ok else None  # noqa: E731
         out.append("| " + " | ".join([
             label + ("" if ok else " **(did not boot)**"),
-            _f(ok and b["init_s_median"], " s", 3),
-            _f(ok and b["real_init_s_median"], " s", 3),
-            _f(ok and b["initrd_phase_s_median"], " s", 3),
-            _f(ok and b["qemu_wall_s_median"], " s", 2)]) + " |")
+            _f(val("init_s_median"), " s", 3),
+            _f(val("real_init_s_median"), " s", 3),
+            _f(val("initrd_phase_s_median"), " s", 3),
+            _f(val("qemu_wall_s_median"), " s", 2)]) + " |")
     g, f = boots.get("genboot"), boots.get("floor")
     if g and f and g["ok"] and f["ok"]:
         out += ["", f"With {smp} CPUs genboot's initrd phase is "
@@ -304,16 +305,17 @@ def debian_rows(res):
     for key, label in labels.items():
         b, bb, ss = d["boots"].get(key), d["builds"].get(key), d["initrds"].get(key)
         ok = bool(b and b["ok"])
+        val = lambda k: b[k] if ok else None  # noqa: E731
         out.append("| " + " | ".join([
             label + ("" if ok or not b else " **(did not boot)**"),
-            _f(bb and bb["wall_s_median"], " s", 3),
-            _f(ss and ss["bytes"] / MIB, " MiB", 2),
+            _f(bb["wall_s_median"] if bb else None, " s", 3),
+            _f(ss["bytes"] / MIB if ss else None, " MiB", 2),
             str(ss["modules"]) if ss else "–",
-            _f(ok and b["init_s_median"], " s", 3),
-            _f(ok and b["systemd_s_median"], " s", 3),
-            _f(ok and b["initrd_phase_s_median"], " s", 3),
-            _f(ok and b["multi_user_s_median"], " s", 2),
-            _f(ok and b["qemu_wall_s_median"], " s", 1)]) + " |")
+            _f(val("init_s_median"), " s", 3),
+            _f(val("systemd_s_median"), " s", 3),
+            _f(val("initrd_phase_s_median"), " s", 3),
+            _f(val("multi_user_s_median"), " s", 2),
+            _f(val("qemu_wall_s_median"), " s", 1)]) + " |")
     states = {k: sorted({r.get("system") or "?" for r in b["runs"]})
               for k, b in d["boots"].items()}
     out += ["", "systemd's state at the end of each boot (`systemctl is-system-running`): "
