@@ -100,6 +100,20 @@ pub struct Scenario {
 impl Scenario {
     /// A fresh scenario named `name` that must finish within `budget`.
     pub fn new(name: &str, budget: Duration) -> Scenario {
+        Scenario::with_tree(name, budget, |tree| {
+            let genboot = static_genboot();
+            run_ok(
+                Command::new(common::repo().join("qemu/make-stage2"))
+                    .arg(tree)
+                    .arg(&genboot),
+            );
+        })
+    }
+
+    /// Like [`Scenario::new`] with another stage-2 system: `fill` makes the
+    /// root tree at the path it is given (which does not exist yet), e.g. a
+    /// copy of a real Debian root (`tests/debian`).
+    pub fn with_tree(name: &str, budget: Duration, fill: impl FnOnce(&Path)) -> Scenario {
         require_tools();
         // Fail with how to build it when genboot-init is missing.
         let activator = common::activator();
@@ -119,12 +133,7 @@ impl Scenario {
         }
         std::fs::create_dir_all(&dir).unwrap();
         let tree = dir.join("root");
-        let genboot = static_genboot();
-        run_ok(
-            Command::new(common::repo().join("qemu/make-stage2"))
-                .arg(&tree)
-                .arg(&genboot),
-        );
+        fill(&tree);
         Scenario {
             name: name.to_string(),
             image: dir.join("disk.img"),
@@ -180,12 +189,17 @@ impl Scenario {
     /// `genboot --root <tree> image --config ... -o disk.img`: one switch per
     /// configuration, in order (generation 1, 2, ...).
     pub fn image(&self, configs: &[&Path]) {
+        self.image_sized(configs, "1G");
+    }
+
+    /// [`Scenario::image`] with `--size size` (`auto` fits the tree).
+    pub fn image_sized(&self, configs: &[&Path], size: &str) {
         let mut c = common::genboot();
         c.arg("--root").arg(&self.tree).arg("image");
         for cfg in configs {
             c.arg("--config").arg(cfg);
         }
-        c.arg("-o").arg(&self.image).args(["--size", "1G"]);
+        c.arg("-o").arg(&self.image).args(["--size", size]);
         run_until(&mut c, self.deadline);
     }
 
@@ -671,7 +685,14 @@ impl Vm {
     /// Wait for the stage-2 init's boot line and parse it.
     #[track_caller]
     pub fn expect_boot(&mut self) -> Booted {
-        let seen = self.wait_for(&format!("{MARK}booted="), BOOT);
+        self.expect_boot_within(BOOT)
+    }
+
+    /// [`Vm::expect_boot`] with another timeout (systemd boots slower than
+    /// the busybox stage 2).
+    #[track_caller]
+    pub fn expect_boot_within(&mut self, timeout: Duration) -> Booted {
+        let seen = self.wait_for(&format!("{MARK}booted="), timeout);
         let line = seen
             .lines()
             .rev()
