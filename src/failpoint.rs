@@ -29,6 +29,13 @@ pub const ALL: &[&str] = &[
     "esp::entry-removed",
     "esp::file-removed",
     "esp::bless-renamed",
+    "tree::objects-written",
+    "tree::objects-synced",
+    "tree::objects-placed",
+    "tree::staged",
+    "tree::uid-map-saved",
+    "tree::synced",
+    "tree::renamed",
 ];
 
 /// Fail here if the environment asks for it.

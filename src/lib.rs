@@ -18,3 +18,4 @@ pub mod modules;
 pub mod profile;
 pub mod state;
 pub mod store;
+pub mod tree;
