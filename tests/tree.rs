@@ -239,6 +239,10 @@ fn build(state_name: &str, label: &str, extra: &[&str], keep: bool) -> Tree {
     })
     .unwrap_or_else(|e| panic!("building tree {label} failed: {e}"));
     eprintln!(
+        "tree {label}: rules renumbered users {:?} groups {:?}; new users {:?} groups {:?}",
+        built.rules.users, built.rules.groups, built.rules.new_users, built.rules.new_groups
+    );
+    eprintln!(
         "tree {label}: {} objects ({} new, {:.1} MB), image {} bytes; {:?}",
         built.imported.objects,
         built.imported.new_objects,
@@ -1275,7 +1279,7 @@ fn an_unknown_package_names_the_key_and_changes_nothing() {
         "nothing left in the store"
     );
     assert!(
-        tree::mount::mounts_below(&work()).unwrap().is_empty(),
+        tree::mount::mounts_below(&st.root).unwrap().is_empty(),
         "no mount left behind"
     );
 }

@@ -4,7 +4,7 @@
 //! An object is a regular file, mode 0444, owned by the owner of the
 //! `objects` directory (root on a real system), without xattrs: all real
 //! metadata lives in each tree's manifest and metadata image. Objects are
-//! written only by [`crate::tree::import`]: a new object is complete and
+//! written only by [`crate::tree::import()`]: a new object is complete and
 //! flushed to disk before it gets its name (content moved from a staging
 //! tree on the same file system, or copied into `objects/.tmp-*` first), and
 //! a tree object is renamed into place only after every object it names is.

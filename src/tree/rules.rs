@@ -651,22 +651,44 @@ fn pin_ids(
     }
     let ur = r.uid_remap();
     let gr = r.gid_remap();
-    // The databases.
-    let new_passwd = rewrite_db(&passwd, |f| {
-        if let Some(to) = f.first().and_then(|n| fu.get(n)) {
-            f[2] = to.to_string();
-        }
-        if let Some(g) = f.get(3).and_then(|g| g.parse::<u32>().ok()) {
-            if let Some(to) = gr.get(&g) {
-                f[3] = to.to_string();
+    // The databases, and shadow's backups of them (`passwd-`, `group-`).
+    let fix_passwd = |text: &str| {
+        rewrite_db(text, |f| {
+            if let Some(to) = f.first().and_then(|n| fu.get(n)) {
+                f[2] = to.to_string();
+            }
+            if let Some(g) = f.get(3).and_then(|g| g.parse::<u32>().ok()) {
+                if let Some(to) = gr.get(&g) {
+                    f[3] = to.to_string();
+                }
+            }
+        })
+    };
+    let fix_group = |text: &str| {
+        rewrite_db(text, |f| {
+            if let Some(to) = f.first().and_then(|n| fg.get(n)) {
+                f[2] = to.to_string();
+            }
+        })
+    };
+    let mut rewrites = Vec::new();
+    for (path, is_passwd) in [
+        (&b"/etc/passwd"[..], true),
+        (b"/etc/passwd-", true),
+        (b"/etc/group", false),
+        (b"/etc/group-", false),
+    ] {
+        if let Some(text) = read(m, contents, path)? {
+            let new = if is_passwd {
+                fix_passwd(&text)
+            } else {
+                fix_group(&text)
+            };
+            if new != text {
+                rewrites.push((path, new));
             }
         }
-    });
-    let new_group = rewrite_db(&group, |f| {
-        if let Some(to) = f.first().and_then(|n| fg.get(n)) {
-            f[2] = to.to_string();
-        }
-    });
+    }
     // Inodes and ACLs.
     for e in m.entries.values_mut() {
         if let Entry::Inode { meta, .. } = e {
@@ -684,26 +706,9 @@ fn pin_ids(
         }
     }
     let epoch = m.epoch;
-    set_file(
-        m,
-        contents,
-        b"/etc/passwd",
-        new_passwd.as_bytes(),
-        None,
-        0o644,
-        epoch,
-        r,
-    );
-    set_file(
-        m,
-        contents,
-        b"/etc/group",
-        new_group.as_bytes(),
-        None,
-        0o644,
-        epoch,
-        r,
-    );
+    for (path, new) in rewrites {
+        set_file(m, contents, path, new.as_bytes(), None, 0o644, epoch, r);
+    }
     Ok(())
 }
 
@@ -961,6 +966,7 @@ mod tests {
         let group2 =
             "root:x:0:\nnogroup:x:65534:\n_chrony:x:101:\ninput:x:102:\nmessagebus:x:103:\n";
         let (mut m2, mut c2) = tree(passwd2, group2);
+        file(&mut m2, &mut c2, "/etc/passwd-", passwd2.as_bytes(), 0, 0);
         // Files owned by the build's ids.
         if let Some(Entry::Inode { meta, .. }) = m2.entries.get_mut(&b"/var/lib/chrony"[..]) {
             meta.uid = 100;
@@ -981,6 +987,7 @@ mod tests {
         }
         let r = apply(&mut m2, &mut c2, &Rules::default(), &mut ids).unwrap();
         let p = text(&m2, &c2, "/etc/passwd");
+        assert_eq!(text(&m2, &c2, "/etc/passwd-"), p, "shadow's backup too");
         assert!(p.contains("messagebus:x:100:102:"), "{p}");
         assert!(p.contains("_chrony:x:999:999:Chrony:"), "{p}");
         let g = text(&m2, &c2, "/etc/group");
