@@ -1227,6 +1227,21 @@ fn a_hostile_tree_round_trips_through_import_and_mount() {
         4000
     );
     drop(m);
+    // A mount point inside the tree is refused, naming it.
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(r.join("d/sub")));
+    let e = tree::build_tree(
+        &store,
+        &st.dir,
+        &TreeSpec {
+            label: "hostile3".into(),
+            ..spec.clone()
+        },
+    );
+    run(Command::new("umount").arg(r.join("d/sub")));
+    let e = e.expect_err("a mount point inside the tree").to_string();
+    assert!(e.contains("d/sub") && e.contains("mount point"), "{e}");
     // A tree with overlayfs's own xattrs is refused, naming the path.
     sh("setfattr -n trusted.overlay.opaque -v y d/sub");
     let e = tree::build_tree(
@@ -1252,7 +1267,21 @@ fn a_hostile_tree_round_trips_through_import_and_mount() {
 }
 
 // ---------------------------------------------------------------------------
-// mmdebstrap errors name the key (each fails within seconds).
+// mmdebstrap: the default mirror, and errors that name the key (each fails
+// within seconds).
+
+#[test]
+fn the_machines_apt_sources_give_the_default_mirror() {
+    // This machine is a Debian 12 with bookworm in its apt sources
+    // (qemu/deb-cache needs them too).
+    let lines = tree::mmdebstrap::machine_sources(Path::new("/etc/apt"), "bookworm").unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("deb ") && l.contains(" bookworm ")),
+        "{lines:?}"
+    );
+}
 
 #[test]
 fn an_unknown_package_names_the_key_and_changes_nothing() {

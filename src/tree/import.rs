@@ -281,13 +281,12 @@ pub fn import(
             return Err(e);
         }
     };
-    for (sha, size, _, moved) in &plan.new {
+    for (_, size, _, moved) in &plan.new {
         out.new_objects += 1;
         out.new_object_bytes += size;
         if !moved {
             out.copied_bytes += size;
         }
-        let _ = sha;
     }
     timings.push(("prepare objects (copy or chown/chmod)", t.elapsed()));
     fp("tree::objects-written", &objects.dir)?;

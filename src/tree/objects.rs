@@ -229,7 +229,7 @@ impl Objects {
         }
     }
 
-    /// Create `objects/` and make it owned like the store.
+    /// Create `objects/` (its owner is the owner every object gets).
     pub(crate) fn create(&self) -> Result<(), TreeError> {
         fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))
     }

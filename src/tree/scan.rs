@@ -17,7 +17,6 @@ use super::objects::{Contents, Source};
 use super::{io_err, sys, TreeError};
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -304,14 +303,6 @@ fn hash_one(host: &Path, size: u64) -> Result<Hashed, TreeError> {
         },
         Some((sha, host.to_path_buf())),
     ))
-}
-
-/// Show a manifest path with the scanned root, for messages.
-pub fn host_path(root: &Path, path: &[u8]) -> PathBuf {
-    if path == b"/" {
-        return root.to_path_buf();
-    }
-    root.join(OsStr::from_bytes(&path[1..]))
 }
 
 #[cfg(test)]
