@@ -992,6 +992,25 @@ fn assert_consistent(store: &Store, what: &str) {
     assert_eq!(Objects::of(store).verify_all().unwrap(), vec![], "{what}");
 }
 
+/// Run [`crash_child`] in a child process with `GENBOOT_FAILPOINTS=failpoints`.
+fn child(mode: &str, root: &Path, src: &Path, failpoints: &str) -> std::process::Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GENBOOT_FAILPOINTS", failpoints)
+        .env(
+            "GENBOOT_TREE_CRASH",
+            format!("{mode}\n{}\n{}\ncrash", root.display(), src.display()),
+        )
+        .output()
+        .unwrap()
+}
+
 fn crash_mode(mode: &str) {
     let src = subset().clone();
     // The reference: a clean import.
@@ -1032,22 +1051,46 @@ fn crash_mode(mode: &str) {
             run(Command::new("cp").arg("-a").arg(&src).arg(s.join("root")));
             s.join("root")
         };
+        // An injected error: the import fails and cleans up after itself.
+        {
+            let (est, estore) = state(&format!("crash-{mode}-{}-error", fp.replace("::", "-")));
+            let src1 = if mode == "copy" {
+                src.clone()
+            } else {
+                let s = estore.dir.join(".tmp-build-test-0");
+                fs::create_dir(&s).unwrap();
+                run(Command::new("cp").arg("-a").arg(&src).arg(s.join("root")));
+                s.join("root")
+            };
+            let out = child(mode, &est.root, &src1, &format!("{fp}=error"));
+            assert_eq!(
+                out.status.code(),
+                Some(101),
+                "{mode} {fp}=error: the import should fail:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                String::from_utf8_lossy(&out.stderr)
+                    .contains(&format!("failpoint {fp} injected an error")),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_consistent(&estore, &format!("{mode}: after an error at {fp}"));
+            let tmp: Vec<PathBuf> = estore
+                .leftovers()
+                .unwrap()
+                .into_iter()
+                .filter(|p| !p.ends_with(".tmp-build-test-0"))
+                .collect();
+            assert!(tmp.is_empty(), "{mode} {fp}=error left {tmp:?}");
+            assert!(
+                Objects::of(&estore).leftovers().is_empty(),
+                "{mode} {fp}=error"
+            );
+            tree::build::remove_staging(&est.root).unwrap();
+        }
         let first = stage(1);
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("GENBOOT_FAILPOINTS", fp)
-            .env(
-                "GENBOOT_TREE_CRASH",
-                format!("{mode}\n{}\n{}\ncrash", st.root.display(), first.display()),
-            )
-            .output()
-            .unwrap();
+        let out = child(mode, &st.root, &first, fp);
         assert_eq!(
             out.status.code(),
             Some(99),

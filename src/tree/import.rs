@@ -247,40 +247,19 @@ pub fn import(
     objects.create()?;
     let owner = objects.owner()?;
 
-    // 1. Prepare new objects.
-    let t = Instant::now();
+    // 1–3: the new objects, through `objects/.tmp-*` for copies; on any
+    // error the temporary directory goes (placed objects stay: complete).
     let tmp = objects.dir.join(tmp_name("objects"));
     let any_copy = plan.new.iter().any(|n| !n.3);
+    let placed = place_objects(store, &objects, &plan, &tmp, any_copy, owner, &mut timings);
     if any_copy {
-        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
-    }
-    let prepared: Result<Vec<(Sha256Digest, PathBuf)>, TreeError> = plan
-        .new
-        .par_iter()
-        .map(|(sha, _, src, moved)| {
-            if *moved {
-                let Source::Path(p) = src else {
-                    unreachable!("only paths move")
-                };
-                Objects::make_plain(p, owner)?;
-                Ok((*sha, p.clone()))
-            } else {
-                Ok((*sha, Objects::write_staged(&tmp, sha, src, owner)?))
+        if let Err(e) = remove_tree(&tmp) {
+            if placed.is_ok() {
+                return Err(TreeError::Store(e));
             }
-        })
-        .collect();
-    let cleanup_tmp = |tmp: &Path| {
-        if any_copy {
-            let _ = remove_tree(tmp);
         }
-    };
-    let prepared = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            cleanup_tmp(&tmp);
-            return Err(e);
-        }
-    };
+    }
+    placed?;
     for (_, size, _, moved) in &plan.new {
         out.new_objects += 1;
         out.new_object_bytes += size;
@@ -288,29 +267,6 @@ pub fn import(
             out.copied_bytes += size;
         }
     }
-    timings.push(("prepare objects (copy or chown/chmod)", t.elapsed()));
-    fp("tree::objects-written", &objects.dir)?;
-
-    // 2. Durable content.
-    let t = Instant::now();
-    syncfs(&store.dir).map_err(TreeError::Store)?;
-    timings.push(("syncfs", t.elapsed()));
-    fp("tree::objects-synced", &objects.dir)?;
-
-    // 3. Names.
-    let t = Instant::now();
-    let placed: Result<(), TreeError> = prepared
-        .par_iter()
-        .try_for_each(|(sha, from)| objects.place(from, sha));
-    if let Err(e) = placed {
-        cleanup_tmp(&tmp);
-        return Err(e);
-    }
-    if any_copy {
-        fs::remove_dir(&tmp).map_err(io_err("remove", &tmp))?;
-    }
-    timings.push(("rename objects into place", t.elapsed()));
-    fp("tree::objects-placed", &objects.dir)?;
 
     // 4. The tree object.
     let t = Instant::now();
@@ -323,6 +279,54 @@ pub fn import(
     timings.push(("write, sync and rename the tree object", t.elapsed()));
     out.timings = timings;
     Ok(out)
+}
+
+/// Steps 1–3 of the import (see the module docs).
+fn place_objects(
+    store: &Store,
+    objects: &Objects,
+    plan: &Plan,
+    tmp: &Path,
+    any_copy: bool,
+    owner: (u32, u32),
+    timings: &mut Vec<(&'static str, Duration)>,
+) -> Result<(), TreeError> {
+    // 1. Prepare.
+    let t = Instant::now();
+    if any_copy {
+        fs::create_dir(tmp).map_err(io_err("create", tmp))?;
+    }
+    let prepared: Vec<(Sha256Digest, PathBuf)> = plan
+        .new
+        .par_iter()
+        .map(|(sha, _, src, moved)| {
+            if *moved {
+                let Source::Path(p) = src else {
+                    unreachable!("only paths move")
+                };
+                Objects::make_plain(p, owner)?;
+                Ok((*sha, p.clone()))
+            } else {
+                Ok((*sha, Objects::write_staged(tmp, sha, src, owner)?))
+            }
+        })
+        .collect::<Result<_, TreeError>>()?;
+    timings.push(("prepare objects (copy or chown/chmod)", t.elapsed()));
+    fp("tree::objects-written", &objects.dir)?;
+
+    // 2. Durable content.
+    let t = Instant::now();
+    syncfs(&store.dir).map_err(TreeError::Store)?;
+    timings.push(("syncfs", t.elapsed()));
+    fp("tree::objects-synced", &objects.dir)?;
+
+    // 3. Names.
+    let t = Instant::now();
+    prepared
+        .par_iter()
+        .try_for_each(|(sha, from)| objects.place(from, sha))?;
+    timings.push(("rename objects into place", t.elapsed()));
+    fp("tree::objects-placed", &objects.dir)
 }
 
 fn write_tree_object(
