@@ -26,6 +26,30 @@
 //!
 //! Targets (issue 14): disk for 10 generations ≤ 1.3 × one tree; import of a
 //! warm tree ≥ 2 × faster than `ostree commit` of it.
+//!
+//! Measured with that command (2 shared cores at load 6–9, so times are
+//! upper bounds; trees of 620 MB / 9,928 files and 623 MB / 10,067 files,
+//! the Debian 6.1 kernel's modules included):
+//!
+//! | time, warm page cache, median of 3 | generation 1 | generation 2 |
+//! |---|---:|---:|
+//! | genboot import, copy (read-only dir) | 2.50 s | 5.33 s |
+//! | genboot import, move (staging dir) | 0.65 s | 0.63 s |
+//! | ostree commit (bare repo) | 7.31 s | 10.74 s |
+//! | ostree commit --consume (staging dir) | 4.38 s | 13.68 s |
+//! | cp -a + syncfs | 13.62 s | 16.31 s |
+//!
+//! | generations | genboot store | ostree repo (bare) | full copies |
+//! |---|---:|---:|---:|
+//! | 1 | 611.7 MB | 615.6 MB | 620.2 MB |
+//! | 2 | 619.3 MB | 620.1 MB | 1,243.7 MB |
+//! | 10 | 663.0 MB (1.07 ×) | 635.1 MB (1.02 ×) | 6,286.2 MB (10.1 ×) |
+//!
+//! Generations 2…10 import in 0.5–2.4 s each (only new contents are
+//! written), `ostree commit` takes 4–37 s each (it re-reads the whole tree).
+//! A genboot generation costs its new contents plus ~4.4 MB of metadata
+//! (a 2.1 MB manifest and a 2.0 MB image for ~16,000 paths); ostree's
+//! dirtree objects are shared between commits, hence its smaller repository.
 
 use genboot::state::State;
 use genboot::store::Store;
