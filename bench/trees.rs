@@ -154,7 +154,7 @@ fn spec(label: &str, dir: &Path) -> TreeSpec {
 fn genboot_import(work: &Path, tree: &Path, mode: ImportMode) -> f64 {
     let root = work.join("g");
     rm(&root);
-    let st = State::new(&root);
+    let st = State::open(&root).unwrap();
     let store = Store::open(&st).unwrap();
     let src = match mode {
         ImportMode::Copy => tree.to_path_buf(),
@@ -380,7 +380,7 @@ fn main() {
 
     // --- Disk over a series of generations. -----------------------------
     let groot = work.join("series-genboot");
-    let st = State::new(&groot);
+    let st = State::open(&groot).unwrap();
     let store = Store::open(&st).unwrap();
     let orepo = work.join("series-ostree");
     run(Command::new("ostree")

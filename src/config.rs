@@ -110,16 +110,96 @@ impl fmt::Display for Compression {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct KernelSection {
     /// The kernel image (bzImage with EFI stub), e.g. `/boot/vmlinuz-6.1.0-50-amd64`.
-    pub image: PathBuf,
+    /// With a `[tree]` and without `image`/`modules`, the tree's kernel.
+    pub image: Option<PathBuf>,
     /// The module tree, e.g. `/lib/modules/6.1.0-50-amd64`.
-    pub modules: PathBuf,
+    pub modules: Option<PathBuf>,
+    /// Which of the tree's kernels (`/boot/vmlinuz-<release>`), when it has
+    /// several; only with a `[tree]` and without `image`/`modules`.
+    pub release: Option<String>,
     /// Extra kernel command-line parameters.
     #[serde(default)]
     pub params: Vec<String>,
+}
+
+/// Where a `[tree]` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TreeSourceKind {
+    /// Built by mmdebstrap from a package list.
+    Mmdebstrap,
+    /// An existing directory (debootstrap, mkosi, a container export).
+    Dir,
+}
+
+/// `[tree]`: the operating-system tree of the generation (issue 14).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeSection {
+    pub source: TreeSourceKind,
+    /// mmdebstrap: the Debian suite, e.g. `bookworm`.
+    pub suite: Option<String>,
+    /// mmdebstrap: `minbase` (default), `required`, `important`, `standard`.
+    pub variant: Option<String>,
+    /// mmdebstrap: a mirror URL or one-line apt source, or a list of them;
+    /// absent: this machine's apt sources for the suite.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub mirror: Vec<String>,
+    /// mmdebstrap: packages to install (with their dependencies).
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// mmdebstrap: executables run as customize hooks with the tree as `$1`.
+    #[serde(default)]
+    pub customize: Vec<PathBuf>,
+    /// mmdebstrap: extra `--dpkgopt`s and `--aptopt`s, e.g.
+    /// `"path-exclude=/usr/share/doc/*"`.
+    #[serde(default)]
+    pub dpkgopts: Vec<String>,
+    #[serde(default)]
+    pub aptopts: Vec<String>,
+    /// dir: the tree to import (only read).
+    pub path: Option<PathBuf>,
+    /// Files' mtimes are clamped to it, and mmdebstrap builds with it as
+    /// `SOURCE_DATE_EPOCH`. mmdebstrap: [`DEFAULT_EPOCH`] when absent; dir:
+    /// absent keeps the tree's mtimes.
+    pub source_date_epoch: Option<i64>,
+    /// `/etc/hostname` of the image (default `localhost`).
+    pub hostname: Option<String>,
+}
+
+/// `SOURCE_DATE_EPOCH` of an mmdebstrap tree without `source_date_epoch`:
+/// 2025-01-01 00:00:00 UTC. A fixed value, so the same file gives the same
+/// tree; not 0 or 1, which tools read as "no date" (shadow's last password
+/// change of day 0 means "change it at the next login").
+pub const DEFAULT_EPOCH: i64 = 1_735_689_600;
+
+/// A string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = a.next_element::<String>()? {
+                out.push(s);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +268,7 @@ pub struct BootSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SystemConfig {
+    #[serde(default)]
     pub kernel: KernelSection,
     #[serde(default = "default_initrd")]
     pub initrd: InitrdSection,
@@ -195,6 +276,7 @@ pub struct SystemConfig {
     pub system: SystemSection,
     #[serde(default)]
     pub boot: BootSection,
+    pub tree: Option<TreeSection>,
     /// The file this was read from (not part of the TOML).
     #[serde(skip)]
     pub source: PathBuf,
@@ -233,8 +315,12 @@ impl SystemConfig {
                 base.join(p)
             }
         };
-        cfg.kernel.image = abs(&cfg.kernel.image);
-        cfg.kernel.modules = abs(&cfg.kernel.modules);
+        cfg.kernel.image = cfg.kernel.image.as_deref().map(abs);
+        cfg.kernel.modules = cfg.kernel.modules.as_deref().map(abs);
+        if let Some(t) = &mut cfg.tree {
+            t.customize = t.customize.iter().map(|p| abs(p)).collect();
+            t.path = t.path.as_deref().map(abs);
+        }
         if let Some(a) = &cfg.initrd.activator {
             cfg.initrd.activator = Some(abs(a));
         }
@@ -388,6 +474,10 @@ impl SystemConfig {
                 "use tries = 1 or more, or leave it out to turn boot counting off",
             ));
         }
+        self.check_kernel(text)?;
+        if let Some(t) = &self.tree {
+            self.check_tree(t, text)?;
+        }
         if self.boot.limit == Some(0) {
             return Err(invalid(
                 "boot",
@@ -395,6 +485,188 @@ impl SystemConfig {
                 "a limit of 0 leaves no generation on the ESP".into(),
                 "use limit = 1 or more, or leave it out",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl SystemConfig {
+    /// An error about `[section] key` (element `index` of a list).
+    fn invalid(
+        &self,
+        text: &str,
+        (section, key, index): (&'static str, &'static str, Option<usize>),
+        what: String,
+        hint: &str,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.source.clone(),
+            at: locate(text, section, key, index),
+            section,
+            key,
+            what,
+            hint: hint.to_string(),
+        }
+    }
+
+    /// `[kernel]`: `image` and `modules` both, or (with a `[tree]`) neither.
+    fn check_kernel(&self, text: &str) -> Result<(), ConfigError> {
+        let k = &self.kernel;
+        match (&k.image, &k.modules, &self.tree) {
+            (Some(_), Some(_), _) | (None, None, Some(_)) => {}
+            (None, _, None) => {
+                return Err(self.invalid(
+                    text,
+                    ("kernel", "image", None),
+                    "is missing".into(),
+                    "name the kernel image, e.g. image = \"/boot/vmlinuz-6.1.0-50-amd64\" (or add a [tree] and take its kernel)",
+                ))
+            }
+            (Some(_), None, _) | (None, Some(_), Some(_)) => {
+                let missing = if k.image.is_none() { "image" } else { "modules" };
+                return Err(self.invalid(
+                    text,
+                    ("kernel", missing, None),
+                    "is missing".into(),
+                    if self.tree.is_some() {
+                        "give both image and modules, or neither to take the kernel from the [tree]"
+                    } else {
+                        "give both, e.g. image = \"/boot/vmlinuz-6.1.0-50-amd64\" and modules = \"/lib/modules/6.1.0-50-amd64\""
+                    },
+                ));
+            }
+        }
+        if let Some(r) = &k.release {
+            if self.tree.is_none() || k.image.is_some() {
+                return Err(self.invalid(
+                    text,
+                    ("kernel", "release", None),
+                    "picks one of a [tree]'s kernels, but the kernel is given by image and modules".into(),
+                    "remove release, or remove image and modules to take the kernel from the [tree]",
+                ));
+            }
+            if r.is_empty()
+                || r.contains('/')
+                || r.contains(char::is_whitespace)
+                || r.starts_with('.')
+            {
+                return Err(self.invalid(
+                    text,
+                    ("kernel", "release", None),
+                    format!("{r:?} is not a kernel release"),
+                    "write the release as in /boot/vmlinuz-<release>, e.g. release = \"6.1.0-50-amd64\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[tree]`: the keys its source needs, and only those.
+    fn check_tree(&self, t: &TreeSection, text: &str) -> Result<(), ConfigError> {
+        let mm = t.source == TreeSourceKind::Mmdebstrap;
+        let only_mm: [(&'static str, bool); 7] = [
+            ("suite", t.suite.is_some()),
+            ("variant", t.variant.is_some()),
+            ("mirror", !t.mirror.is_empty()),
+            ("packages", !t.packages.is_empty()),
+            ("customize", !t.customize.is_empty()),
+            ("dpkgopts", !t.dpkgopts.is_empty()),
+            ("aptopts", !t.aptopts.is_empty()),
+        ];
+        if mm {
+            if t.path.is_some() {
+                return Err(self.invalid(
+                    text,
+                    ("tree", "path", None),
+                    "is for source = \"dir\"; an mmdebstrap tree is built from packages".into(),
+                    "remove path, or set source = \"dir\" to import that directory",
+                ));
+            }
+            let suite = t.suite.as_deref().unwrap_or("");
+            if suite.is_empty()
+                || !suite
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+            {
+                return Err(self.invalid(
+                    text,
+                    (
+                        "tree",
+                        if t.suite.is_some() { "suite" } else { "source" },
+                        None,
+                    ),
+                    if t.suite.is_some() {
+                        format!("{suite:?} is not a suite name")
+                    } else {
+                        "source = \"mmdebstrap\" needs a suite".into()
+                    },
+                    "name the Debian suite, e.g. suite = \"bookworm\"",
+                ));
+            }
+        } else {
+            if let Some((key, _)) = only_mm.iter().find(|(_, set)| *set) {
+                return Err(self.invalid(
+                    text,
+                    ("tree", key, None),
+                    "is for source = \"mmdebstrap\"; a dir tree is imported as it is".into(),
+                    "remove it, or set source = \"mmdebstrap\"",
+                ));
+            }
+            if t.path.is_none() {
+                return Err(self.invalid(
+                    text,
+                    ("tree", "source", None),
+                    "source = \"dir\" needs a path".into(),
+                    "name the tree's root directory, e.g. path = \"/srv/rootfs\"",
+                ));
+            }
+        }
+        for (i, p) in t.packages.iter().enumerate() {
+            let ok = !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.:=_~".contains(&b));
+            if !ok {
+                return Err(self.invalid(
+                    text,
+                    ("tree", "packages", Some(i)),
+                    format!("{p:?} is not a package name"),
+                    "one Debian package per string, e.g. packages = [\"nginx-light\", \"chrony\"]",
+                ));
+            }
+        }
+        for (i, m) in t.mirror.iter().enumerate() {
+            if m.trim().is_empty() || m.contains(char::is_control) {
+                return Err(self.invalid(
+                    text,
+                    ("tree", "mirror", Some(i)),
+                    format!("{m:?} is not a mirror"),
+                    "give a URL (\"http://deb.debian.org/debian\", \"file:///srv/mirror\") or a one-line apt source",
+                ));
+            }
+        }
+        if let Some(e) = t.source_date_epoch {
+            if e < 86_400 {
+                return Err(self.invalid(
+                    text,
+                    ("tree", "source_date_epoch", None),
+                    format!("{e} is not a usable build date (seconds since 1970)"),
+                    "give a date after 1970-01-02, e.g. source_date_epoch = 1735689600 (2025-01-01), or leave it out",
+                ));
+            }
+        }
+        if let Some(h) = &t.hostname {
+            let ok = !h.is_empty()
+                && h.len() <= 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                return Err(self.invalid(
+                    text,
+                    ("tree", "hostname", None),
+                    format!("{h:?} is not a host name"),
+                    "letters, digits, '-' and '.', at most 64, e.g. hostname = \"web1\"",
+                ));
+            }
         }
         Ok(())
     }
@@ -464,8 +736,14 @@ label = "Test"
     #[test]
     fn relative_paths_are_relative_to_the_file() {
         let c = SystemConfig::parse(MINIMAL, Path::new("/etc/genboot/system.toml")).unwrap();
-        assert_eq!(c.kernel.image, Path::new("/etc/genboot/vmlinuz"));
-        assert_eq!(c.kernel.modules, Path::new("/lib/modules/6.1.0-50-amd64"));
+        assert_eq!(
+            c.kernel.image.as_deref(),
+            Some(Path::new("/etc/genboot/vmlinuz"))
+        );
+        assert_eq!(
+            c.kernel.modules.as_deref(),
+            Some(Path::new("/lib/modules/6.1.0-50-amd64"))
+        );
         assert_eq!(c.initrd.compression, Compression::Zstd);
         assert_eq!(c.system.init, "/sbin/init");
         assert_eq!(c.root.options, "rw");

@@ -92,6 +92,9 @@ failpoints! {
     EspFileRemoved => "esp::file-removed",
     /// `genboot bless` renamed the booted entry to its plain name.
     EspBlessRenamed => "esp::bless-renamed",
+    /// A tree's source is complete (mmdebstrap finished into the store's
+    /// staging directory, or a `dir` tree is about to be read).
+    TreeSourceReady => "tree::source-ready",
     /// A tree import's new content objects are written under temporary names.
     TreeObjectsWritten => "tree::objects-written",
     /// Those content objects are flushed.

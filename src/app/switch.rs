@@ -13,7 +13,7 @@ pub fn build(s: &Session, config: &Path) -> anyhow::Result<PathBuf> {
     let cfg = SystemConfig::load(config)?;
     let store = Store::open(&s.state)?;
     let store_lock = store.lock(LockKind::Shared, s.wait())?;
-    let built = generation::build(&store, &cfg, &store_lock, s.notes())
+    let built = generation::build(&store, &s.state.dir, &cfg, &store_lock, s.notes())
         .with_context(|| format!("building {}", config.display()))?;
     Ok(store.path(&built.generation))
 }
@@ -38,7 +38,7 @@ pub(super) fn build_and_add(
     cfg: &SystemConfig,
 ) -> anyhow::Result<(u32, bool, Built)> {
     let s = locked.session;
-    let built = generation::build(store, cfg, store_lock, s.notes())
+    let built = generation::build(store, &s.state.dir, cfg, store_lock, s.notes())
         .with_context(|| format!("building {}", config.display()))?;
     let (number, new) = locked.profile.add(&built.generation, &locked.lock)?;
     s.observer.event(Event::Added {

@@ -160,8 +160,11 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             // A value our parsers refused: genboot's own error, with its hint.
+            // (Only ours: clap's own, e.g. for a number, names the argument.)
             if e.kind() == clap::error::ErrorKind::ValueValidation {
-                if let Some(cause) = std::error::Error::source(&e) {
+                if let Some(cause) =
+                    std::error::Error::source(&e).and_then(|c| c.downcast_ref::<ArgError>())
+                {
                     output::print_error(cause);
                     return ExitCode::from(1);
                 }

@@ -89,9 +89,23 @@ pub struct Fingerprints {
     pub newest_change_ns: i128,
 }
 
-pub fn fingerprints(cfg: &SystemConfig, files: &[TreeFile], activator: &Path) -> Fingerprints {
+/// What the kernel and its module tree are, for a fingerprint.
+#[derive(Debug, Clone, Copy)]
+pub enum KernelId<'a> {
+    /// Files on this machine: their paths and stamps.
+    Files {
+        image: &'a Path,
+        modules: &'a Path,
+        files: &'a [TreeFile],
+    },
+    /// The kernel of a tree object (immutable, named by its hash): e.g.
+    /// `<hash>-rootfs-x 6.1.0-50-amd64`.
+    Tree(&'a str),
+}
+
+pub fn fingerprints(cfg: &SystemConfig, kernel: KernelId<'_>, activator: &Path) -> Fingerprints {
     let mut newest = i128::MIN;
-    let mut s = String::with_capacity(files.len() * 80);
+    let mut s = String::with_capacity(80);
     let _ = writeln!(
         s,
         "genboot {} cache {CACHE_FORMAT}",
@@ -108,15 +122,28 @@ pub fn fingerprints(cfg: &SystemConfig, files: &[TreeFile], activator: &Path) ->
     if let Ok(exe) = std::env::current_exe() {
         file(&mut s, "genboot", &exe);
     }
-    file(&mut s, "kernel", &cfg.kernel.image);
-    let _ = writeln!(s, "modules-dir {}", cfg.kernel.modules.display());
-    for f in files {
-        let st = &f.stamp;
-        let _ = writeln!(
-            s,
-            "{} {} {} {} {}",
-            f.rel, st.size, st.mtime_ns, st.ctime_ns, st.ino
-        );
+    let mut tree_files: &[TreeFile] = &[];
+    match kernel {
+        KernelId::Files {
+            image,
+            modules,
+            files,
+        } => {
+            file(&mut s, "kernel", image);
+            let _ = writeln!(s, "modules-dir {}", modules.display());
+            for f in files {
+                let st = &f.stamp;
+                let _ = writeln!(
+                    s,
+                    "{} {} {} {} {}",
+                    f.rel, st.size, st.mtime_ns, st.ctime_ns, st.ino
+                );
+            }
+            tree_files = files;
+        }
+        KernelId::Tree(id) => {
+            let _ = writeln!(s, "tree-kernel {id}");
+        }
     }
     let tree = hex(&s);
     file(&mut s, "activator", activator);
@@ -126,7 +153,7 @@ pub fn fingerprints(cfg: &SystemConfig, files: &[TreeFile], activator: &Path) ->
         "compression {} {:?} strict-firmware {}",
         cfg.initrd.compression, cfg.initrd.level, cfg.initrd.strict_firmware
     );
-    for f in files {
+    for f in tree_files {
         newest = newest.max(f.stamp.changed_ns());
     }
     Fingerprints {
@@ -241,7 +268,7 @@ impl Cache {
     }
 
     /// A cache file; a missing, unreadable or torn one is a miss.
-    fn read<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
+    pub(super) fn read<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
         let data = fsutil::read_own_file(&self.dir.join(name), "cache entry")
             .ok()
             .flatten()?;
@@ -249,7 +276,7 @@ impl Cache {
     }
 
     /// Write a cache file; failures only cost the next build its speed.
-    fn write<T: Serialize>(&self, name: &str, value: &T) {
+    pub(super) fn write<T: Serialize>(&self, name: &str, value: &T) {
         let Ok(bytes) = serde_json::to_vec(value) else {
             return;
         };
@@ -287,8 +314,20 @@ mod tests {
 
     #[test]
     fn an_edit_with_size_and_mtime_restored_changes_the_fingerprint() {
-        let a = fingerprints(&cfg(), &[file(5_000_000_000)], Path::new("/nonexistent"));
-        let b = fingerprints(&cfg(), &[file(5_000_000_001)], Path::new("/nonexistent"));
+        let id = |files| KernelId::Files {
+            image: Path::new("/nonexistent/vmlinuz"),
+            modules: Path::new("/nonexistent/modules"),
+            files,
+        };
+        let (fa, fb) = ([file(5_000_000_000)], [file(5_000_000_001)]);
+        let a = fingerprints(&cfg(), id(&fa), Path::new("/nonexistent"));
+        let b = fingerprints(&cfg(), id(&fb), Path::new("/nonexistent"));
+        let t = fingerprints(
+            &cfg(),
+            KernelId::Tree("x-rootfs-a 6.1"),
+            Path::new("/nonexistent"),
+        );
+        assert_ne!(t.tree, a.tree);
         assert_ne!(a.tree, b.tree);
         assert_ne!(a.all, b.all);
         assert!(b.newest_change_ns >= 5_000_000_001);

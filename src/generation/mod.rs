@@ -5,6 +5,7 @@
 pub mod bootjson;
 mod cache;
 pub mod kernel;
+pub mod tree;
 
 use self::bootjson::{BootJson, BootspecV1, GenbootV1, RootSpec};
 use crate::config::SystemConfig;
@@ -31,6 +32,11 @@ pub enum BuildError {
     Initrd(#[from] InitrdError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tree(#[from] crate::tree::TreeError),
+    /// The tree has no kernel, several, or not the one `[kernel] release` names.
+    #[error("{what}")]
+    TreeKernel { what: String, hint: String },
 }
 
 impl Hint for BuildError {
@@ -40,6 +46,8 @@ impl Hint for BuildError {
             BuildError::Modules(e) => e.hint(),
             BuildError::Initrd(e) => e.hint(),
             BuildError::Store(e) => e.hint(),
+            BuildError::Tree(e) => e.hint(),
+            BuildError::TreeKernel { hint, .. } => Some(hint.clone()),
         }
     }
 }
@@ -51,29 +59,104 @@ pub struct Built {
     pub kernel: StorePath,
     pub initrd: Option<StorePath>,
     pub kernel_modules: Option<StorePath>,
+    /// The `[tree]`'s tree object.
+    pub tree: Option<StorePath>,
     pub boot: BootJson,
 }
 
 /// Build the generation for `cfg` into `store`, under the store's lock
-/// (shared: builds run side by side, `gc` waits for them). Progress and
-/// warnings go to `notes`.
+/// (shared: builds run side by side, `gc` waits for them). `state_dir`
+/// holds the uid map and build logs of trees. Progress and warnings go to
+/// `notes`.
 ///
-/// Everything is checked before anything is written: a bad kernel image,
-/// module tree, module name or missing strict firmware leaves the store as
-/// it was. The kernel, kernel-modules and initrd objects of unchanged
-/// inputs are found through the input cache (`<state>/cache/`) without
-/// reading the module tree again.
+/// A `[tree]` is built or found first ([`tree::build_tree`]); without
+/// `[kernel] image`, its kernel is the generation's. Everything else is
+/// checked before anything is written: a bad kernel image, module tree,
+/// module name or missing strict firmware leaves the store as it was. The
+/// kernel, kernel-modules and initrd objects of unchanged inputs are found
+/// through the input cache (`<state>/cache/`) without reading the module
+/// tree again.
 pub fn build(
     store: &Store,
+    state_dir: &Path,
     cfg: &SystemConfig,
     _lock: &StoreLock,
+    notes: &dyn Notes,
+) -> Result<Built, BuildError> {
+    let tree = match &cfg.tree {
+        Some(t) => Some(tree::build_tree(store, state_dir, cfg, t, notes)?),
+        None => None,
+    };
+    match (&cfg.kernel.image, &cfg.kernel.modules, &tree) {
+        (Some(image), Some(modules), _) => {
+            let from = KernelFrom::Files { image, modules };
+            build_with(store, cfg, from, tree.clone(), notes)
+        }
+        (_, _, Some(object)) => {
+            let kernel = tree::kernel_of(store, object, cfg)?;
+            let from = KernelFrom::Tree {
+                object,
+                kernel: &kernel,
+            };
+            build_with(store, cfg, from, tree.clone(), notes)
+        }
+        // The configuration's check makes this impossible.
+        _ => Err(BuildError::TreeKernel {
+            what: format!("{}: [kernel] image is missing", cfg.source.display()),
+            hint: "name the kernel image and modules, or add a [tree]".into(),
+        }),
+    }
+}
+
+/// Where the kernel and its modules come from.
+#[derive(Clone, Copy)]
+enum KernelFrom<'a> {
+    Files {
+        image: &'a Path,
+        modules: &'a Path,
+    },
+    Tree {
+        object: &'a StorePath,
+        kernel: &'a crate::tree::extract::TreeKernel,
+    },
+}
+
+/// The kernel image and module tree as files to read. `link`: the module
+/// files are content objects (a tree's), so the kernel-modules object
+/// links them instead of copying.
+struct KernelFiles<'a> {
+    image: &'a Path,
+    modules: &'a Path,
+    link: bool,
+}
+
+fn build_with(
+    store: &Store,
+    cfg: &SystemConfig,
+    from: KernelFrom<'_>,
+    tree: Option<StorePath>,
     notes: &dyn Notes,
 ) -> Result<Built, BuildError> {
     let step = |what: &str| notes.note(Note::Progress(what));
     let started_ns = cache::now_ns();
     let activator = initrd::find_activator(cfg.initrd.activator.as_deref())?;
-    let files = modules::index::walk(&cfg.kernel.modules)?;
-    let prints = cache::fingerprints(cfg, &files, &activator);
+    let (files, prints) = match from {
+        KernelFrom::Files { image, modules } => {
+            let files = modules::index::walk(modules)?;
+            let id = cache::KernelId::Files {
+                image,
+                modules,
+                files: &files,
+            };
+            let prints = cache::fingerprints(cfg, id, &activator);
+            (Some(files), prints)
+        }
+        KernelFrom::Tree { object, kernel } => {
+            let id = format!("{} {}", object.base_name(), kernel.release);
+            let prints = cache::fingerprints(cfg, cache::KernelId::Tree(&id), &activator);
+            (None, prints)
+        }
+    };
     // Inputs changed just before the build cannot vouch for a later build.
     let record = cache::settled(prints.newest_change_ns, started_ns);
     let cache = cache::Cache::new(store);
@@ -86,9 +169,36 @@ pub fn build(
             kernel: hit.kernel,
             initrd: Some(hit.initrd),
             kernel_modules: Some(hit.kernel_modules),
+            tree,
         };
         return assemble(store, cfg, &hit.release, parts, notes);
     }
+
+    // A tree's kernel is read from its files, linked out of the objects.
+    let extracted = match from {
+        KernelFrom::Tree { object, kernel } => {
+            step(&format!("taking kernel {} from the tree", kernel.release));
+            Some(tree::Extracted::new(store, object, kernel)?)
+        }
+        KernelFrom::Files { .. } => None,
+    };
+    let kf = match (&from, &extracted) {
+        (_, Some(x)) => KernelFiles {
+            image: &x.image,
+            modules: &x.modules,
+            link: true,
+        },
+        (KernelFrom::Files { image, modules }, None) => KernelFiles {
+            image,
+            modules,
+            link: false,
+        },
+        (KernelFrom::Tree { .. }, None) => unreachable!("a tree kernel is extracted"),
+    };
+    let files = match files {
+        Some(f) => f,
+        None => modules::index::walk(kf.modules)?,
+    };
 
     // The same kernel and tree with other initrd settings: keep the kernel
     // and kernel-modules objects, build only the initrd.
@@ -97,13 +207,13 @@ pub fn build(
         Some(hit) => hit.release.clone(),
         None => {
             step("reading the kernel image");
-            kernel::inspect(&cfg.kernel.image)?.release
+            kernel::inspect(kf.image)?.release
         }
     };
     let kver = release.as_str();
     // A release that cannot name store objects is refused before the tree is read.
     crate::store::check_name(&format!("kernel-modules-{kver}"))?;
-    let inputs = read_modules(cfg, kver, &files, notes)?;
+    let inputs = read_modules(cfg, kf.modules, kver, &files, notes)?;
     let record = record
         && inputs.watch.iter().all(|(_, st)| {
             st.as_ref()
@@ -115,6 +225,11 @@ pub fn build(
             watch.push((p, None));
         }
     }
+    if extracted.is_some() {
+        // The tree's firmware is as immutable as the tree (and the
+        // extracted files go away).
+        watch.clear();
+    }
 
     let (kernel, kernel_modules) = match tree_hit {
         Some(hit) => {
@@ -122,7 +237,7 @@ pub fn build(
             (hit.kernel, hit.kernel_modules)
         }
         None => {
-            let objects = kernel_objects(store, cfg, &inputs.index, &files, notes)?;
+            let objects = kernel_objects(store, &kf, &inputs.index, &files, notes)?;
             if record {
                 let hit = cache::TreeHit {
                     release: kver.to_string(),
@@ -146,10 +261,12 @@ pub fn build(
         };
         cache.store(&prints.all, &hit, store);
     }
+    drop(extracted);
     let parts = Parts {
         kernel,
         initrd: Some(initrd_obj),
         kernel_modules: Some(kernel_modules),
+        tree,
     };
     let built = assemble(store, cfg, kver, parts, notes);
     step("done");
@@ -175,6 +292,7 @@ struct ModuleInputs {
 /// missing firmware is an error with `strict_firmware`, else a warning.
 fn read_modules(
     cfg: &SystemConfig,
+    modules_dir: &Path,
     kver: &str,
     files: &[modules::index::TreeFile],
     notes: &dyn Notes,
@@ -186,9 +304,9 @@ fn read_modules(
         })
         .count();
     notes.note(Note::Progress(&format!("parsing {module_count} modules")));
-    let index = ModuleIndex::read(&cfg.kernel.modules, kver, files)?;
+    let index = ModuleIndex::read(modules_dir, kver, files)?;
     let closure = modules::closure(&index, &cfg.initrd.modules)?;
-    let fw_dir = firmware_dir(&cfg.kernel.modules);
+    let fw_dir = firmware_dir(modules_dir);
     let modules::firmware::Found {
         files: firmware,
         missing,
@@ -238,7 +356,7 @@ fn read_modules(
 /// The kernel and kernel-modules objects.
 fn kernel_objects(
     store: &Store,
-    cfg: &SystemConfig,
+    kf: &KernelFiles<'_>,
     index: &ModuleIndex,
     files: &[modules::index::TreeFile],
     notes: &dyn Notes,
@@ -250,14 +368,14 @@ fn kernel_objects(
     };
     notes.note(Note::Progress("copying the kernel"));
     let kernel = store.build(&format!("linux-{kver}"), opts, |dir| {
-        kernel::copy_image(&cfg.kernel.image, &dir.join("bzImage"))
+        kernel::copy_image(kf.image, &dir.join("bzImage"))
     })?;
     notes.note(Note::Progress(&format!(
         "copying and hashing {} module files, writing kmod indexes",
         index.modules.len()
     )));
     let kernel_modules = store.build(&format!("kernel-modules-{kver}"), opts, |dir| {
-        fill_kernel_modules(dir, index, files)
+        fill_kernel_modules(dir, index, files, kf.link)
     })?;
     Ok((kernel, kernel_modules))
 }
@@ -312,11 +430,14 @@ pub fn firmware_dir(modules: &Path) -> PathBuf {
 }
 
 /// The kernel-modules object: `lib/modules/<release>/` with every file of
-/// the tree byte for byte, and the kmod index files.
+/// the tree byte for byte, and the kmod index files. `link`: the files are
+/// the store's own read-only content objects (a tree's), hard-linked
+/// instead of copied, so a tree's modules are stored once.
 pub fn fill_kernel_modules(
     dir: &Path,
     index: &ModuleIndex,
     files: &[modules::index::TreeFile],
+    link: bool,
 ) -> std::io::Result<()> {
     let root = dir.join("lib/modules").join(&index.release);
     std::fs::create_dir_all(&root)?;
@@ -329,9 +450,14 @@ pub fn fill_kernel_modules(
     for d in &dirs {
         std::fs::create_dir_all(root.join(d))?;
     }
-    files
-        .par_iter()
-        .try_for_each(|f| std::fs::copy(index.dir.join(&f.rel), root.join(&f.rel)).map(|_| ()))?;
+    files.par_iter().try_for_each(|f| {
+        let (from, to) = (index.dir.join(&f.rel), root.join(&f.rel));
+        if link {
+            std::fs::hard_link(from, to)
+        } else {
+            std::fs::copy(from, to).map(|_| ())
+        }
+    })?;
     modules::kmod::write_index_files(index, &root)
 }
 
@@ -363,6 +489,8 @@ pub struct Parts {
     pub kernel: StorePath,
     pub initrd: Option<StorePath>,
     pub kernel_modules: Option<StorePath>,
+    /// The `[tree]`'s tree object.
+    pub tree: Option<StorePath>,
 }
 
 /// Write the generation object from its parts.
@@ -377,7 +505,9 @@ pub fn assemble(
         kernel,
         initrd,
         kernel_modules,
+        tree,
     } = parts;
+    let tree_ref = tree.as_ref().map(|t| tree_ref(store, t)).transpose()?;
     let name = format!("{GENERATION_NAME_PREFIX}{kver}");
     let mask = std::str::from_utf8(SELF_MASK).expect("mask is ASCII");
     let toplevel = format!("{STORE_DIR}/{mask}-{name}");
@@ -403,6 +533,7 @@ pub fn assemble(
             },
             stage2_init: cfg.system.init.clone(),
             tries: cfg.boot.tries,
+            tree: tree_ref,
         },
     };
     let bytes = boot.to_bytes();
@@ -425,6 +556,9 @@ pub fn assemble(
         if let Some(m) = &kernel_modules {
             symlink(format!("../{}", m.base_name()), dir.join("kernel-modules"))?;
         }
+        if let Some(t) = &tree {
+            symlink(format!("../{}", t.base_name()), dir.join("tree"))?;
+        }
         Ok(())
     })?;
     // What landed names itself by its real hash.
@@ -437,6 +571,22 @@ pub fn assemble(
         kernel,
         initrd,
         kernel_modules,
+        tree,
         boot,
+    })
+}
+
+/// What `boot.json` says about a tree object.
+fn tree_ref(store: &Store, t: &StorePath) -> Result<bootjson::TreeRef, BuildError> {
+    use sha2::Digest;
+    let image = store.path(t).join(crate::tree::IMAGE_FILE);
+    let data = std::fs::read(&image)
+        .map_err(crate::fsutil::IoError::at("read", &image))
+        .map_err(StoreError::from)?;
+    Ok(bootjson::TreeRef {
+        object: t.boot_path(),
+        image: format!("{}/{}", t.boot_path(), crate::tree::IMAGE_FILE),
+        image_sha256: genboot_format::hex(&sha2::Sha256::digest(&data)),
+        objects: format!("{STORE_DIR}/{}", crate::tree::objects::OBJECTS_DIR),
     })
 }

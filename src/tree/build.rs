@@ -14,6 +14,7 @@ use super::mmdebstrap::{self, MmdebstrapSpec};
 use super::rules::{self, Rules, RulesReport, UidMap};
 use super::scan::scan_tree;
 use super::{io_err, TreeError};
+use crate::failpoint::{self, FailPoint};
 use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +72,7 @@ pub fn build_tree_with(
     match &spec.source {
         TreeSource::Dir(path) => {
             before_import(path)?;
+            failpoint::hit(FailPoint::TreeSourceReady).map_err(io_err("read", path))?;
             import_root(
                 store,
                 state_dir,
@@ -88,6 +90,7 @@ pub fn build_tree_with(
                 hint: "set [tree] source_date_epoch".into(),
             })?;
             mmdebstrap::check(mm)?;
+            preflight(store, &tree_name(&spec.label)?)?;
             let staging = store.dir.join(format!(
                 ".tmp-build-{}-{}",
                 std::process::id(),
@@ -103,6 +106,7 @@ pub fn build_tree_with(
                 mmdebstrap::run(mm, epoch, &root, &staging.join("hooks"), &log)?;
                 let timings = vec![("mmdebstrap", t.elapsed())];
                 before_import(&root)?;
+                failpoint::hit(FailPoint::TreeSourceReady).map_err(io_err("import", &root))?;
                 import_root(
                     store,
                     state_dir,
@@ -136,6 +140,12 @@ pub fn import_root(
 ) -> Result<Built, TreeError> {
     let name = tree_name(&spec.label)?;
     let map_path = rules::uid_map_path(state_dir);
+    // One import at a time reads and extends the uid map (builds share the
+    // store lock; two new system users must not get the same id).
+    let lock_path = state_dir.join(".uid-map.lock");
+    let lock = crate::fsutil::open_lock_file(&lock_path, "uid map lock file")
+        .map_err(|e| TreeError::Store(e.into()))?;
+    lock.lock().map_err(io_err("lock", &lock_path))?;
     let mut ids = UidMap::load(&map_path)?;
     let t = Instant::now();
     let scanned = scan_tree(root, spec.epoch)?;
@@ -166,6 +176,48 @@ pub fn import_root(
     })
 }
 
+/// Before mmdebstrap writes a whole tree into the store's file system:
+/// refuse when the last tree of this name (the best guess of what the
+/// build writes) would not fit, with the numbers. Without an earlier tree
+/// there is no guess, and the import's own check (before it writes
+/// objects) is what stops a full disk.
+fn preflight(store: &Store, name: &str) -> Result<(), TreeError> {
+    let mut last = None;
+    for sp in super::trees(store)? {
+        if sp.name != name {
+            continue;
+        }
+        let when = std::fs::metadata(store.path(&sp))
+            .and_then(|m| m.modified())
+            .ok();
+        if last.as_ref().is_none_or(|(w, _)| when > *w) {
+            last = Some((when, sp));
+        }
+    }
+    let Some((_, sp)) = last else { return Ok(()) };
+    let m = super::read_manifest(store, &sp)?;
+    let need: u64 = m
+        .entries
+        .values()
+        .filter_map(|e| match e.kind() {
+            Some(super::manifest::Kind::File { size, .. }) => Some(*size),
+            _ => None,
+        })
+        .sum();
+    let (frsize, avail) =
+        super::sys::free_space(&store.dir).map_err(io_err("get free space of", &store.dir))?;
+    let free = frsize * avail;
+    if need > free {
+        return Err(TreeError::NoSpaceToBuild {
+            dir: store.dir.clone(),
+            need,
+            free,
+            last: sp.base_name(),
+        });
+    }
+    Ok(())
+}
+
 /// Delete a staging directory (`store/.tmp-build-*`) safely: a build that
 /// was killed can leave mounts inside it (mmdebstrap's `/proc`, `/dev`, a
 /// bind-mounted mirror), and deleting through a mount would delete what it
@@ -173,10 +225,10 @@ pub fn import_root(
 pub fn remove_staging(dir: &Path) -> Result<(), TreeError> {
     let mounts = super::mount::mounts_below(dir)?;
     for m in mounts.iter().rev() {
-        super::sys::umount(m, libc::MNT_DETACH).map_err(|source| TreeError::Mount {
+        super::sys::umount(m, libc::MNT_DETACH).map_err(|cause| TreeError::Mount {
             op: "unmount (before deleting the build directory)",
             target: m.clone(),
-            source,
+            cause,
             hint: format!("unmount it by hand, then delete {}", dir.display()),
         })?;
     }
@@ -186,5 +238,5 @@ pub fn remove_staging(dir: &Path) -> Result<(), TreeError> {
             dir.display()
         )));
     }
-    crate::store::remove_tree(dir).map_err(TreeError::Store)
+    Ok(crate::fsutil::remove_tree(dir)?)
 }

@@ -126,7 +126,7 @@ pub fn load(store: &Store, object: &StorePath) -> Result<TreeData, TreeError> {
         packages::read_stored(&manifest, &objects, p).map_err(|e| TreeError::Io {
             op: "read",
             path: Path::new(&object.base_name()).join(show(p).trim_start_matches('/')),
-            source: e,
+            cause: e,
         })
     };
     let users = accounts(read(b"/etc/passwd")?);

@@ -12,7 +12,8 @@
 use super::manifest::Sha256Digest;
 use super::objects::Objects;
 use super::{read_manifest, TreeError};
-use crate::store::{remove_tree, Store, StorePath};
+use crate::fsutil::remove_tree;
+use crate::store::{Store, StorePath};
 use std::collections::HashSet;
 
 /// Objects reachable from `trees`.

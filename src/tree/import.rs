@@ -42,7 +42,8 @@ use super::packages;
 use super::rules::UidMap;
 use super::{image, io_err, TreeError, IMAGE_FILE, MANIFEST_FILE, PACKAGES_FILE};
 use crate::failpoint::{self, FailPoint};
-use crate::store::{check_name, fsync_dir, remove_tree, syncfs, Mismatch, Store, StorePath};
+use crate::fsutil::{fsync_dir, remove_tree, syncfs};
+use crate::store::{check_name, Mismatch, Store, StorePath};
 use rayon::prelude::*;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -125,15 +126,15 @@ pub fn plan(store: &Store, staged: &Staged, name: &str) -> Result<Plan, TreeErro
     };
     let exists = store.path(&object).exists();
     let manifest_text = m.to_text();
-    let image = image::build_image(m).map_err(|source| TreeError::Erofs {
+    let image = image::build_image(m).map_err(|cause| TreeError::Erofs {
         object: object.base_name(),
-        source,
+        cause,
     })?;
     let packages_text = packages::to_text(
         &packages::packages_of(m, |sha| staged.contents.read(sha)).map_err(|e| TreeError::Io {
             op: "read the dpkg status of",
             path: PathBuf::from(object.base_name()),
-            source: e,
+            cause: e,
         })?,
     );
     let objects = Objects::of(store);
@@ -255,7 +256,7 @@ pub fn import(
     if any_copy {
         if let Err(e) = remove_tree(&tmp) {
             if placed.is_ok() {
-                return Err(TreeError::Store(e));
+                return Err(e.into());
             }
         }
     }
@@ -316,7 +317,7 @@ fn place_objects(
 
     // 2. Durable content.
     let t = Instant::now();
-    syncfs(&store.dir).map_err(TreeError::Store)?;
+    syncfs(&store.dir)?;
     timings.push(("syncfs", t.elapsed()));
     fp(FailPoint::TreeObjectsSynced, &objects.dir)?;
 
@@ -353,16 +354,16 @@ fn write_tree_object(
     }
     fs::set_permissions(ttmp, fs::Permissions::from_mode(0o555))
         .map_err(io_err("make read-only", ttmp))?;
-    syncfs(&store.dir).map_err(TreeError::Store)?;
+    syncfs(&store.dir)?;
     fp(FailPoint::TreeSynced, ttmp)?;
     let dest = store.path(&plan.object);
     if dest.exists() {
         // Imported meanwhile by someone else: theirs is the same tree.
-        remove_tree(ttmp).map_err(TreeError::Store)?;
+        remove_tree(ttmp)?;
         return Ok(());
     }
     fs::rename(ttmp, &dest).map_err(io_err("rename into place", &dest))?;
-    fsync_dir(&store.dir).map_err(TreeError::Store)?;
+    fsync_dir(&store.dir)?;
     fp(FailPoint::TreeRenamed, &dest)?;
     Ok(())
 }

@@ -62,6 +62,7 @@
 //! (so the hash does not depend on the image writer's version). v1 objects
 //! (`genboot_format::storehash`, directory objects) are untouched by this.
 
+use genboot_format::store_name::StoreHash;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -72,9 +73,6 @@ pub const INLINE_MAX: u64 = genboot_erofs::INLINE_MAX;
 
 /// First line of every v2 manifest.
 pub const HEADER: &str = "genboot-tree-manifest v2";
-
-/// Length of the hash part of a tree object's name (as v1).
-pub const HASH_LEN: usize = 32;
 
 /// A content digest.
 pub type Sha256Digest = [u8; 32];
@@ -684,7 +682,7 @@ impl Manifest {
 
     /// Tree hash v2 of this manifest as object `name` (see the module docs):
     /// 32 hex digits.
-    pub fn tree_hash(&self, name: &str) -> String {
+    pub fn tree_hash(&self, name: &str) -> StoreHash {
         let mut h = Sha256::new();
         h.update(b"genboot-tree-v2\0");
         field(&mut h, name.as_bytes());
@@ -720,7 +718,7 @@ impl Manifest {
                 }
             }
         }
-        hex(&h.finalize())[..HASH_LEN].to_string()
+        StoreHash::from_digest(&h.finalize().into())
     }
 
     /// Number of paths by kind letter (hard links as `h`).
@@ -1014,7 +1012,7 @@ mod tests {
     fn hash_ignores_mtimes_and_epoch_but_not_metadata() {
         let a = m();
         let h = a.tree_hash("rootfs-x");
-        assert_eq!(h.len(), 32);
+        assert_eq!(h.as_str().len(), 32);
         let mut b = a.clone();
         b.epoch = None;
         for e in b.entries.values_mut() {

@@ -571,7 +571,7 @@ mod tests {
             machine_sources(t.path(), "trixie").unwrap(),
             vec!["deb [arch=amd64] http://ftp.de.debian.org/debian trixie main".to_string()]
         );
-        let e = machine_sources(t.path(), "sid").unwrap_err().to_string();
+        let e = crate::hint::Hint::with_hint(&machine_sources(t.path(), "sid").unwrap_err());
         assert!(e.contains("\"sid\"") && e.contains("[tree] mirror"), "{e}");
     }
 

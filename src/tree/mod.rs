@@ -114,6 +114,7 @@
 
 pub mod build;
 pub mod diff;
+pub mod extract;
 pub mod gc;
 pub mod image;
 pub mod import;
@@ -149,25 +150,22 @@ pub const PACKAGES_FILE: &str = "packages";
 /// path, what failed and, where there is one, the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
-    #[error("cannot {op} {path}: {source}")]
+    #[error("cannot {op} {path}: {cause}")]
     Io {
         op: &'static str,
         path: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
-    #[error("{path}: invalid tree manifest: {source}")]
-    Manifest {
-        path: PathBuf,
-        source: ManifestError,
-    },
-    #[error("cannot import {path}: it {why}\nHint: {hint}")]
+    #[error("{path}: invalid tree manifest: {cause}")]
+    Manifest { path: PathBuf, cause: ManifestError },
+    #[error("cannot import {path}: it {why}")]
     Hostile {
         path: PathBuf,
         why: String,
         hint: &'static str,
     },
     #[error(
-        "not enough space in {dir} for this tree: it needs {} ({new_objects} new objects, {} of them copied; {} of manifest, image and package list), {} are free\nHint: free space (`genboot gc` deletes old generations and their unique objects) or put the state directory on a larger file system.\nNothing was written.",
+        "not enough space in {dir} for this tree: it needs {} ({new_objects} new objects, {} of them copied; {} of manifest, image and package list), {} are free; nothing was written",
         human(*need), human(*copied_bytes), human(*metadata_bytes), human(*free)
     )]
     NoSpace {
@@ -178,42 +176,83 @@ pub enum TreeError {
         copied_bytes: u64,
         metadata_bytes: u64,
     },
-    #[error("{object}: cannot write its metadata image: {source}")]
+    #[error(
+        "not enough space in {dir} to build this tree: mmdebstrap writes about {} (the size of the last build, {last}), {} are free; nothing was written",
+        human(*need), human(*free)
+    )]
+    NoSpaceToBuild {
+        dir: PathBuf,
+        need: u64,
+        free: u64,
+        last: String,
+    },
+    #[error("{object}: cannot write its metadata image: {cause}")]
     Erofs {
         object: String,
-        source: genboot_erofs::Error,
+        cause: genboot_erofs::Error,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{object} is not a tree object: {why}")]
     NotATree { object: String, why: String },
-    #[error("{path}:{line}: {why}\nHint: each line is \"user NAME ID\" or \"group NAME ID\"; fix or remove the line (ids already used by built trees must stay)")]
+    #[error("{path}:{line}: {why}")]
     UidMap {
         path: PathBuf,
         line: usize,
         why: String,
     },
-    #[error("{what}\nHint: {hint}")]
+    #[error("{what}")]
     Source { what: String, hint: String },
-    #[error("cannot {op} {target}: {source}\nHint: {hint}")]
+    #[error("cannot {op} {target}: {cause}")]
     Mount {
         op: &'static str,
         target: PathBuf,
-        source: io::Error,
+        cause: io::Error,
         hint: String,
     },
     #[error("internal error: {0}")]
     Internal(String),
 }
 
+impl crate::hint::Hint for TreeError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            TreeError::Hostile { hint, .. } => Some(hint.to_string()),
+            TreeError::NoSpace { .. } | TreeError::NoSpaceToBuild { .. } => Some(
+                "free space (`genboot gc` deletes old generations and their unique objects) or put the state directory on a larger file system".into(),
+            ),
+            TreeError::UidMap { .. } => Some(
+                "each line is \"user NAME ID\" or \"group NAME ID\"; fix or remove the line (ids already used by built trees must stay)".into(),
+            ),
+            TreeError::Source { hint, .. } | TreeError::Mount { hint, .. } => Some(hint.clone()),
+            TreeError::Store(e) => e.hint(),
+            TreeError::Io { .. }
+            | TreeError::Manifest { .. }
+            | TreeError::Erofs { .. }
+            | TreeError::NotATree { .. }
+            | TreeError::Internal(_) => None,
+        }
+    }
+}
+
+impl From<crate::fsutil::IoError> for TreeError {
+    fn from(e: crate::fsutil::IoError) -> TreeError {
+        TreeError::Io {
+            op: e.op,
+            path: e.path,
+            cause: e.source,
+        }
+    }
+}
+
 pub(crate) fn io_err<'a>(
     op: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(io::Error) -> TreeError + 'a {
-    move |source| TreeError::Io {
+    move |cause| TreeError::Io {
         op,
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -243,7 +282,7 @@ pub fn read_manifest(store: &Store, object: &StorePath) -> Result<Manifest, Tree
             io_err("read", &path)(e)
         }
     })?;
-    Manifest::parse(&text).map_err(|source| TreeError::Manifest { path, source })
+    Manifest::parse(&text).map_err(|cause| TreeError::Manifest { path, cause })
 }
 
 /// Whether a store object is a tree object (has a v2 manifest).

@@ -117,7 +117,7 @@ pub fn mount_tree_with(
         return Err(TreeError::Mount {
             op: "mount a tree on",
             target: dir,
-            source: io::Error::from_raw_os_error(libc::ENOTDIR),
+            cause: io::Error::from_raw_os_error(libc::ENOTDIR),
             hint: "give an existing, empty directory".into(),
         });
     }
@@ -148,12 +148,12 @@ pub fn mount_tree_with(
         } else {
             Err(e)
         };
-        if let Err(source) = attempt {
+        if let Err(cause) = attempt {
             cleanup(false);
             return Err(TreeError::Mount {
                 op: "mount the metadata image",
                 target: image,
-                source,
+                cause,
                 hint: "the kernel needs EROFS (modprobe erofs) and, before 6.12, loop devices (modprobe loop)".into(),
             });
         }
@@ -184,12 +184,12 @@ pub fn mount_tree_with(
             Some(&opts(":")),
         );
     }
-    if let Err(source) = r {
+    if let Err(cause) = r {
         cleanup(true);
         return Err(TreeError::Mount {
             op: "mount the overlay of the tree on",
             target: dir,
-            source,
+            cause,
             hint: "the kernel needs overlayfs with metacopy and redirect_dir (modprobe overlay)"
                 .into(),
         });
@@ -231,7 +231,7 @@ pub fn umount_tree_with(s: &dyn MountSys, run_dir: &Path, dir: &Path) -> Result<
         return Err(TreeError::Mount {
             op: "unmount",
             target: dir,
-            source: io::Error::from_raw_os_error(libc::EINVAL),
+            cause: io::Error::from_raw_os_error(libc::EINVAL),
             hint: format!(
                 "it is not a tree genboot mounted (nothing in {} names it)",
                 run_dir.display()
@@ -248,12 +248,12 @@ pub fn umount_tree_with(s: &dyn MountSys, run_dir: &Path, dir: &Path) -> Result<
         Ok(()) => {}
         // Already gone (e.g. unmounted by hand): clean up the rest.
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-        Err(source) => {
+        Err(cause) => {
             return Err(TreeError::Mount {
                 op: "unmount",
                 target: dir.clone(),
                 hint: busy_hint(&dir),
-                source,
+                cause,
             })
         }
     }
@@ -261,12 +261,12 @@ pub fn umount_tree_with(s: &dyn MountSys, run_dir: &Path, dir: &Path) -> Result<
     match s.umount(&meta) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-        Err(source) => {
+        Err(cause) => {
             return Err(TreeError::Mount {
                 op: "unmount",
                 target: meta.clone(),
                 hint: busy_hint(&meta),
-                source,
+                cause,
             })
         }
     }
@@ -372,9 +372,9 @@ mod tests {
 
     fn fixture() -> (tempfile::TempDir, Store, StorePath, PathBuf, PathBuf) {
         let t = tempfile::tempdir().unwrap();
-        let store = Store::open(&State::new(t.path())).unwrap();
+        let store = Store::open(&State::open(t.path()).unwrap()).unwrap();
         let sp = StorePath {
-            hash: "0123456789abcdef0123456789abcdef".into(),
+            hash: crate::store::StoreHash::parse("0123456789abcdef0123456789abcdef").unwrap(),
             name: "rootfs-x".into(),
         };
         let obj = store.path(&sp);
@@ -507,7 +507,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let f = FakeSys::default();
         let e = umount_tree_with(&f, &t.path().join("run"), t.path()).unwrap_err();
-        assert!(e.to_string().contains("not a tree genboot mounted"), "{e}");
+        let e = crate::hint::Hint::with_hint(&e);
+        assert!(e.contains("not a tree genboot mounted"), "{e}");
         assert!(calls(&f).is_empty());
     }
 

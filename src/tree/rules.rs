@@ -223,7 +223,7 @@ impl UidMap {
             .and_then(|_| f.sync_all())
             .map_err(io_err("write", &tmp))?;
         fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
-        crate::store::fsync_dir(dir).map_err(TreeError::Store)
+        Ok(crate::fsutil::fsync_dir(dir)?)
     }
 }
 
@@ -335,9 +335,9 @@ pub fn apply(
         }
     }
     m.canonicalize_hardlinks();
-    m.validate().map_err(|source| TreeError::Manifest {
+    m.validate().map_err(|cause| TreeError::Manifest {
         path: PathBuf::from("(after the build rules)"),
-        source,
+        cause,
     })?;
     Ok(r)
 }
@@ -601,7 +601,7 @@ fn pin_ids(
                 let b = contents.read(sha256).map_err(|e| TreeError::Io {
                     op: "read",
                     path: PathBuf::from(show(p)),
-                    source: e,
+                    cause: e,
                 })?;
                 Ok(Some(String::from_utf8_lossy(&b).into_owned()))
             }

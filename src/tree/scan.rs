@@ -128,9 +128,9 @@ pub fn scan_tree(root: &Path, epoch: Option<i64>) -> Result<Scanned, TreeError> 
         }
         manifest.entries.insert(p.path, entry);
     }
-    manifest.validate().map_err(|source| TreeError::Manifest {
+    manifest.validate().map_err(|cause| TreeError::Manifest {
         path: root.to_path_buf(),
-        source,
+        cause,
     })?;
     Ok(Scanned {
         manifest,

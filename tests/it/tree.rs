@@ -11,12 +11,11 @@
 //! new system user) once. Everything is under `target/tree-tests/<pid>`,
 //! removed when the binary exits.
 //!
-//! Crash tests run the import in a child process: this test binary itself,
-//! running the ignored test [`crash_child`] with `GENBOOT_FAILPOINTS` set.
+//! Crash tests run the import in a child process: this test binary itself
+//! (`it`), running the ignored test `tree::crash_child` with
+//! `GENBOOT_FAILPOINTS` set.
 
-mod common;
-mod debian;
-mod vm;
+use crate::support::{debian, repo, require_tool, run_ok};
 
 use genboot::state::State;
 use genboot::store::{Store, StorePath};
@@ -44,7 +43,7 @@ const EPOCH: i64 = 1_735_689_600;
 // Shared fixtures.
 
 fn work() -> PathBuf {
-    common::repo()
+    repo()
         .join("target/tree-tests")
         .join(std::process::id().to_string())
 }
@@ -61,7 +60,7 @@ extern "C" fn remove_work() {
 fn prepare_work() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        let top = common::repo().join("target/tree-tests");
+        let top = repo().join("target/tree-tests");
         if let Ok(rd) = fs::read_dir(&top) {
             for e in rd.flatten() {
                 let pid = e.file_name().to_string_lossy().into_owned();
@@ -83,7 +82,7 @@ fn prepare_work() {
 /// A state directory (`<root>/var/lib/genboot`) and its store.
 fn state(name: &str) -> (State, Store) {
     prepare_work();
-    let s = State::new(&work().join(name));
+    let s = State::open(&work().join(name)).unwrap();
     let store = Store::open(&s).unwrap();
     (s, store)
 }
@@ -112,18 +111,6 @@ struct Trees {
     base: Tree,
     base_again: Tree,
     extras: Tree,
-}
-
-fn tool(name: &str, package: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{name} is missing: apt-get install {package} (tools/install-deps installs it)"
-    );
 }
 
 /// The customize hook every test tree gets: a file with a capability, so
@@ -264,9 +251,9 @@ fn trees() -> &'static Trees {
     static TREES: OnceLock<Result<Trees, String>> = OnceLock::new();
     let r = TREES.get_or_init(|| {
         prepare_work();
-        tool("mmdebstrap", "mmdebstrap");
-        tool("setcap", "libcap2-bin");
-        tool("dpkg-query", "dpkg");
+        require_tool("mmdebstrap", "mmdebstrap");
+        require_tool("setcap", "libcap2-bin");
+        require_tool("dpkg-query", "dpkg");
         std::panic::catch_unwind(|| {
             let base = build("a", "base", &[], true);
             let extras = build("a", "extras", &["nginx-light", "chrony"], true);
@@ -387,7 +374,7 @@ fn walk(root: &Path) -> BTreeMap<Vec<u8>, Info> {
 
 /// `getfattr -R -d -m - -e hex` of a tree: relative path → xattrs.
 fn xattrs(root: &Path) -> BTreeMap<Vec<u8>, BTreeMap<String, String>> {
-    tool("getfattr", "attr");
+    require_tool("getfattr", "attr");
     let out = Command::new("getfattr")
         .args(["-R", "-P", "-d", "-m", "-", "-e", "hex", "--absolute-names"])
         .arg(root)
@@ -546,24 +533,15 @@ fn is_mount_point(p: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(&*p.to_string_lossy()))
 }
 
-fn run(c: &mut Command) -> String {
-    let o = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
-    assert!(
-        o.status.success(),
-        "{c:?} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// `ls -lnR --time-style=+` of `dir` below `root`, without the `total` lines
 /// (block counts are the file system's).
 fn ls(root: &Path, dir: &str) -> String {
-    let out = run(Command::new("ls")
-        .args(["-lnR", "--time-style=+"])
-        .current_dir(root)
-        .arg(dir));
+    let out = run_ok(
+        Command::new("ls")
+            .args(["-lnR", "--time-style=+"])
+            .current_dir(root)
+            .arg(dir),
+    );
     out.lines()
         .filter(|l| !l.starts_with("total "))
         .collect::<Vec<_>>()
@@ -663,11 +641,11 @@ fn diff_shows_exactly_the_package_changes_and_the_new_user() {
 
 #[test]
 fn fsck_erofs_passes_on_every_image() {
-    tool("fsck.erofs", "erofs-utils");
+    require_tool("fsck.erofs", "erofs-utils");
     let t = trees();
     for tr in [&t.base, &t.base_again, &t.extras] {
         let img = tr.path().join(tree::IMAGE_FILE);
-        run(Command::new("fsck.erofs").arg(&img));
+        run_ok(Command::new("fsck.erofs").arg(&img));
         let size = fs::metadata(&img).unwrap().len();
         assert!(
             size < 8 << 20,
@@ -679,7 +657,7 @@ fn fsck_erofs_passes_on_every_image() {
 
 #[test]
 fn the_mounted_tree_equals_the_mmdebstrap_output() {
-    tool("getcap", "libcap2-bin");
+    require_tool("getcap", "libcap2-bin");
     let t = trees();
     let pristine = t.extras.pristine.as_ref().unwrap();
     let m = mount(&t.extras.store, t.extras.object(), "extras");
@@ -709,7 +687,7 @@ fn the_mounted_tree_equals_the_mmdebstrap_output() {
         }
     }
     let caps = |root: &Path| -> String {
-        let out = run(Command::new("getcap").arg("-r").arg(".").current_dir(root));
+        let out = run_ok(Command::new("getcap").arg("-r").arg(".").current_dir(root));
         let mut l: Vec<&str> = out.lines().collect();
         l.sort();
         l.join("\n")
@@ -721,9 +699,11 @@ fn the_mounted_tree_equals_the_mmdebstrap_output() {
     );
     assert_eq!(caps(pristine), c);
     let suid = |root: &Path| {
-        run(Command::new("find")
-            .args([".", "-perm", "/6000", "-type", "f"])
-            .current_dir(root))
+        run_ok(
+            Command::new("find")
+                .args([".", "-perm", "/6000", "-type", "f"])
+                .current_dir(root),
+        )
     };
     let mut s1: Vec<String> = suid(pristine).lines().map(str::to_string).collect();
     let mut s2: Vec<String> = suid(&m.0).lines().map(str::to_string).collect();
@@ -749,7 +729,7 @@ fn the_mounted_tree_equals_the_mmdebstrap_output() {
                 .filter(|e| {
                     e.file_name()
                         .to_string_lossy()
-                        .starts_with(&t.extras.object().hash)
+                        .starts_with(t.extras.object().hash.as_str())
                 })
                 .map(|e| e.path())
                 .collect()
@@ -824,11 +804,13 @@ fn gc_after_dropping_a_tree_frees_exactly_its_unique_objects() {
     let t = trees();
     // Work on a hard-linked copy of state a: the other tests keep theirs.
     let copy = work().join("gc");
-    run(Command::new("cp")
-        .arg("-al")
-        .arg(&t.extras.state.root)
-        .arg(&copy));
-    let st = State::new(&copy);
+    run_ok(
+        Command::new("cp")
+            .arg("-al")
+            .arg(&t.extras.state.root)
+            .arg(&copy),
+    );
+    let st = State::open(&copy).unwrap();
     let store = Store::open(&st).unwrap();
     let (base, extras) = (t.base.object(), t.extras.object());
     let mb = tree::read_manifest(&store, base).unwrap().objects();
@@ -857,7 +839,7 @@ fn gc_after_dropping_a_tree_frees_exactly_its_unique_objects() {
     let r = tree::collect_objects(&store, &[base.clone(), extras.clone()]).unwrap();
     assert!(r.deleted.is_empty() && r.leftovers == 0, "{r:?}");
     // Drop base.
-    genboot::store::remove_tree(&store.path(base)).unwrap();
+    genboot::fsutil::remove_tree(&store.path(base)).unwrap();
     let live = tree::trees(&store).unwrap();
     assert_eq!(live, vec![extras.clone()]);
     let r = tree::collect_objects(&store, &live).unwrap();
@@ -960,7 +942,7 @@ fn crash_child() {
         .expect("crash_child runs only as the child of the crash tests (GENBOOT_TREE_CRASH unset)");
     let f: Vec<&str> = spec.split('\n').collect();
     let (mode, root, src, label) = (f[0], f[1], f[2], f[3]);
-    let st = State::new(Path::new(root));
+    let st = State::open(Path::new(root)).unwrap();
     let store = Store::open(&st).unwrap();
     let mode = if mode == "move" {
         ImportMode::Move
@@ -1009,7 +991,7 @@ fn child(mode: &str, root: &Path, src: &Path, failpoints: &str) -> std::process:
         .args([
             "--ignored",
             "--exact",
-            "crash_child",
+            "tree::crash_child",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -1059,7 +1041,7 @@ fn crash_mode(mode: &str) {
             }
             let s = store.dir.join(format!(".tmp-build-test-{n}"));
             fs::create_dir(&s).unwrap();
-            run(Command::new("cp").arg("-a").arg(&src).arg(s.join("root")));
+            run_ok(Command::new("cp").arg("-a").arg(&src).arg(s.join("root")));
             s.join("root")
         };
         // An injected error: the import fails and cleans up after itself.
@@ -1070,7 +1052,7 @@ fn crash_mode(mode: &str) {
             } else {
                 let s = estore.dir.join(".tmp-build-test-0");
                 fs::create_dir(&s).unwrap();
-                run(Command::new("cp").arg("-a").arg(&src).arg(s.join("root")));
+                run_ok(Command::new("cp").arg("-a").arg(&src).arg(s.join("root")));
                 s.join("root")
             };
             let out = child(mode, &est.root, &src1, &format!("{fp}=error"));
@@ -1179,9 +1161,11 @@ fn a_full_disk_is_refused_before_any_write() {
     let src = subset().clone();
     let top = work().join("full");
     fs::create_dir_all(&top).unwrap();
-    run(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&top));
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .arg(&top),
+    );
     struct Umount(PathBuf);
     impl Drop for Umount {
         fn drop(&mut self) {
@@ -1189,7 +1173,7 @@ fn a_full_disk_is_refused_before_any_write() {
         }
     }
     let _u = Umount(top.clone());
-    let st = State::new(&top);
+    let st = State::open(&top).unwrap();
     let store = Store::open(&st).unwrap();
     let e = import_root(
         &store,
@@ -1226,12 +1210,12 @@ fn a_full_disk_is_refused_before_any_write() {
 
 #[test]
 fn a_hostile_tree_round_trips_through_import_and_mount() {
-    tool("setcap", "libcap2-bin");
+    require_tool("setcap", "libcap2-bin");
     let (st, store) = state("hostile");
     let r = work().join("hostile-src");
     let _ = fs::remove_dir_all(&r);
     fs::create_dir_all(r.join("d/sub")).unwrap();
-    let sh = |cmd: &str| run(Command::new("sh").arg("-c").arg(cmd).current_dir(&r));
+    let sh = |cmd: &str| run_ok(Command::new("sh").arg("-c").arg(cmd).current_dir(&r));
     fs::write(r.join("d/new\nline"), b"x").unwrap();
     fs::write(
         r.join(OsStr::from_bytes(b"d/bytes \xff\x01\\=")),
@@ -1265,8 +1249,8 @@ fn a_hostile_tree_round_trips_through_import_and_mount() {
     );
     let obj = built.imported.object.clone();
     assert_eq!(tree::verify_tree(&store, &obj).unwrap(), vec![]);
-    tool("fsck.erofs", "erofs-utils");
-    run(Command::new("fsck.erofs").arg(store.path(&obj).join(tree::IMAGE_FILE)));
+    require_tool("fsck.erofs", "erofs-utils");
+    run_ok(Command::new("fsck.erofs").arg(store.path(&obj).join(tree::IMAGE_FILE)));
     // Importing again (nothing changed) is a no-op.
     let again = tree::build_tree(&store, &st.dir, &spec).unwrap();
     assert!(again.imported.existed);
@@ -1282,9 +1266,11 @@ fn a_hostile_tree_round_trips_through_import_and_mount() {
     );
     drop(m);
     // A mount point inside the tree is refused, naming it.
-    run(Command::new("mount")
-        .args(["-t", "tmpfs", "tmpfs"])
-        .arg(r.join("d/sub")));
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(r.join("d/sub")),
+    );
     let e = tree::build_tree(
         &store,
         &st.dir,
@@ -1293,7 +1279,7 @@ fn a_hostile_tree_round_trips_through_import_and_mount() {
             ..spec.clone()
         },
     );
-    run(Command::new("umount").arg(r.join("d/sub")));
+    run_ok(Command::new("umount").arg(r.join("d/sub")));
     let e = e.expect_err("a mount point inside the tree").to_string();
     assert!(e.contains("d/sub") && e.contains("mount point"), "{e}");
     // A tree with overlayfs's own xattrs is refused, naming the path.

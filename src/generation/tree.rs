@@ -1,0 +1,477 @@
+//! A generation's `[tree]`: the configuration becomes a [`TreeSpec`], the
+//! tree is built and imported into the store (through the input cache: an
+//! unchanged configuration against an unchanged mirror re-runs nothing),
+//! and, when `[kernel]` names no image, the tree's own kernel is found and
+//! its files handed to the kernel and module steps.
+//!
+//! The input cache entry of a tree (`<state>/cache/rootfs-<key>.json`) is
+//! keyed by everything the tree is made from except the mirror's state:
+//! genboot itself, the source and its keys, the mirror lines (this
+//! machine's apt sources when `mirror` is absent), the customize hooks'
+//! contents and, for a `dir` tree, the stamps (size, times, inode) of every
+//! path below it. The entry records the mirrors' `Release` files (their
+//! SHA-256); a hit needs them unchanged. A mirror that cannot be asked
+//! (offline) keeps the tree built before, with a warning; a `file://`
+//! mirror is read directly, others through `apt-helper download-file`.
+
+use super::cache::{self, Cache};
+use super::BuildError;
+use crate::config::{SystemConfig, TreeSection, TreeSourceKind, DEFAULT_EPOCH};
+use crate::fsutil::Stamp;
+use crate::notes::{Note, Notes};
+use crate::store::{Store, StorePath};
+use crate::tree::extract::{self, TreeKernel};
+use crate::tree::mmdebstrap::{self, MmdebstrapSpec};
+use crate::tree::{self, Objects, Rules, TreeError, TreeSource, TreeSpec};
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The object name's label: `[system] label` as a store name part
+/// (`Debian 12` → `debian-12`).
+pub fn label_slug(label: &str) -> String {
+    let mut out = String::new();
+    for c in label.chars() {
+        if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    let out = out.trim_end_matches('-').trim_start_matches('.');
+    let mut out: String = out.chars().take(100).collect();
+    while out.contains("..") {
+        out = out.replace("..", ".");
+    }
+    if out.is_empty() {
+        "system".into()
+    } else {
+        out
+    }
+}
+
+/// The tree `[tree]` describes.
+pub fn spec(cfg: &SystemConfig, t: &TreeSection) -> TreeSpec {
+    let mut rules = Rules::default();
+    if let Some(h) = &t.hostname {
+        rules.hostname = h.clone();
+    }
+    let (source, epoch) = match t.source {
+        TreeSourceKind::Mmdebstrap => {
+            let mut mm = MmdebstrapSpec::new(t.suite.as_deref().unwrap_or_default());
+            if let Some(v) = &t.variant {
+                mm.variant = v.clone();
+            }
+            mm.mirrors = t.mirror.clone();
+            mm.packages = t.packages.clone();
+            mm.customize = t.customize.clone();
+            mm.dpkgopts = t.dpkgopts.clone();
+            mm.aptopts.extend(t.aptopts.iter().cloned());
+            mm.config = Some(cfg.source.clone());
+            (
+                TreeSource::Mmdebstrap(mm),
+                Some(t.source_date_epoch.unwrap_or(DEFAULT_EPOCH)),
+            )
+        }
+        TreeSourceKind::Dir => (
+            TreeSource::Dir(t.path.clone().unwrap_or_default()),
+            t.source_date_epoch,
+        ),
+    };
+    TreeSpec {
+        label: label_slug(&cfg.system.label),
+        source,
+        epoch,
+        rules,
+    }
+}
+
+/// The cache key of a tree and the mirrors whose state the entry records.
+struct Key {
+    key: String,
+    /// (Release URL, how to read it), for the mmdebstrap mirrors.
+    releases: Vec<String>,
+    /// The newest change among a `dir` tree's paths.
+    newest_change_ns: i128,
+}
+
+fn sha_hex(data: &[u8]) -> String {
+    genboot_format::hex(&Sha256::digest(data))
+}
+
+/// What the tree is made from (see the module docs).
+fn key(spec: &TreeSpec) -> Result<Key, TreeError> {
+    let mut s = format!("genboot {} rootfs 1\n", env!("CARGO_PKG_VERSION"));
+    if let Some(st) = std::env::current_exe()
+        .ok()
+        .and_then(|e| Stamp::of_path(&e))
+    {
+        let _ = writeln!(s, "exe {st:?}");
+    }
+    let _ = writeln!(
+        s,
+        "label {}\nepoch {:?}\nrules {:?}",
+        spec.label, spec.epoch, spec.rules
+    );
+    let mut releases = Vec::new();
+    let mut newest = i128::MIN;
+    match &spec.source {
+        TreeSource::Mmdebstrap(mm) => {
+            let mirrors = if mm.mirrors.is_empty() {
+                mmdebstrap::machine_sources(Path::new("/etc/apt"), &mm.suite)?
+            } else {
+                mm.mirrors.clone()
+            };
+            let _ = writeln!(
+                s,
+                "mmdebstrap {} {} {}\nmirrors {mirrors:?}\npackages {:?}\naptopts {:?}\ndpkgopts {:?}",
+                mm.suite, mm.variant, mm.architecture, mm.packages, mm.aptopts, mm.dpkgopts
+            );
+            for h in &mm.customize {
+                let digest = std::fs::read(h).map(|d| sha_hex(&d)).unwrap_or_default();
+                let _ = writeln!(s, "customize {} {digest}", h.display());
+            }
+            releases = release_urls(&mirrors, &mm.suite);
+        }
+        TreeSource::Dir(path) => {
+            let _ = writeln!(s, "dir {}", path.display());
+            walk_stamps(path, Path::new(""), &mut s, &mut newest)
+                .map_err(crate::tree::io_err("read", path))?;
+        }
+    }
+    Ok(Key {
+        key: sha_hex(s.as_bytes())[..32].to_string(),
+        releases,
+        newest_change_ns: newest,
+    })
+}
+
+/// Every path below `root` with its stamp and mode, in a fixed order.
+fn walk_stamps(root: &Path, rel: &Path, s: &mut String, newest: &mut i128) -> std::io::Result<()> {
+    let dir = root.join(rel);
+    let mut names: Vec<_> = std::fs::read_dir(&dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    for n in names {
+        let r = rel.join(&n);
+        let m = std::fs::symlink_metadata(root.join(&r))?;
+        let st = Stamp::of(&m);
+        *newest = (*newest).max(st.changed_ns());
+        let _ = writeln!(s, "{} {:o} {st:?}", r.display(), m.mode());
+        if m.is_dir() {
+            walk_stamps(root, &r, s, newest)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `Release` file of each mirror (`InRelease` when it has one).
+fn release_urls(mirrors: &[String], suite: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in mirrors {
+        let (uri, suite) = if m.trim_start().starts_with("deb") {
+            match mmdebstrap::parse_sources_list(m).into_iter().next() {
+                Some(src) => (src.uri, src.suite),
+                None => continue,
+            }
+        } else {
+            match m.split_whitespace().next() {
+                Some(u) => (u.to_string(), suite.to_string()),
+                None => continue,
+            }
+        };
+        out.push(format!("{}/dists/{suite}", uri.trim_end_matches('/')));
+    }
+    out
+}
+
+/// The SHA-256 of a suite's `InRelease` (else `Release`) at `dists` (a
+/// mirror's `…/dists/<suite>`), or why it cannot be read.
+fn release_state(dists: &str, scratch: &Path) -> Result<String, String> {
+    if let Some(p) = dists.strip_prefix("file:") {
+        let dir = PathBuf::from(format!("/{}", p.trim_start_matches('/')));
+        for f in ["InRelease", "Release"] {
+            if let Ok(d) = std::fs::read(dir.join(f)) {
+                return Ok(sha_hex(&d));
+            }
+        }
+        return Err(format!("{} has no Release file", dir.display()));
+    }
+    let mut why = String::new();
+    for f in ["InRelease", "Release"] {
+        let dest = scratch.join(format!("release-{}", std::process::id()));
+        let out = std::process::Command::new("/usr/lib/apt/apt-helper")
+            .args([
+                "-o",
+                "APT::Sandbox::User=root",
+                "-o",
+                "Acquire::http::Timeout=10",
+                "-o",
+                "Acquire::https::Timeout=10",
+                "-o",
+                "Acquire::Retries=0",
+                "download-file",
+            ])
+            .arg(format!("{dists}/{f}"))
+            .arg(&dest)
+            .stdin(std::process::Stdio::null())
+            .output();
+        let data = std::fs::read(&dest);
+        // A scratch file that stays only takes a little space in the cache.
+        let _ = std::fs::remove_file(&dest);
+        match (out, data) {
+            (Ok(o), Ok(d)) if o.status.success() => return Ok(sha_hex(&d)),
+            (Ok(o), _) => why = String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            (Err(e), _) => why = format!("cannot run /usr/lib/apt/apt-helper: {e}"),
+        }
+    }
+    Err(why)
+}
+
+/// A cache entry: the tree and the mirrors' states it was built from.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Entry {
+    tree: StorePath,
+    releases: Vec<String>,
+    stamp: String,
+}
+
+/// Build (or find) the tree of `cfg` in the store; `state_dir` holds the
+/// uid map and the build logs.
+pub fn build_tree(
+    store: &Store,
+    state_dir: &Path,
+    cfg: &SystemConfig,
+    t: &TreeSection,
+    notes: &dyn Notes,
+) -> Result<StorePath, BuildError> {
+    let started = cache::now_ns();
+    let spec = spec(cfg, t);
+    let key = key(&spec)?;
+    let cache = Cache::new(store);
+    let scratch = store.cache_dir.clone();
+    let states: Vec<Result<String, String>> = key
+        .releases
+        .iter()
+        .map(|d| release_state(d, &scratch))
+        .collect();
+    let name = format!("rootfs-{}.json", key.key);
+    if let Some(e) = cache.read::<Entry>(&name) {
+        let unchanged = e.releases.len() == states.len()
+            && e.releases.iter().zip(&states).all(|(was, now)| match now {
+                Ok(now) => now == was,
+                Err(_) => true,
+            });
+        if unchanged && intact(store, &e.tree, &e.stamp) {
+            for (url, st) in key.releases.iter().zip(&states) {
+                if let Err(why) = st {
+                    notes.note(Note::Warning(&format!(
+                        "cannot see whether the mirror changed ({url}: {why}); using the tree built from it before"
+                    )));
+                }
+            }
+            notes.note(Note::Progress(&format!(
+                "tree unchanged; reusing {}",
+                e.tree.base_name()
+            )));
+            return Ok(e.tree);
+        }
+    }
+    match &spec.source {
+        TreeSource::Mmdebstrap(mm) => notes.note(Note::Progress(&format!(
+            "building the tree with mmdebstrap ({} packages of {}; log: {})",
+            mm.packages.len(),
+            mm.suite,
+            state_dir
+                .join("logs")
+                .join(format!("build-{}.log", spec.label))
+                .display()
+        ))),
+        TreeSource::Dir(p) => notes.note(Note::Progress(&format!(
+            "importing the tree {}",
+            p.display()
+        ))),
+    }
+    let built = tree::build_tree(store, state_dir, &spec)?;
+    let i = &built.imported;
+    notes.note(Note::Progress(&format!(
+        "tree {}: {} contents, {} new ({}), image {}",
+        i.object.base_name(),
+        i.objects,
+        i.new_objects,
+        tree::human(i.new_object_bytes),
+        tree::human(i.image_bytes)
+    )));
+    let releases: Option<Vec<String>> = states.into_iter().collect::<Result<_, _>>().ok();
+    let settled = cache::settled(key.newest_change_ns, started);
+    if let (Some(releases), true, Some(stamp)) =
+        (releases, settled, store.metadata_stamp(&i.object))
+    {
+        cache.write(
+            &name,
+            &Entry {
+                tree: i.object.clone(),
+                releases,
+                stamp,
+            },
+        );
+    }
+    Ok(built.imported.object)
+}
+
+/// Whether a cached tree is still in the store as it was: its metadata
+/// stamp unchanged, or else it verifies.
+fn intact(store: &Store, tree: &StorePath, stamp: &str) -> bool {
+    match store.metadata_stamp(tree) {
+        Some(now) if now == stamp => true,
+        Some(_) => tree::verify_tree(store, tree).is_ok_and(|p| p.is_empty()),
+        None => false,
+    }
+}
+
+/// The kernel of the tree `object` that `[kernel] release` picks, or its
+/// only one.
+pub fn kernel_of(
+    store: &Store,
+    object: &StorePath,
+    cfg: &SystemConfig,
+) -> Result<TreeKernel, BuildError> {
+    let m = tree::read_manifest(store, object)?;
+    let mut found = extract::kernels(&m);
+    let list = |k: &[TreeKernel]| {
+        k.iter()
+            .map(|k| k.release.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let file = cfg.source.display();
+    if let Some(r) = &cfg.kernel.release {
+        return match found.iter().position(|k| &k.release == r) {
+            Some(i) => Ok(found.swap_remove(i)),
+            None => Err(BuildError::TreeKernel {
+                what: format!(
+                    "{file}: [kernel] release = {r:?}, but the tree {} has no /boot/vmlinuz-{r} with its modules (it has: {})",
+                    object.base_name(),
+                    if found.is_empty() { "none".into() } else { list(&found) }
+                ),
+                hint: "set release to one of the tree's kernels, or remove it".into(),
+            }),
+        };
+    }
+    match found.len() {
+        1 => Ok(found.swap_remove(0)),
+        0 => Err(BuildError::TreeKernel {
+            what: format!(
+                "{file}: [kernel] names no image, and the tree {} has no kernel (/boot/vmlinuz-<release> with /usr/lib/modules/<release>)",
+                object.base_name()
+            ),
+            hint: "add a kernel package to [tree] packages (e.g. \"linux-image-amd64\"), or set [kernel] image and modules".into(),
+        }),
+        _ => Err(BuildError::TreeKernel {
+            what: format!(
+                "{file}: [kernel] names no image, and the tree {} has {} kernels: {}",
+                object.base_name(),
+                found.len(),
+                list(&found)
+            ),
+            hint: format!(
+                "pick one in [kernel]: release = {:?}",
+                found.last().map(|k| k.release.as_str()).unwrap_or_default()
+            ),
+        }),
+    }
+}
+
+/// The tree's kernel image and module tree as files: a temporary directory
+/// in the store, removed on drop.
+pub struct Extracted {
+    pub dir: PathBuf,
+    pub image: PathBuf,
+    pub modules: PathBuf,
+}
+
+impl Extracted {
+    pub fn new(store: &Store, object: &StorePath, k: &TreeKernel) -> Result<Extracted, BuildError> {
+        let m = tree::read_manifest(store, object)?;
+        let dir = store.dir.join(format!(
+            ".tmp-{}-{}-kernel",
+            std::process::id(),
+            crate::fsutil::tmp_number()
+        ));
+        std::fs::create_dir(&dir)
+            .map_err(crate::fsutil::IoError::at("create", &dir))
+            .map_err(crate::store::StoreError::from)?;
+        let out = Extracted {
+            image: dir.join(rel(&k.image)),
+            modules: dir.join(rel(&k.modules)),
+            dir,
+        };
+        let firmware = k.firmware();
+        extract::extract(
+            &m,
+            &Objects::of(store),
+            &[&k.image, &k.modules, &firmware],
+            &out.dir,
+        )?;
+        Ok(out)
+    }
+}
+
+fn rel(p: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(
+        p.strip_prefix(b"/").unwrap_or(p),
+    ))
+}
+
+impl Drop for Extracted {
+    fn drop(&mut self) {
+        // Only hard links and small files; what stays is a leftover `gc`
+        // removes.
+        let _ = crate::fsutil::remove_tree(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_become_store_name_parts() {
+        assert_eq!(label_slug("Debian 12"), "debian-12");
+        assert_eq!(label_slug("  web/1 (test) "), "web-1-test");
+        assert_eq!(label_slug("..x..y"), "x.y");
+        assert_eq!(label_slug("☃"), "system");
+        crate::store::check_name(&format!("rootfs-{}", label_slug("a b/c..d"))).unwrap();
+    }
+
+    #[test]
+    fn release_files_of_urls_and_lines() {
+        let m = vec![
+            "deb [trusted=yes] file:///srv/m bookworm main".to_string(),
+            "http://deb.debian.org/debian/".to_string(),
+        ];
+        assert_eq!(
+            release_urls(&m, "bookworm"),
+            [
+                "file:///srv/m/dists/bookworm",
+                "http://deb.debian.org/debian/dists/bookworm"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_mirror_state_is_its_release_file() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("dists/bookworm");
+        std::fs::create_dir_all(&d).unwrap();
+        let url = format!("file://{}", d.display());
+        assert!(release_state(&url, t.path()).is_err());
+        std::fs::write(d.join("Release"), "Date: x\n").unwrap();
+        let a = release_state(&url, t.path()).unwrap();
+        std::fs::write(d.join("Release"), "Date: y\n").unwrap();
+        assert_ne!(release_state(&url, t.path()).unwrap(), a);
+    }
+}
