@@ -823,6 +823,36 @@ label = "Test"
     }
 
     #[test]
+    fn a_tree_takes_the_kernel_and_paths_relative_to_the_file() {
+        let text = format!(
+            "{}\n[tree]\nsource = \"mmdebstrap\"\nsuite = \"bookworm\"\nmirror = \"http://deb.debian.org/debian\"\npackages = [\"nginx-light\"]\ncustomize = [\"./site.sh\"]\n",
+            MINIMAL
+                .replace("image = \"vmlinuz\"\n", "")
+                .replace("modules = \"/lib/modules/6.1.0-50-amd64\"\n", "")
+        );
+        let c = SystemConfig::parse(&text, Path::new("/etc/genboot/system.toml")).unwrap();
+        assert_eq!(c.kernel.image, None);
+        let t = c.tree.unwrap();
+        assert_eq!(t.source, TreeSourceKind::Mmdebstrap);
+        assert_eq!(t.mirror, ["http://deb.debian.org/debian"]);
+        assert_eq!(t.customize, [PathBuf::from("/etc/genboot/./site.sh")]);
+        let list = text.replace(
+            "mirror = \"http://deb.debian.org/debian\"",
+            "mirror = [\"http://a/debian\", \"deb http://b/debian bookworm main\"]",
+        );
+        let c = SystemConfig::parse(&list, Path::new("s.toml")).unwrap();
+        assert_eq!(c.tree.unwrap().mirror.len(), 2);
+        // Without a [tree], the kernel must be named.
+        let e = SystemConfig::parse(
+            &MINIMAL.replace("image = \"vmlinuz\"\n", ""),
+            Path::new("s.toml"),
+        )
+        .unwrap_err()
+        .with_hint();
+        assert!(e.contains("[kernel] image: is missing"), "{e}");
+    }
+
+    #[test]
     fn bad_root_device_is_refused() {
         let text = MINIMAL.replace("PARTUUID=8d5f3a6e-0000-4000-8000-000000000002", "sda1");
         let e = SystemConfig::parse(&text, Path::new("s.toml"))

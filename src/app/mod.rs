@@ -16,6 +16,7 @@ pub mod settings;
 pub mod switch;
 #[cfg(test)]
 mod tests;
+pub mod tree;
 
 use crate::config::BootSection;
 use crate::esp::dir::{DirEsp, MountCheck};
@@ -100,6 +101,8 @@ pub enum AppError {
     },
     #[error("the profile below {} has no generation to put in the image", .0.display())]
     NothingToImage(PathBuf),
+    #[error("generation {number} has no tree: its configuration has no [tree]")]
+    NoTree { number: u32 },
 }
 
 impl Hint for AppError {
@@ -117,6 +120,7 @@ impl Hint for AppError {
                 (need + esp_size + (4 << 20)).div_ceil(1 << 20)
             ),
             AppError::NothingToImage(_) => "pass --config FILE".into(),
+            AppError::NoTree { .. } => "`genboot list` shows the generations; one built from a system.toml with a [tree] has one".into(),
         })
     }
 }

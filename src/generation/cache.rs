@@ -98,8 +98,8 @@ pub enum KernelId<'a> {
         modules: &'a Path,
         files: &'a [TreeFile],
     },
-    /// The kernel of a tree object (immutable, named by its hash): e.g.
-    /// `<hash>-rootfs-x 6.1.0-50-amd64`.
+    /// The kernel of a tree: its release and a digest of its files in the
+    /// tree's manifest (`crate::tree::extract::identity`).
     Tree(&'a str),
 }
 

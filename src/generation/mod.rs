@@ -34,9 +34,6 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tree(#[from] crate::tree::TreeError),
-    /// The tree has no kernel, several, or not the one `[kernel] release` names.
-    #[error("{what}")]
-    TreeKernel { what: String, hint: String },
 }
 
 impl Hint for BuildError {
@@ -47,7 +44,6 @@ impl Hint for BuildError {
             BuildError::Initrd(e) => e.hint(),
             BuildError::Store(e) => e.hint(),
             BuildError::Tree(e) => e.hint(),
-            BuildError::TreeKernel { hint, .. } => Some(hint.clone()),
         }
     }
 }
@@ -93,18 +89,20 @@ pub fn build(
             build_with(store, cfg, from, tree.clone(), notes)
         }
         (_, _, Some(object)) => {
-            let kernel = tree::kernel_of(store, object, cfg)?;
+            let (kernel, id) = tree::kernel_of(store, object, cfg)?;
             let from = KernelFrom::Tree {
                 object,
                 kernel: &kernel,
+                id: &id,
             };
             build_with(store, cfg, from, tree.clone(), notes)
         }
         // The configuration's check makes this impossible.
-        _ => Err(BuildError::TreeKernel {
+        _ => Err(crate::tree::TreeError::Kernel {
             what: format!("{}: [kernel] image is missing", cfg.source.display()),
             hint: "name the kernel image and modules, or add a [tree]".into(),
-        }),
+        }
+        .into()),
     }
 }
 
@@ -118,6 +116,8 @@ enum KernelFrom<'a> {
     Tree {
         object: &'a StorePath,
         kernel: &'a crate::tree::extract::TreeKernel,
+        /// Its content's identity, for the input cache.
+        id: &'a str,
     },
 }
 
@@ -151,9 +151,8 @@ fn build_with(
             let prints = cache::fingerprints(cfg, id, &activator);
             (Some(files), prints)
         }
-        KernelFrom::Tree { object, kernel } => {
-            let id = format!("{} {}", object.base_name(), kernel.release);
-            let prints = cache::fingerprints(cfg, cache::KernelId::Tree(&id), &activator);
+        KernelFrom::Tree { id, .. } => {
+            let prints = cache::fingerprints(cfg, cache::KernelId::Tree(id), &activator);
             (None, prints)
         }
     };
@@ -176,7 +175,7 @@ fn build_with(
 
     // A tree's kernel is read from its files, linked out of the objects.
     let extracted = match from {
-        KernelFrom::Tree { object, kernel } => {
+        KernelFrom::Tree { object, kernel, .. } => {
             step(&format!("taking kernel {} from the tree", kernel.release));
             Some(tree::Extracted::new(store, object, kernel)?)
         }

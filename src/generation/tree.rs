@@ -294,15 +294,33 @@ pub fn build_tree(
             p.display()
         ))),
     }
-    let built = tree::build_tree(store, state_dir, &spec)?;
+    // Without [kernel] image, the tree must have the kernel to take: checked
+    // on the built tree before it is imported, so a tree that cannot be
+    // used changes nothing in the store.
+    let mut check_kernel = |root: &Path| -> Result<(), TreeError> {
+        if cfg.kernel.image.is_none() {
+            let name = match &spec.source {
+                TreeSource::Dir(p) => p.display().to_string(),
+                TreeSource::Mmdebstrap(_) => "mmdebstrap built".to_string(),
+            };
+            extract::pick(
+                extract::kernels_in_dir(root),
+                cfg.kernel.release.as_deref(),
+                &cfg.source,
+                &name,
+            )?;
+        }
+        Ok(())
+    };
+    let built = tree::build_tree_with(store, state_dir, &spec, &mut check_kernel)?;
     let i = &built.imported;
     notes.note(Note::Progress(&format!(
         "tree {}: {} contents, {} new ({}), image {}",
         i.object.base_name(),
         i.objects,
         i.new_objects,
-        tree::human(i.new_object_bytes),
-        tree::human(i.image_bytes)
+        crate::units::human(i.new_object_bytes),
+        crate::units::human(i.image_bytes)
     )));
     let releases: Option<Vec<String>> = states.into_iter().collect::<Result<_, _>>().ok();
     let settled = cache::settled(key.newest_change_ns, started);
@@ -332,56 +350,22 @@ fn intact(store: &Store, tree: &StorePath, stamp: &str) -> bool {
 }
 
 /// The kernel of the tree `object` that `[kernel] release` picks, or its
-/// only one.
+/// only one, and what identifies it for the input cache
+/// ([`extract::identity`]).
 pub fn kernel_of(
     store: &Store,
     object: &StorePath,
     cfg: &SystemConfig,
-) -> Result<TreeKernel, BuildError> {
+) -> Result<(TreeKernel, String), BuildError> {
     let m = tree::read_manifest(store, object)?;
-    let mut found = extract::kernels(&m);
-    let list = |k: &[TreeKernel]| {
-        k.iter()
-            .map(|k| k.release.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let file = cfg.source.display();
-    if let Some(r) = &cfg.kernel.release {
-        return match found.iter().position(|k| &k.release == r) {
-            Some(i) => Ok(found.swap_remove(i)),
-            None => Err(BuildError::TreeKernel {
-                what: format!(
-                    "{file}: [kernel] release = {r:?}, but the tree {} has no /boot/vmlinuz-{r} with its modules (it has: {})",
-                    object.base_name(),
-                    if found.is_empty() { "none".into() } else { list(&found) }
-                ),
-                hint: "set release to one of the tree's kernels, or remove it".into(),
-            }),
-        };
-    }
-    match found.len() {
-        1 => Ok(found.swap_remove(0)),
-        0 => Err(BuildError::TreeKernel {
-            what: format!(
-                "{file}: [kernel] names no image, and the tree {} has no kernel (/boot/vmlinuz-<release> with /usr/lib/modules/<release>)",
-                object.base_name()
-            ),
-            hint: "add a kernel package to [tree] packages (e.g. \"linux-image-amd64\"), or set [kernel] image and modules".into(),
-        }),
-        _ => Err(BuildError::TreeKernel {
-            what: format!(
-                "{file}: [kernel] names no image, and the tree {} has {} kernels: {}",
-                object.base_name(),
-                found.len(),
-                list(&found)
-            ),
-            hint: format!(
-                "pick one in [kernel]: release = {:?}",
-                found.last().map(|k| k.release.as_str()).unwrap_or_default()
-            ),
-        }),
-    }
+    let k = extract::pick(
+        extract::kernels(&m),
+        cfg.kernel.release.as_deref(),
+        &cfg.source,
+        &object.base_name(),
+    )?;
+    let id = extract::identity(&m, &k);
+    Ok((k, id))
 }
 
 /// The tree's kernel image and module tree as files: a temporary directory

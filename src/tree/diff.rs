@@ -10,13 +10,12 @@
 //! (`/etc`, `/usr/share`, `/var/lib`: two levels below `/usr` and `/var`,
 //! one elsewhere) and the bytes of content the second tree adds to the
 //! store; and every change under `/etc` (the image's defaults). [`diff`]
-//! is pure; [`TreeDiff::to_text`] is the human form, `serde_json` the
-//! `--json` one.
+//! is pure; the CLI prints it (`src/cli/output.rs`), as text or JSON.
 
 use super::manifest::{show, Entry, Kind, Manifest, Sha256Digest};
 use super::objects::Objects;
 use super::packages::{self, version_cmp, Package};
-use super::{human, read_manifest, TreeError, PACKAGES_FILE};
+use super::{read_manifest, TreeError, PACKAGES_FILE};
 use crate::store::{Store, StorePath};
 use serde::Serialize;
 use std::cmp::Ordering;
@@ -45,6 +44,7 @@ pub enum Change {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PackageChange {
     pub name: String,
     pub arch: String,
@@ -54,6 +54,7 @@ pub struct PackageChange {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AccountChange {
     pub name: String,
     pub from: Option<u32>,
@@ -62,6 +63,7 @@ pub struct AccountChange {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DirSummary {
     pub dir: String,
     pub added: u64,
@@ -73,6 +75,7 @@ pub struct DirSummary {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FileSummary {
     pub added: u64,
     pub removed: u64,
@@ -85,6 +88,7 @@ pub struct FileSummary {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EtcChange {
     pub path: String,
     pub change: Change,
@@ -95,6 +99,7 @@ pub struct EtcChange {
 
 /// The difference between two trees.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TreeDiff {
     pub from: String,
     pub to: String,
@@ -356,14 +361,6 @@ pub fn diff(a: &TreeData, b: &TreeData) -> TreeDiff {
     }
 }
 
-fn signed(n: i64) -> String {
-    if n < 0 {
-        format!("-{}", human(n.unsigned_abs()))
-    } else {
-        format!("+{}", human(n as u64))
-    }
-}
-
 impl TreeDiff {
     /// Whether the trees are the same (up to mtimes).
     pub fn is_empty(&self) -> bool {
@@ -371,91 +368,6 @@ impl TreeDiff {
             && self.users.is_empty()
             && self.groups.is_empty()
             && self.files.added + self.files.removed + self.files.changed == 0
-    }
-
-    /// The human form.
-    pub fn to_text(&self) -> String {
-        let mut s = format!("{} → {}\n", self.from, self.to);
-        if self.is_empty() {
-            s.push_str("no differences (mtimes aside)\n");
-            return s;
-        }
-        let count = |c: Change| self.packages.iter().filter(|p| p.change == c).count();
-        if !self.packages.is_empty() {
-            s.push_str(&format!(
-                "packages: {} added, {} removed, {} upgraded, {} downgraded\n",
-                count(Change::Added),
-                count(Change::Removed),
-                count(Change::Upgraded),
-                count(Change::Downgraded)
-            ));
-            let w = self
-                .packages
-                .iter()
-                .map(|p| p.name.len())
-                .max()
-                .unwrap_or(0);
-            for p in &self.packages {
-                s.push_str(&format!(
-                    "  {:w$}  {} → {}\n",
-                    p.name,
-                    p.from.as_deref().unwrap_or("∅"),
-                    p.to.as_deref().unwrap_or("∅"),
-                ));
-            }
-        }
-        for (what, list) in [("users", &self.users), ("groups", &self.groups)] {
-            for c in list {
-                let id = |x: Option<u32>| x.map(|i| i.to_string()).unwrap_or_else(|| "∅".into());
-                s.push_str(&format!(
-                    "{what}: {} {} ({} → {})\n",
-                    match c.change {
-                        Change::Added => "added",
-                        Change::Removed => "removed",
-                        _ => "renumbered",
-                    },
-                    c.name,
-                    id(c.from),
-                    id(c.to)
-                ));
-            }
-        }
-        let f = &self.files;
-        s.push_str(&format!(
-            "files: {} added, {} removed, {} changed, {} in size; {} of new content\n",
-            f.added,
-            f.removed,
-            f.changed,
-            signed(f.bytes),
-            human(f.new_content_bytes)
-        ));
-        let w = f.by_dir.iter().map(|d| d.dir.len()).max().unwrap_or(0);
-        for d in &f.by_dir {
-            s.push_str(&format!(
-                "  {:w$}  +{:<6} -{:<6} ~{:<6} {}\n",
-                d.dir,
-                d.added,
-                d.removed,
-                d.changed,
-                signed(d.bytes)
-            ));
-        }
-        if !self.etc.is_empty() {
-            s.push_str("/etc defaults:\n");
-            for e in &self.etc {
-                match e.change {
-                    Change::Added => s.push_str(&format!("  added    {}\n", e.path)),
-                    Change::Removed => s.push_str(&format!("  removed  {}\n", e.path)),
-                    _ => s.push_str(&format!("  changed  {} ({})\n", e.path, e.what.join(", "))),
-                }
-            }
-        }
-        s
-    }
-
-    /// The `--json` form.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a diff serialises")
     }
 }
 
@@ -557,13 +469,10 @@ mod tests {
                 }
             ]
         );
-        let text = d.to_text();
-        assert!(text.contains("nginx-light  ∅ → 1.22.1-9"), "{text}");
-        assert!(text.contains("users: added _chrony (∅ → 999)"), "{text}");
-        assert!(text.contains("changed  /etc/x.conf (mode)"), "{text}");
-        let json: serde_json::Value = serde_json::from_str(&d.to_json()).unwrap();
+        let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["packages"][1]["to"], "1.22.1-9");
-        assert_eq!(json["files"]["by_dir"][0]["dir"], "/etc");
+        assert_eq!(json["files"]["byDir"][0]["dir"], "/etc");
+        assert_eq!(json["files"]["newContentBytes"], 11);
         // mtimes alone are no difference.
         assert!(diff(&a, &a).is_empty());
         let mut a2 = a.clone();

@@ -75,6 +75,136 @@ pub fn kernels(m: &Manifest) -> Vec<TreeKernel> {
     out
 }
 
+/// The kernels of a tree on disk (a staged build or a `dir` tree, before
+/// it is imported), as [`kernels`] finds them in a manifest. Nothing is
+/// followed out of `root`: `/lib/modules` counts only where `/lib` is a
+/// real directory (with the merged `/usr`, `/usr/lib/modules` is the one).
+pub fn kernels_in_dir(root: &Path) -> Vec<TreeKernel> {
+    let is = |p: &Path, dir: bool| {
+        fs::symlink_metadata(p).is_ok_and(|m| if dir { m.is_dir() } else { m.is_file() })
+    };
+    let mut names: Vec<String> = fs::read_dir(root.join("boot"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let mut out = Vec::new();
+    if !is(&root.join("boot"), true) {
+        return out;
+    }
+    for n in names {
+        let Some(release) = n.strip_prefix("vmlinuz-").filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        if !is(&root.join("boot").join(&n), false) {
+            continue;
+        }
+        let modules = [("usr/lib/modules", "usr/lib"), ("lib/modules", "lib")]
+            .iter()
+            .find(|(m, lib)| {
+                is(&root.join(lib), true)
+                    && is(&root.join(m), true)
+                    && is(&root.join(m).join(release), true)
+            })
+            .map(|(m, _)| format!("/{m}/{release}").into_bytes());
+        if let Some(modules) = modules {
+            out.push(TreeKernel {
+                release: release.to_string(),
+                image: format!("/boot/{n}").into_bytes(),
+                modules,
+            });
+        }
+    }
+    out
+}
+
+/// The kernel of `found` (the kernels of tree `tree`) that `release`
+/// names, or the only one; the errors name `config`'s `[kernel]` keys.
+pub fn pick(
+    mut found: Vec<TreeKernel>,
+    release: Option<&str>,
+    config: &Path,
+    tree: &str,
+) -> Result<TreeKernel, TreeError> {
+    let list = |k: &[TreeKernel]| {
+        k.iter()
+            .map(|k| k.release.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let file = config.display();
+    if let Some(r) = release {
+        return match found.iter().position(|k| k.release == r) {
+            Some(i) => Ok(found.swap_remove(i)),
+            None => Err(TreeError::Kernel {
+                what: format!(
+                    "{file}: [kernel] release = {r:?}, but the tree {tree} has no /boot/vmlinuz-{r} with its modules (it has: {})",
+                    if found.is_empty() { "none".into() } else { list(&found) }
+                ),
+                hint: "set release to one of the tree's kernels, or remove it".into(),
+            }),
+        };
+    }
+    match found.len() {
+        1 => Ok(found.swap_remove(0)),
+        0 => Err(TreeError::Kernel {
+            what: format!(
+                "{file}: [kernel] names no image, and the tree {tree} has no kernel (/boot/vmlinuz-<release> with /usr/lib/modules/<release>)"
+            ),
+            hint: "add a kernel package to [tree] packages (e.g. \"linux-image-amd64\"), or set [kernel] image and modules".into(),
+        }),
+        n => Err(TreeError::Kernel {
+            what: format!(
+                "{file}: [kernel] names no image, and the tree {tree} has {n} kernels: {}",
+                list(&found)
+            ),
+            hint: format!(
+                "pick one in [kernel]: release = {:?}",
+                found.last().map(|k| k.release.as_str()).unwrap_or_default()
+            ),
+        }),
+    }
+}
+
+/// What identifies a tree's kernel for the input cache: a digest of every
+/// entry of its image, module tree and firmware (paths, kinds, modes,
+/// contents, link targets). Two trees with the same kernel package share
+/// it, so a new tree does not rebuild an unchanged kernel's objects.
+pub fn identity(m: &Manifest, k: &TreeKernel) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for want in [k.image.clone(), k.modules.clone(), k.firmware()] {
+        let below = [want.as_slice(), b"/"].concat();
+        for (path, e) in m
+            .entries
+            .range(want.clone()..)
+            .take_while(|(p, _)| **p == want || p.starts_with(&below))
+        {
+            h.update(path);
+            h.update([0]);
+            match e {
+                Entry::Hardlink { target } => {
+                    h.update(b"h");
+                    h.update(target);
+                }
+                Entry::Inode { meta, kind } => {
+                    h.update(format!("{} {:o}", kind.letter(), meta.mode));
+                    match kind {
+                        Kind::File { sha256, .. } => h.update(sha256),
+                        Kind::Symlink { target } => h.update(target),
+                        _ => {}
+                    }
+                }
+            }
+            h.update([0]);
+        }
+    }
+    format!("{} {}", k.release, super::manifest::hex(&h.finalize()))
+}
+
 /// Write the entries of `m` at and below each of `paths` (and the
 /// directories above them) into `dest`, which must exist and be empty, as
 /// described in the module docs. A path the manifest lacks is skipped.
@@ -204,6 +334,72 @@ mod tests {
         assert_eq!(k[1].modules, b"/usr/lib/modules/6.1.0-50-amd64");
         assert_eq!(k[1].firmware(), b"/usr/lib/firmware");
         assert_eq!(ancestors(b"/usr/lib/modules"), [&b"/usr"[..], b"/usr/lib"]);
+        // The same kernel in another tree is the same kernel; another
+        // module is another.
+        let mut other = tree();
+        put(&mut other, "/etc", Kind::Dir);
+        assert_eq!(identity(&tree(), &k[1]), identity(&other, &k[1]));
+        put(
+            &mut other,
+            "/usr/lib/modules/6.1.0-50-amd64/extra.ko",
+            Kind::file_with(b"ko"),
+        );
+        assert_ne!(identity(&tree(), &k[1]), identity(&other, &k[1]));
+        assert_eq!(identity(&tree(), &k[0]), identity(&other, &k[0]));
+    }
+
+    #[test]
+    fn a_kernel_is_picked_by_release_or_as_the_only_one() {
+        let cfg = Path::new("/etc/genboot/system.toml");
+        let two = kernels(&tree());
+        let e = crate::hint::Hint::with_hint(&pick(two.clone(), None, cfg, "t").unwrap_err());
+        assert!(
+            e.contains("/etc/genboot/system.toml: [kernel] names no image")
+                && e.contains("has 2 kernels: 6.1.0-49-amd64, 6.1.0-50-amd64")
+                && e.contains("Hint: pick one in [kernel]: release = \"6.1.0-50-amd64\""),
+            "{e}"
+        );
+        let k = pick(two.clone(), Some("6.1.0-49-amd64"), cfg, "t").unwrap();
+        assert_eq!(k.image, b"/boot/vmlinuz-6.1.0-49-amd64");
+        let e = pick(two.clone(), Some("5.10"), cfg, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("release = \"5.10\"") && e.contains("it has: 6.1.0-49"),
+            "{e}"
+        );
+        let e = crate::hint::Hint::with_hint(&pick(Vec::new(), None, cfg, "t").unwrap_err());
+        assert!(
+            e.contains("has no kernel") && e.contains("linux-image-amd64"),
+            "{e}"
+        );
+        assert_eq!(pick(two[1..].to_vec(), None, cfg, "t").unwrap(), two[1]);
+    }
+
+    #[test]
+    fn kernels_on_disk_are_those_of_the_manifest() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for d in [
+            "boot",
+            "usr/lib/modules/6.1.0-50-amd64",
+            "usr/lib/modules/6.1.0-49-amd64",
+        ] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        fs::write(r.join("boot/vmlinuz-6.1.0-50-amd64"), b"k").unwrap();
+        fs::write(r.join("boot/vmlinuz-7.0-nomods"), b"k").unwrap();
+        std::os::unix::fs::symlink("vmlinuz-6.1.0-50-amd64", r.join("boot/vmlinuz-link")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", r.join("lib")).unwrap();
+        let k = kernels_in_dir(r);
+        assert_eq!(k.len(), 1, "{k:?}");
+        assert_eq!(k[0].modules, b"/usr/lib/modules/6.1.0-50-amd64");
+        // A /lib that leaves the tree is not followed.
+        let t2 = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t2.path().join("boot")).unwrap();
+        fs::write(t2.path().join("boot/vmlinuz-6.1.0-50-amd64"), b"k").unwrap();
+        std::os::unix::fs::symlink(r.join("usr/lib"), t2.path().join("lib")).unwrap();
+        assert!(kernels_in_dir(t2.path()).is_empty());
     }
 
     #[test]

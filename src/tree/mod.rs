@@ -166,7 +166,7 @@ pub enum TreeError {
     },
     #[error(
         "not enough space in {dir} for this tree: it needs {} ({new_objects} new objects, {} of them copied; {} of manifest, image and package list), {} are free; nothing was written",
-        human(*need), human(*copied_bytes), human(*metadata_bytes), human(*free)
+        crate::units::human(*need), crate::units::human(*copied_bytes), crate::units::human(*metadata_bytes), crate::units::human(*free)
     )]
     NoSpace {
         dir: PathBuf,
@@ -178,7 +178,7 @@ pub enum TreeError {
     },
     #[error(
         "not enough space in {dir} to build this tree: mmdebstrap writes about {} (the size of the last build, {last}), {} are free; nothing was written",
-        human(*need), human(*free)
+        crate::units::human(*need), crate::units::human(*free)
     )]
     NoSpaceToBuild {
         dir: PathBuf,
@@ -203,6 +203,9 @@ pub enum TreeError {
     },
     #[error("{what}")]
     Source { what: String, hint: String },
+    /// The tree has no kernel, several, or not the one `[kernel] release` names.
+    #[error("{what}")]
+    Kernel { what: String, hint: String },
     #[error("cannot {op} {target}: {cause}")]
     Mount {
         op: &'static str,
@@ -224,7 +227,9 @@ impl crate::hint::Hint for TreeError {
             TreeError::UidMap { .. } => Some(
                 "each line is \"user NAME ID\" or \"group NAME ID\"; fix or remove the line (ids already used by built trees must stay)".into(),
             ),
-            TreeError::Source { hint, .. } | TreeError::Mount { hint, .. } => Some(hint.clone()),
+            TreeError::Source { hint, .. }
+            | TreeError::Kernel { hint, .. }
+            | TreeError::Mount { hint, .. } => Some(hint.clone()),
             TreeError::Store(e) => e.hint(),
             TreeError::Io { .. }
             | TreeError::Manifest { .. }
@@ -253,19 +258,6 @@ pub(crate) fn io_err<'a>(
         op,
         path: path.to_path_buf(),
         cause,
-    }
-}
-
-/// Bytes for people: `236.6 MB`.
-pub fn human(n: u64) -> String {
-    if n < 1_000 {
-        format!("{n} bytes")
-    } else if n < 1_000_000 {
-        format!("{:.1} kB", n as f64 / 1e3)
-    } else if n < 1_000_000_000 {
-        format!("{:.1} MB", n as f64 / 1e6)
-    } else {
-        format!("{:.2} GB", n as f64 / 1e9)
     }
 }
 

@@ -13,7 +13,9 @@
 //!    `lowerdir=META:OBJECTS` (the image's opaque root and `00`…`ff`
 //!    whiteouts hide the object directories).
 //! 3. `/run/genboot/mnt/<id>/target` records `DIR`, so [`umount_tree`]
-//!    finds and removes the private mount and its directory.
+//!    finds and removes the private mount and its directory, and
+//!    `…/object` the tree object, so `gc` keeps a mounted tree and its
+//!    objects ([`mounted_trees`]).
 //!
 //! Every mount goes through [`MountSys`]; the unit tests drive the
 //! fallbacks with a recording fake.
@@ -23,6 +25,7 @@ use super::{sys, TreeError, IMAGE_FILE};
 use crate::store::{Store, StorePath};
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -195,7 +198,12 @@ pub fn mount_tree_with(
         });
     }
     let record = priv_dir.join("target");
-    if let Err(e) = fs::write(&record, dir.as_os_str().as_encoded_bytes()) {
+    let written = fs::write(
+        priv_dir.join("object"),
+        store.path(object).as_os_str().as_encoded_bytes(),
+    )
+    .and_then(|_| fs::write(&record, dir.as_os_str().as_encoded_bytes()));
+    if let Err(e) = written {
         let _ = s.umount(&dir);
         cleanup(true);
         return Err(super::io_err("write", &record)(e));
@@ -271,6 +279,34 @@ pub fn umount_tree_with(s: &dyn MountSys, run_dir: &Path, dir: &Path) -> Result<
         }
     }
     fs::remove_dir_all(&priv_dir).map_err(super::io_err("remove", &priv_dir))
+}
+
+/// The tree objects of `store` that [`mount_tree`] has mounted (as
+/// recorded in `run_dir`, [`RUN_DIR`] on a real system).
+pub fn mounted_trees(run_dir: &Path, store: &Store) -> Vec<StorePath> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(run_dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(t) = fs::read(e.path().join("object")) else {
+            continue;
+        };
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(&t));
+        if path.parent() != Some(store.dir.as_path()) {
+            continue;
+        }
+        if let Some(sp) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(StorePath::parse)
+        {
+            out.push(sp);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Mount points at or below `dir` (from `/proc/self/mountinfo`), sorted.
@@ -421,8 +457,13 @@ mod tests {
             c[1].ends_with(&format!("::{}", store.dir.join("objects").display())),
             "{c:?}"
         );
+        // gc sees what is mounted (in this store only).
+        assert_eq!(mounted_trees(&run, &store), vec![sp.clone()]);
+        let other = Store::open(&State::open(&dir.join("other")).unwrap()).unwrap();
+        assert!(mounted_trees(&run, &other).is_empty());
         // Unmount finds the private mount through the record.
         umount_tree_with(&f, &run, &dir).unwrap();
+        assert!(mounted_trees(&run, &store).is_empty());
         let c = calls(&f);
         assert_eq!(
             c[2],

@@ -1,29 +1,35 @@
-//! Whole-system trees in the store, with real parts: Debian 12 trees built by
-//! mmdebstrap from the local package repository (`tools/deb-cache`, no
-//! network), imported by `genboot::tree`, judged by `fsck.erofs`, mounted by
-//! this machine's kernel (EROFS from a file + overlayfs) and compared with
-//! the mmdebstrap output by `ls`, `getcap`, `getfattr`, `lstat` and
-//! SHA-256, and by `dpkg-query` for the package lists.
+//! Whole-system generations with real parts, through the `genboot` CLI:
+//! Debian 12 trees built by mmdebstrap from the local package repository
+//! (`tools/deb-cache`, no network) as `[tree]`s of generations, judged by
+//! `fsck.erofs`, mounted by `genboot mount` (this machine's EROFS and
+//! overlayfs) and compared with mmdebstrap's own output by `ls`, `getcap`,
+//! `getfattr`, `lstat` and SHA-256, and by `dpkg-query` for packages.
 //!
 //! mmdebstrap runs three times per test binary, shared through [`trees`]:
-//! the base set of `tools/debian-packages` twice under two state
-//! directories (reproducibility), and base + `nginx-light` + `chrony` (a
-//! new system user) once. Everything is under `target/tree-tests/<pid>`,
-//! removed when the binary exits.
+//! root `a` switches to generation 1 (the base set of
+//! `tools/debian-packages`) and generation 2 (base + `nginx-light` +
+//! `chrony`, which adds a system user); root `b` builds the same
+//! system.toml as generation 1 (reproducibility). Each `a` build is held at
+//! the failpoint `tree::source-ready` (`wait:`) while the test copies
+//! mmdebstrap's output: that copy is what the trees are compared with.
+//! Everything is under `target/tree-tests/<pid>`, removed at exit.
 //!
-//! Crash tests run the import in a child process: this test binary itself
-//! (`it`), running the ignored test `tree::crash_child` with
-//! `GENBOOT_FAILPOINTS` set.
+//! Without mmdebstrap: synthetic trees (a fake kernel and modules) for the
+//! kernel taken from a tree and the verbs' errors, a part of the extras
+//! tree for the crash and space tests, and a hostile tree. The crash test
+//! of a moving import runs the import in a child process: this test binary
+//! (`it`) running the ignored test `tree::crash_child`.
 
-use crate::support::{debian, repo, require_tool, run_ok};
-
+use crate::support::{
+    self, debian, fake_ko, ok, repo, require_tool, run, run_ok, snapshot, stderr, stdout,
+    synthetic_bzimage, write_config, SyntheticTree,
+};
+use genboot::hint::Hint;
 use genboot::state::State;
 use genboot::store::{Store, StorePath};
-use genboot::tree::mmdebstrap::MmdebstrapSpec;
 use genboot::tree::mount::{mount_tree_with, MountSys, RealSys};
 use genboot::tree::{
-    self, build_tree_with, import_root, Built, ImportMode, Objects, Rules, RulesReport, TreeError,
-    TreeSource, TreeSpec,
+    self, import_root, rules, ImportMode, Objects, Rules, RulesReport, TreeSource, TreeSpec,
 };
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -33,11 +39,15 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-/// `SOURCE_DATE_EPOCH` of every tree here (2025-01-01).
+/// `source_date_epoch` of every tree here (2025-01-01).
 const EPOCH: i64 = 1_735_689_600;
+
+/// The label of the mmdebstrap systems: their trees are `rootfs-debian-tree`.
+const LABEL: &str = "Debian tree";
 
 // ---------------------------------------------------------------------------
 // Shared fixtures.
@@ -79,7 +89,8 @@ fn prepare_work() {
     });
 }
 
-/// A state directory (`<root>/var/lib/genboot`) and its store.
+/// A state directory (`<root>/var/lib/genboot`) and its store, for the
+/// tests that call the library.
 fn state(name: &str) -> (State, Store) {
     prepare_work();
     let s = State::open(&work().join(name)).unwrap();
@@ -87,30 +98,87 @@ fn state(name: &str) -> (State, Store) {
     (s, store)
 }
 
-/// One tree built for the tests.
-struct Tree {
-    state: State,
-    store: Store,
-    built: Built,
-    /// `dpkg-query` on the mmdebstrap output: (name, version, arch).
-    dpkg: BTreeSet<(String, String, String)>,
-    /// A `cp -a` of the mmdebstrap output, when kept.
-    pristine: Option<PathBuf>,
+/// A fresh directory below the work directory.
+fn fresh(name: &str) -> PathBuf {
+    prepare_work();
+    let d = work().join(name);
+    if d.exists() {
+        tree::build::remove_staging(&d).unwrap();
+    }
+    fs::create_dir_all(&d).unwrap();
+    d
 }
 
-impl Tree {
-    fn object(&self) -> &StorePath {
-        &self.built.imported.object
-    }
-    fn path(&self) -> PathBuf {
-        self.store.path(self.object())
-    }
+/// The state directory and store below `root`, for reading.
+fn store_of(root: &Path) -> Store {
+    Store::open(&State::open(root).unwrap()).unwrap()
 }
 
-struct Trees {
-    base: Tree,
-    base_again: Tree,
-    extras: Tree,
+fn state_dir(root: &Path) -> PathBuf {
+    root.join("var/lib/genboot")
+}
+
+/// `boot.json` of generation `n` of the profile below `root`.
+fn boot_json(root: &Path, n: u32) -> serde_json::Value {
+    let p = state_dir(root).join(format!("profiles/system-{n}-link/boot.json"));
+    serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+/// The tree object a `boot.json` names.
+fn tree_in(boot: &serde_json::Value) -> StorePath {
+    let object = boot["org.genboot.v1"]["tree"]["object"]
+        .as_str()
+        .unwrap_or_else(|| panic!("boot.json names no tree: {boot:#}"));
+    StorePath::parse(object.rsplit('/').next().unwrap()).unwrap()
+}
+
+/// The tree object of generation `n` below `root`.
+fn tree_of(root: &Path, n: u32) -> StorePath {
+    tree_in(&boot_json(root, n))
+}
+
+/// Every tree object in the store below `root`.
+fn trees_in(root: &Path) -> Vec<StorePath> {
+    tree::trees(&store_of(root)).unwrap()
+}
+
+/// Content objects of the store below `root`.
+fn contents(root: &Path) -> BTreeSet<[u8; 32]> {
+    Objects::of(&store_of(root))
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.0)
+        .collect()
+}
+
+/// `genboot --root root ARGS` with `GENBOOT_FAILPOINTS` and the stand-in
+/// activator (for synthetic kernels).
+fn run_fp(root: &Path, failpoints: &str, args: &[&str]) -> Output {
+    fs::create_dir_all(root).unwrap();
+    let mut c = support::genboot();
+    c.env(
+        "GENBOOT_ACTIVATOR",
+        support::fake_activator(root.parent().unwrap()),
+    )
+    .env("GENBOOT_FAILPOINTS", failpoints)
+    .arg("--root")
+    .arg(root)
+    .args(args);
+    c.output().unwrap()
+}
+
+/// `genboot verify` below `root` finds nothing wrong.
+#[track_caller]
+fn assert_verifies(root: &Path, what: &str) {
+    let o = run(root, &["verify"]);
+    assert!(
+        o.status.success(),
+        "{what}: genboot verify:\n{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
 }
 
 /// The customize hook every test tree gets: a file with a capability, so
@@ -125,7 +193,7 @@ fn cap_hook() -> PathBuf {
              setcap cap_net_raw+ep \"$1/usr/local/bin/genboot-cap-test\"\n",
         )
         .unwrap();
-        Command::new("chmod").arg("0755").arg(&p).status().unwrap();
+        run_ok(Command::new("chmod").arg("0755").arg(&p));
     }
     p
 }
@@ -150,16 +218,41 @@ fn base_packages() -> Vec<String> {
     v
 }
 
-fn spec(label: &str, extra: &[&str]) -> TreeSpec {
-    let mut mm = MmdebstrapSpec::new("bookworm");
-    mm.mirrors = vec![format!(
-        "deb [trusted=yes] file://{} bookworm main",
-        debian::mirror().display()
-    )];
-    mm.packages = base_packages();
-    mm.packages.extend(extra.iter().map(|s| s.to_string()));
-    mm.customize = vec![cap_hook()];
-    mm.dpkgopts = [
+/// A system.toml whose `[tree]` is `tree` (TOML lines) and whose kernel
+/// comes from the tree; written to `<work>/cfg-<name>/system.toml`.
+fn tree_config(name: &str, label: &str, tree: &str) -> PathBuf {
+    let dir = work().join(format!("cfg-{name}"));
+    fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("system.toml");
+    let initrd: Vec<String> = support::scenario::INITRD_MODULES
+        .iter()
+        .map(|m| format!("{m:?}"))
+        .collect();
+    fs::write(
+        &p,
+        format!(
+            "[kernel]\nparams = [\"console=ttyS0\"]\n\n[initrd]\nmodules = [{}]\n\n\
+             [root]\ndevice = \"PARTUUID=6e6f6f74-0000-4000-8000-000000000002\"\n\n\
+             [system]\nlabel = {label:?}\n\n[tree]\n{tree}",
+            initrd.join(", ")
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// An mmdebstrap `[tree]` of the base packages and `extra`, from the local
+/// repository.
+fn mm_tree(extra: &[&str]) -> String {
+    let mut packages = base_packages();
+    packages.extend(extra.iter().map(|s| s.to_string()));
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let dpkgopts: Vec<String> = [
         "force-unsafe-io",
         "path-exclude=/usr/share/man/*",
         "path-exclude=/usr/share/info/*",
@@ -171,34 +264,31 @@ fn spec(label: &str, extra: &[&str]) -> TreeSpec {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    TreeSpec {
-        label: label.into(),
-        source: TreeSource::Mmdebstrap(mm),
-        epoch: Some(EPOCH),
-        rules: Rules::default(),
-    }
+    format!(
+        "source = \"mmdebstrap\"\nsuite = \"bookworm\"\n\
+         mirror = \"deb [trusted=yes] file://{} bookworm main\"\n\
+         packages = [{}]\ncustomize = [{:?}]\ndpkgopts = [{}]\nsource_date_epoch = {EPOCH}\n",
+        debian::mirror().display(),
+        list(&packages),
+        cap_hook(),
+        list(&dpkgopts)
+    )
 }
 
 fn dpkg_query(root: &Path) -> BTreeSet<(String, String, String)> {
-    let out = Command::new("dpkg-query")
-        .arg(format!(
-            "--admindir={}",
-            root.join("var/lib/dpkg").display()
-        ))
-        .args([
-            "-W",
-            "-f",
-            "${db:Status-Status} ${Package} ${Version} ${Architecture}\n",
-        ])
-        .output()
-        .expect("dpkg-query runs");
-    assert!(
-        out.status.success(),
-        "dpkg-query: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("dpkg-query")
+            .arg(format!(
+                "--admindir={}",
+                root.join("var/lib/dpkg").display()
+            ))
+            .args([
+                "-W",
+                "-f",
+                "${db:Status-Status} ${Package} ${Version} ${Architecture}\n",
+            ]),
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    out.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             (f.len() == 4 && f[0] == "installed")
@@ -207,46 +297,79 @@ fn dpkg_query(root: &Path) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
-fn build(state_name: &str, label: &str, extra: &[&str], keep: bool) -> Tree {
-    let (st, store) = state(state_name);
-    let mut dpkg = BTreeSet::new();
-    let pristine = work().join(format!("pristine-{label}"));
-    let built = build_tree_with(&store, &st.dir, &spec(label, extra), &mut |root| {
-        dpkg = dpkg_query(root);
-        if keep {
-            let ok = Command::new("cp")
-                .arg("-a")
-                .arg(root)
-                .arg(&pristine)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "cp -a of the mmdebstrap output failed");
-        }
-        Ok(())
-    })
-    .unwrap_or_else(|e| panic!("building tree {label} failed: {e}"));
-    eprintln!(
-        "tree {label}: rules renumbered users {:?} groups {:?}; new users {:?} groups {:?}",
-        built.rules.users, built.rules.groups, built.rules.new_users, built.rules.new_groups
-    );
-    eprintln!(
-        "tree {label}: {} objects ({} new, {:.1} MB), image {} bytes; {:?}",
-        built.imported.objects,
-        built.imported.new_objects,
-        built.imported.new_object_bytes as f64 / 1e6,
-        built.imported.image_bytes,
-        built.timings
-    );
-    Tree {
-        state: st,
-        store,
-        built,
-        dpkg,
-        pristine: keep.then_some(pristine),
-    }
+/// mmdebstrap's output of one build, as the test copied it.
+struct Capture {
+    /// `cp -a` of the tree before genboot read it.
+    pristine: PathBuf,
+    /// `dpkg-query` on it: (name, version, arch).
+    dpkg: BTreeSet<(String, String, String)>,
 }
 
-/// The three mmdebstrap trees, built once per test binary.
+/// `genboot --root root switch --config cfg`, held at `tree::source-ready`
+/// (mmdebstrap done, nothing imported) while the test copies the tree
+/// mmdebstrap wrote into the store's staging directory.
+fn switch_capturing(root: &Path, cfg: &Path, name: &str) -> Capture {
+    let gate = work().join(format!("gate-{name}"));
+    let reached = PathBuf::from(format!("{}.reached", gate.display()));
+    let mut child = support::genboot()
+        .arg("--root")
+        .arg(root)
+        .args(["switch", "--config"])
+        .arg(cfg)
+        .env(
+            "GENBOOT_FAILPOINTS",
+            format!("tree::source-ready=wait:{}", gate.display()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // mmdebstrap takes minutes on a busy two-core machine.
+    let deadline = Instant::now() + Duration::from_secs(45 * 60);
+    while !reached.exists() {
+        if let Some(st) = child.try_wait().unwrap() {
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "genboot switch {name} ended ({st}) before its tree was built:\n{}",
+                stderr(&o)
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("genboot switch {name}: mmdebstrap did not finish within 45 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let staging: Vec<PathBuf> = fs::read_dir(state_dir(root).join("store"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-build-"))
+        .map(|e| e.path().join("root"))
+        .collect();
+    assert_eq!(staging.len(), 1, "{staging:?}");
+    let pristine = work().join(format!("pristine-{name}"));
+    run_ok(Command::new("cp").arg("-a").arg(&staging[0]).arg(&pristine));
+    let dpkg = dpkg_query(&pristine);
+    fs::write(&gate, b"").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "genboot switch {name}:\n{}", stderr(&o));
+    Capture { pristine, dpkg }
+}
+
+/// The three mmdebstrap builds, once per test binary (see the module docs).
+struct Trees {
+    /// Generation 1 (base) and 2 (extras).
+    a: PathBuf,
+    /// `build` of generation 1's system.toml.
+    b: PathBuf,
+    base_cfg: PathBuf,
+    base: Capture,
+    extras: Capture,
+    /// What `build` printed under `b`.
+    b_generation: String,
+}
+
 fn trees() -> &'static Trees {
     static TREES: OnceLock<Result<Trees, String>> = OnceLock::new();
     let r = TREES.get_or_init(|| {
@@ -254,14 +377,22 @@ fn trees() -> &'static Trees {
         require_tool("mmdebstrap", "mmdebstrap");
         require_tool("setcap", "libcap2-bin");
         require_tool("dpkg-query", "dpkg");
+        // The generations' initrds need it (fails saying how to build it).
+        support::activator();
         std::panic::catch_unwind(|| {
-            let base = build("a", "base", &[], true);
-            let extras = build("a", "extras", &["nginx-light", "chrony"], true);
-            let base_again = build("b", "base", &[], false);
+            let (a, b) = (fresh("a"), fresh("b"));
+            let base_cfg = tree_config("base", LABEL, &mm_tree(&[]));
+            let extras_cfg = tree_config("extras", LABEL, &mm_tree(&["nginx-light", "chrony"]));
+            let base = switch_capturing(&a, &base_cfg, "base");
+            let extras = switch_capturing(&a, &extras_cfg, "extras");
+            let b_generation = ok(run(&b, &["build", "--config", base_cfg.to_str().unwrap()]));
             Trees {
+                a,
+                b,
+                base_cfg,
                 base,
-                base_again,
                 extras,
+                b_generation,
             }
         })
         .map_err(|e| {
@@ -548,28 +679,75 @@ fn ls(root: &Path, dir: &str) -> String {
         .join("\n")
 }
 
+/// A tree `genboot mount` mounted; `genboot umount` on drop.
+struct CliMount {
+    root: PathBuf,
+    dir: PathBuf,
+}
+
+impl CliMount {
+    fn new(root: &Path, n: u32, name: &str) -> CliMount {
+        let dir = fresh(&format!("mnt-{name}"));
+        ok(run(root, &["mount", &n.to_string(), dir.to_str().unwrap()]));
+        CliMount {
+            root: root.to_path_buf(),
+            dir,
+        }
+    }
+}
+
+impl Drop for CliMount {
+    fn drop(&mut self) {
+        let o = run(&self.root, &["umount", self.dir.to_str().unwrap()]);
+        if !o.status.success() {
+            eprintln!("genboot umount {}: {}", self.dir.display(), stderr(&o));
+        }
+    }
+}
+
+/// What the build rules do to the mmdebstrap output `pristine`: the same
+/// rules on a scan of it, with the uid map its build ended with (its new
+/// users are pinned there by then, so they keep their ids).
+fn rules_of(pristine: &Path, root: &Path) -> RulesReport {
+    let mut s = tree::scan_tree(pristine, Some(EPOCH)).unwrap();
+    let mut ids = tree::UidMap::load(&state_dir(root).join("uid-map")).unwrap();
+    rules::apply(
+        &mut s.manifest,
+        &mut s.contents,
+        &Rules::default(),
+        &mut ids,
+    )
+    .unwrap()
+}
+
 // ---------------------------------------------------------------------------
-// The mmdebstrap trees.
+// The mmdebstrap generations.
 
 #[test]
 fn diff_shows_exactly_the_package_changes_and_the_new_user() {
     let t = trees();
-    let store = &t.extras.store;
-    let d = tree::diff_trees(store, t.base.object(), t.extras.object()).unwrap();
-    eprintln!("{}", d.to_text());
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(run(&t.a, &["diff", "1", "2", "--json"]))).unwrap();
+    let text = ok(run(&t.a, &["diff", "1", "2"]));
+    eprintln!("{text}");
+    // Same kernel, parameters and initrd modules.
+    assert_eq!(json["kernel"], serde_json::Value::Null, "{json:#}");
+    for k in [
+        "paramsAdded",
+        "paramsRemoved",
+        "initrdModulesAdded",
+        "initrdModulesRemoved",
+    ] {
+        assert_eq!(json[k], serde_json::json!([]), "{k}");
+    }
+    let d = &json["tree"];
     // What dpkg itself says changed between the two mmdebstrap outputs.
-    let before: BTreeMap<(String, String), String> = t
-        .base
-        .dpkg
-        .iter()
-        .map(|(n, v, a)| ((n.clone(), a.clone()), v.clone()))
-        .collect();
-    let after: BTreeMap<(String, String), String> = t
-        .extras
-        .dpkg
-        .iter()
-        .map(|(n, v, a)| ((n.clone(), a.clone()), v.clone()))
-        .collect();
+    let by_key = |s: &BTreeSet<(String, String, String)>| -> BTreeMap<(String, String), String> {
+        s.iter()
+            .map(|(n, v, a)| ((n.clone(), a.clone()), v.clone()))
+            .collect()
+    };
+    let (before, after) = (by_key(&t.base.dpkg), by_key(&t.extras.dpkg));
     let mut expected = Vec::new();
     for k in before.keys().chain(after.keys()).collect::<BTreeSet<_>>() {
         let (x, y) = (before.get(k), after.get(k));
@@ -577,10 +755,12 @@ fn diff_shows_exactly_the_package_changes_and_the_new_user() {
             expected.push((k.0.clone(), x.cloned(), y.cloned()));
         }
     }
-    let got: Vec<(String, Option<String>, Option<String>)> = d
-        .packages
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let got: Vec<(String, Option<String>, Option<String>)> = d["packages"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|p| (p.name.clone(), p.from.clone(), p.to.clone()))
+        .map(|p| (s(&p["name"]).unwrap(), s(&p["from"]), s(&p["to"])))
         .collect();
     assert_eq!(got, expected, "the diff's packages must be dpkg's");
     let names: Vec<&str> = got.iter().map(|p| p.0.as_str()).collect();
@@ -588,54 +768,66 @@ fn diff_shows_exactly_the_package_changes_and_the_new_user() {
         names.contains(&"nginx-light") && names.contains(&"chrony"),
         "{names:?}"
     );
-    assert!(d
-        .packages
+    assert!(d["packages"]
+        .as_array()
+        .unwrap()
         .iter()
-        .all(|p| p.change == tree::diff::Change::Added));
+        .all(|p| p["change"] == "added"));
     // Exactly one new user and group; every other id pinned.
-    let users: Vec<(&str, tree::diff::Change)> = d
-        .users
-        .iter()
-        .map(|u| (u.name.as_str(), u.change))
-        .collect();
-    assert_eq!(
-        users,
-        vec![("_chrony", tree::diff::Change::Added)],
-        "{:?}",
-        d.users
-    );
-    let groups: Vec<(&str, tree::diff::Change)> = d
-        .groups
-        .iter()
-        .map(|u| (u.name.as_str(), u.change))
-        .collect();
-    assert_eq!(
-        groups,
-        vec![("_chrony", tree::diff::Change::Added)],
-        "{:?}",
-        d.groups
-    );
-    // /etc defaults: the new packages' configuration appears.
-    let etc: BTreeMap<&str, tree::diff::Change> =
-        d.etc.iter().map(|e| (e.path.as_str(), e.change)).collect();
-    assert_eq!(
-        etc.get("/etc/chrony/chrony.conf"),
-        Some(&tree::diff::Change::Added),
-        "{etc:?}"
-    );
-    assert_eq!(
-        etc.get("/etc/nginx/nginx.conf"),
-        Some(&tree::diff::Change::Added)
-    );
-    assert!(d.files.added > 0 && d.files.new_content_bytes > 0);
-    let json: serde_json::Value = serde_json::from_str(&d.to_json()).unwrap();
-    assert_eq!(json["users"][0]["name"], "_chrony");
-    // The tree's own packages file agrees with dpkg too.
-    let listed: BTreeSet<(String, String, String)> =
-        tree::packages::parse_text(&fs::read(t.extras.path().join(tree::PACKAGES_FILE)).unwrap())
-            .into_iter()
-            .map(|p| (p.name, p.version, p.arch))
+    for what in ["users", "groups"] {
+        let list: Vec<(String, String)> = d[what]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| (s(&u["name"]).unwrap(), s(&u["change"]).unwrap()))
             .collect();
+        assert_eq!(
+            list,
+            vec![("_chrony".to_string(), "added".to_string())],
+            "{what}"
+        );
+    }
+    // /etc defaults: the new packages' configuration appears.
+    let etc: BTreeMap<String, String> = d["etc"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (s(&e["path"]).unwrap(), s(&e["change"]).unwrap()))
+        .collect();
+    for f in ["/etc/chrony/chrony.conf", "/etc/nginx/nginx.conf"] {
+        assert_eq!(
+            etc.get(f).map(String::as_str),
+            Some("added"),
+            "{f}: {etc:?}"
+        );
+    }
+    assert!(d["files"]["added"].as_u64().unwrap() > 0);
+    assert!(d["files"]["newContentBytes"].as_u64().unwrap() > 0);
+    // The text says the same.
+    assert!(text.contains("users: added _chrony (∅ → "), "{text}");
+    assert!(
+        text.contains("  added    /etc/chrony/chrony.conf"),
+        "{text}"
+    );
+    let nginx = after
+        .iter()
+        .find(|((n, _), _)| n == "nginx-light")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("nginx-light")
+                && l.ends_with(&format!("∅ → {nginx}"))),
+        "{text}"
+    );
+    // The tree's own packages file agrees with dpkg too.
+    let store = store_of(&t.a);
+    let listed: BTreeSet<(String, String, String)> = tree::packages::parse_text(
+        &fs::read(store.path(&tree_of(&t.a, 2)).join(tree::PACKAGES_FILE)).unwrap(),
+    )
+    .into_iter()
+    .map(|p| (p.name, p.version, p.arch))
+    .collect();
     assert_eq!(listed, t.extras.dpkg);
 }
 
@@ -643,25 +835,31 @@ fn diff_shows_exactly_the_package_changes_and_the_new_user() {
 fn fsck_erofs_passes_on_every_image() {
     require_tool("fsck.erofs", "erofs-utils");
     let t = trees();
-    for tr in [&t.base, &t.base_again, &t.extras] {
-        let img = tr.path().join(tree::IMAGE_FILE);
-        run_ok(Command::new("fsck.erofs").arg(&img));
-        let size = fs::metadata(&img).unwrap().len();
-        assert!(
-            size < 8 << 20,
-            "a metadata image should be small; {} is {size} bytes",
-            img.display()
-        );
+    let mut n = 0;
+    for root in [&t.a, &t.b] {
+        let store = store_of(root);
+        for sp in trees_in(root) {
+            let img = store.path(&sp).join(tree::IMAGE_FILE);
+            run_ok(Command::new("fsck.erofs").arg(&img));
+            let size = fs::metadata(&img).unwrap().len();
+            assert!(
+                size < 8 << 20,
+                "a metadata image should be small; {} is {size} bytes",
+                img.display()
+            );
+            n += 1;
+        }
     }
+    assert_eq!(n, 3, "two trees under a, one under b");
 }
 
 #[test]
-fn the_mounted_tree_equals_the_mmdebstrap_output() {
+fn genboot_mount_shows_the_tree_mmdebstrap_built() {
     require_tool("getcap", "libcap2-bin");
     let t = trees();
-    let pristine = t.extras.pristine.as_ref().unwrap();
-    let m = mount(&t.extras.store, t.extras.object(), "extras");
-    let diffs = compare(pristine, &m.0, &t.extras.built.rules, Some(EPOCH));
+    let pristine = &t.extras.pristine;
+    let m = CliMount::new(&t.a, 2, "extras");
+    let diffs = compare(pristine, &m.dir, &rules_of(pristine, &t.a), Some(EPOCH));
     assert!(
         diffs.is_empty(),
         "{} differences between the mmdebstrap output and the mounted tree:\n{}",
@@ -677,7 +875,7 @@ fn the_mounted_tree_equals_the_mmdebstrap_output() {
         "usr/lib/dbus-1.0",
     ] {
         if pristine.join(dir).exists() {
-            let (x, y) = (ls(pristine, dir), ls(&m.0, dir));
+            let (x, y) = (ls(pristine, dir), ls(&m.dir, dir));
             if dir == "usr/lib/dbus-1.0" {
                 // Group messagebus may be renumbered by the uid map.
                 assert_eq!(x.lines().count(), y.lines().count());
@@ -692,44 +890,45 @@ fn the_mounted_tree_equals_the_mmdebstrap_output() {
         l.sort();
         l.join("\n")
     };
-    let c = caps(&m.0);
+    let c = caps(&m.dir);
     assert!(
         c.contains("./usr/local/bin/genboot-cap-test cap_net_raw=ep"),
         "getcap: {c}"
     );
     assert_eq!(caps(pristine), c);
     let suid = |root: &Path| {
-        run_ok(
+        let out = run_ok(
             Command::new("find")
                 .args([".", "-perm", "/6000", "-type", "f"])
                 .current_dir(root),
-        )
+        );
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v
     };
-    let mut s1: Vec<String> = suid(pristine).lines().map(str::to_string).collect();
-    let mut s2: Vec<String> = suid(&m.0).lines().map(str::to_string).collect();
-    s1.sort();
-    s2.sort();
+    let s1 = suid(pristine);
     assert!(s1.iter().any(|l| l == "./usr/bin/passwd"), "{s1:?}");
-    assert_eq!(s1, s2, "setuid/setgid files");
+    assert_eq!(s1, suid(&m.dir), "setuid/setgid files");
     // The rules' results, seen through the mount.
-    assert_eq!(fs::read(m.0.join("etc/machine-id")).unwrap(), b"");
+    assert_eq!(fs::read(m.dir.join("etc/machine-id")).unwrap(), b"");
     assert_eq!(
-        fs::read_to_string(m.0.join("etc/hostname")).unwrap(),
+        fs::read_to_string(m.dir.join("etc/hostname")).unwrap(),
         "localhost\n"
     );
-    assert!(m.0.join("usr/lib/genboot/var/lib/dpkg/status").is_file());
-    assert_eq!(fs::read_dir(m.0.join("var/lib/dpkg")).unwrap().count(), 0);
-    // Unmounting removes the private mount.
-    let dir = m.0.clone();
+    assert!(m.dir.join("usr/lib/genboot/var/lib/dpkg/status").is_file());
+    assert_eq!(fs::read_dir(m.dir.join("var/lib/dpkg")).unwrap().count(), 0);
+    // Unmounting removes the private mount too.
+    let dir = m.dir.clone();
     drop(m);
     assert!(!is_mount_point(&dir), "{} is still mounted", dir.display());
+    let object = tree_of(&t.a, 2);
     let left: Vec<_> = fs::read_dir(tree::mount::RUN_DIR)
         .map(|rd| {
             rd.flatten()
                 .filter(|e| {
                     e.file_name()
                         .to_string_lossy()
-                        .starts_with(t.extras.object().hash.as_str())
+                        .starts_with(object.hash.as_str())
                 })
                 .map(|e| e.path())
                 .collect()
@@ -765,13 +964,13 @@ impl MountSys for Legacy {
 #[test]
 fn the_legacy_overlay_form_hides_the_objects_and_shows_the_same_tree() {
     let t = trees();
-    let dir = work().join("mnt-legacy");
-    fs::create_dir_all(&dir).unwrap();
+    let dir = fresh("mnt-legacy");
+    let (store, object) = (store_of(&t.a), tree_of(&t.a, 1));
     let m = mount_tree_with(
         &Legacy,
         Path::new(tree::mount::RUN_DIR),
-        &t.base.store,
-        t.base.object(),
+        &store,
+        &object,
         &dir,
     )
     .unwrap();
@@ -791,7 +990,7 @@ fn the_legacy_overlay_form_hides_the_objects_and_shows_the_same_tree() {
     assert_eq!(&sh[..4], b"\x7fELF");
     let a = ls(&dir, "usr/bin");
     drop(g);
-    let g2 = mount(&t.base.store, t.base.object(), "modern");
+    let g2 = mount(&store, &object, "modern");
     assert_eq!(
         ls(&g2.0, "usr/bin"),
         a,
@@ -800,90 +999,506 @@ fn the_legacy_overlay_form_hides_the_objects_and_shows_the_same_tree() {
 }
 
 #[test]
-fn gc_after_dropping_a_tree_frees_exactly_its_unique_objects() {
+fn gc_after_deleting_a_generation_frees_exactly_its_unique_objects() {
     let t = trees();
-    // Work on a hard-linked copy of state a: the other tests keep theirs.
-    let copy = work().join("gc");
+    // On a copy of root a (its store hard-linked; lock files are not
+    // shared): the other tests keep theirs.
+    let copy = fresh("gc");
+    let (from, to) = (state_dir(&t.a), state_dir(&copy));
+    fs::create_dir_all(&to).unwrap();
     run_ok(
         Command::new("cp")
             .arg("-al")
-            .arg(&t.extras.state.root)
-            .arg(&copy),
+            .arg(from.join("store"))
+            .arg(&to),
     );
-    let st = State::open(&copy).unwrap();
-    let store = Store::open(&st).unwrap();
-    let (base, extras) = (t.base.object(), t.extras.object());
-    let mb = tree::read_manifest(&store, base).unwrap().objects();
-    let me = tree::read_manifest(&store, extras).unwrap().objects();
-    let unique: BTreeSet<[u8; 32]> = mb
+    for part in ["profiles", "cache", "uid-map"] {
+        run_ok(Command::new("cp").arg("-a").arg(from.join(part)).arg(&to));
+    }
+    let _ = fs::remove_file(to.join("profiles/.lock"));
+    let store = store_of(&copy);
+    let (t1, t2) = (tree_of(&copy, 1), tree_of(&copy, 2));
+    let m1 = tree::read_manifest(&store, &t1).unwrap().objects();
+    let m2 = tree::read_manifest(&store, &t2).unwrap().objects();
+    let unique: BTreeSet<[u8; 32]> = m1
         .keys()
-        .filter(|k| !me.contains_key(*k))
+        .filter(|k| !m2.contains_key(*k))
         .copied()
         .collect();
     assert!(
         !unique.is_empty(),
-        "the base tree should have objects of its own (dpkg status, passwd, …)"
+        "the base tree should have contents of its own (dpkg status, passwd, …)"
     );
-    let all: BTreeSet<[u8; 32]> = Objects::of(&store)
-        .list()
+    assert_eq!(
+        contents(&copy),
+        m1.keys().chain(m2.keys()).copied().collect(),
+        "the content objects are exactly the trees' contents"
+    );
+    let gen1 = boot_json(&copy, 1)["org.nixos.bootspec.v1"]["toplevel"]
+        .as_str()
         .unwrap()
-        .into_iter()
-        .map(|o| o.0)
-        .collect();
-    assert_eq!(
-        all,
-        mb.keys().chain(me.keys()).copied().collect(),
-        "objects are exactly the trees' contents"
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let before: BTreeSet<String> = support::store_objects(&copy).into_iter().collect();
+    // Nothing goes while both generations live.
+    let out = ok(run(&copy, &["gc"]));
+    assert!(
+        out.contains("0 generation(s), 0 store object(s), 0 content object(s)"),
+        "{out}"
     );
-    // Nothing goes while both trees live.
-    let r = tree::collect_objects(&store, &[base.clone(), extras.clone()]).unwrap();
-    assert!(r.deleted.is_empty() && r.leftovers == 0, "{r:?}");
-    // Drop base.
-    genboot::fsutil::remove_tree(&store.path(base)).unwrap();
-    let live = tree::trees(&store).unwrap();
-    assert_eq!(live, vec![extras.clone()]);
-    let r = tree::collect_objects(&store, &live).unwrap();
-    let deleted: BTreeSet<[u8; 32]> = r.deleted.iter().copied().collect();
-    assert_eq!(
-        deleted, unique,
-        "gc must free exactly the dropped tree's unique objects"
+    ok(run(&copy, &["delete", "1"]));
+    let out = ok(run(&copy, &["gc"]));
+    eprintln!("{out}");
+    let bytes: u64 = unique.iter().map(|k| m1[k]).sum();
+    assert!(
+        out.contains(&format!(
+            "deleted {} content object(s) no tree names ({bytes} bytes)",
+            unique.len()
+        )),
+        "gc must free exactly the dropped tree's unique contents:\n{out}"
     );
-    assert_eq!(r.bytes, unique.iter().map(|k| mb[k]).sum::<u64>());
-    eprintln!("gc freed {} objects, {} bytes", r.deleted.len(), r.bytes);
-    assert_eq!(tree::verify_tree(&store, extras).unwrap(), vec![]);
+    assert_eq!(
+        contents(&copy),
+        m2.keys().copied().collect(),
+        "what is left is the live tree's contents"
+    );
+    // Of the store objects, the generation and its tree went; the kernel,
+    // its modules and the initrd are generation 2's too.
+    let after: BTreeSet<String> = support::store_objects(&copy).into_iter().collect();
+    let gone: BTreeSet<String> = before.difference(&after).cloned().collect();
+    assert_eq!(
+        gone,
+        [gen1, t1.base_name()].into_iter().collect(),
+        "store objects deleted"
+    );
+    assert_verifies(&copy, "after gc");
+    tree::build::remove_staging(&copy).unwrap();
 }
 
 #[test]
-fn the_same_spec_twice_gives_the_same_tree_hash_and_image() {
+fn the_same_system_toml_under_two_roots_gives_the_same_tree_and_images() {
     let t = trees();
+    let (sa, sb) = (store_of(&t.a), store_of(&t.b));
+    let tb = trees_in(&t.b);
     assert_eq!(
-        t.base.object(),
-        t.base_again.object(),
-        "same spec, same tree hash"
+        tb,
+        vec![tree_of(&t.a, 1)],
+        "same system.toml, same tree hash"
     );
     for f in [tree::IMAGE_FILE, tree::PACKAGES_FILE, tree::MANIFEST_FILE] {
         assert!(
-            fs::read(t.base.path().join(f)).unwrap()
-                == fs::read(t.base_again.path().join(f)).unwrap(),
-            "{f} differs between two builds of the same spec"
+            fs::read(sa.path(&tb[0]).join(f)).unwrap()
+                == fs::read(sb.path(&tb[0]).join(f)).unwrap(),
+            "{f} differs between two builds of the same system.toml"
         );
     }
+    // The whole generation is the same object (kernel, initrd, boot.json).
+    let g1 = boot_json(&t.a, 1)["org.nixos.bootspec.v1"]["toplevel"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        t.b_generation.trim().ends_with(&g1),
+        "{} vs {g1}",
+        t.b_generation
+    );
     assert_ne!(
-        t.base.object().hash,
-        t.extras.object().hash,
+        tree_of(&t.a, 1),
+        tree_of(&t.a, 2),
         "other packages, other tree"
     );
-    for tr in [&t.base, &t.base_again, &t.extras] {
-        assert_eq!(tree::verify_tree(&tr.store, tr.object()).unwrap(), vec![]);
-    }
-    assert_eq!(Objects::of(&t.base.store).verify_all().unwrap(), vec![]);
-    // The uid maps agree, and the extras build only added.
-    let a = tree::UidMap::load(&t.base.state.dir.join("uid-map")).unwrap();
-    let b = tree::UidMap::load(&t.base_again.state.dir.join("uid-map")).unwrap();
+    // The uid maps agree; the extras build only added.
+    let a = tree::UidMap::load(&state_dir(&t.a).join("uid-map")).unwrap();
+    let b = tree::UidMap::load(&state_dir(&t.b).join("uid-map")).unwrap();
     for (n, id) in &b.users {
         assert_eq!(a.users.get(n), Some(id), "user {n}");
     }
     assert!(a.users.contains_key("_chrony") && !b.users.contains_key("_chrony"));
+    assert_verifies(&t.a, "root a");
+    assert_verifies(&t.b, "root b");
+}
+
+#[test]
+fn an_unchanged_system_toml_rebuilds_nothing() {
+    let t = trees();
+    let log = state_dir(&t.b).join("logs/build-debian-tree.log");
+    let stamp = |p: &Path| {
+        let m = fs::metadata(p).unwrap();
+        (m.ino(), m.mtime(), m.mtime_nsec())
+    };
+    let was = stamp(&log);
+    let before = (support::store_objects(&t.b), contents(&t.b));
+    // A tree build or import would fail here (the generation object is
+    // written again, as always, and found in the store).
+    let every: Vec<&str> = genboot::failpoint::ALL
+        .iter()
+        .filter(|p| p.starts_with("tree::"))
+        .copied()
+        .collect();
+    let fps: Vec<String> = every.iter().map(|p| format!("{p}=error")).collect();
+    let mut c = support::genboot();
+    c.env("GENBOOT_FAILPOINTS", fps.join(","))
+        .arg("--root")
+        .arg(&t.b)
+        .args(["build", "--config", t.base_cfg.to_str().unwrap()]);
+    let out = ok(c.output().unwrap());
+    assert_eq!(out, t.b_generation, "the same generation");
+    assert_eq!(stamp(&log), was, "mmdebstrap did not run again");
+    assert_eq!((support::store_objects(&t.b), contents(&t.b)), before);
+}
+
+#[test]
+fn the_kernel_comes_from_the_tree_and_its_modules_are_stored_once() {
+    let t = trees();
+    let store = store_of(&t.a);
+    let boot = boot_json(&t.a, 1);
+    let g = &boot["org.genboot.v1"];
+    let tree = tree_of(&t.a, 1);
+    assert_eq!(g["tree"]["object"], tree.boot_path());
+    assert_eq!(
+        g["tree"]["image"],
+        format!("{}/{}", tree.boot_path(), tree::IMAGE_FILE)
+    );
+    let image = fs::read(store.path(&tree).join(tree::IMAGE_FILE)).unwrap();
+    assert_eq!(
+        g["tree"]["imageSha256"],
+        genboot_format::hex(&Sha256::digest(&image))
+    );
+    assert_eq!(g["tree"]["objects"], "/var/lib/genboot/store/objects");
+    // The kernel is the tree's (linux-image-amd64 of the local mirror).
+    let release = g["kernelRelease"].as_str().unwrap();
+    assert!(
+        t.base
+            .pristine
+            .join(format!("boot/vmlinuz-{release}"))
+            .is_file(),
+        "{release}"
+    );
+    // The generation links its tree.
+    let gen_dir = state_dir(&t.a).join("profiles/system-1-link");
+    assert_eq!(
+        fs::read_link(gen_dir.join("tree")).unwrap(),
+        Path::new(&format!("../{}", tree.base_name()))
+    );
+    // Each module file of the kernel-modules object is the tree's content
+    // object itself (a hard link), not a copy.
+    let km = fs::canonicalize(gen_dir.join("kernel-modules")).unwrap();
+    let m = tree::read_manifest(&store, &tree).unwrap();
+    let objects = Objects::of(&store);
+    let prefix = format!("/usr/lib/modules/{release}/");
+    let mut linked = 0;
+    for (path, e) in m.entries.range(prefix.as_bytes().to_vec()..) {
+        if !path.starts_with(prefix.as_bytes()) {
+            break;
+        }
+        let Some(tree::manifest::Kind::File { size, sha256, .. }) = e.kind() else {
+            continue;
+        };
+        // The module files (genboot writes kmod's index files itself).
+        if *size <= tree::manifest::INLINE_MAX || !path.ends_with(b".ko") {
+            continue;
+        }
+        let rel = OsStr::from_bytes(&path[prefix.len()..]);
+        let in_km = km.join("lib/modules").join(release).join(rel);
+        assert_eq!(
+            fs::metadata(&in_km).unwrap().ino(),
+            fs::metadata(objects.path(sha256)).unwrap().ino(),
+            "{}",
+            in_km.display()
+        );
+        linked += 1;
+    }
+    assert!(linked > 1000, "{linked} module files");
+}
+
+// ---------------------------------------------------------------------------
+// Synthetic trees (no mmdebstrap): the kernel taken from a tree, picked
+// among several, the verbs on them and their errors.
+
+/// A small OS tree at `dir` with a synthetic kernel and modules for each
+/// of `releases` (`/boot/vmlinuz-R`, `/usr/lib/modules/R`), usrmerged.
+fn synthetic_os(dir: &Path, releases: &[&str]) {
+    fs::create_dir_all(dir.join("etc")).unwrap();
+    fs::create_dir_all(dir.join("usr/bin")).unwrap();
+    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
+    fs::write(dir.join("etc/os-release"), "ID=synthetic\n").unwrap();
+    fs::write(dir.join("usr/bin/hello"), vec![b'h'; 1000]).unwrap();
+    if !dir.join("lib").exists() {
+        std::os::unix::fs::symlink("usr/lib", dir.join("lib")).unwrap();
+    }
+    for r in releases {
+        add_kernel(dir, r);
+    }
+}
+
+fn add_kernel(dir: &Path, release: &str) {
+    fs::create_dir_all(dir.join("boot")).unwrap();
+    fs::write(
+        dir.join(format!("boot/vmlinuz-{release}")),
+        synthetic_bzimage(release),
+    )
+    .unwrap();
+    let m = dir.join(format!("usr/lib/modules/{release}"));
+    let vermagic = format!("vermagic={release} SMP preempt mod_unload modversions ");
+    for (path, name, deps, extra) in support::basic_modules() {
+        let (n, d) = (format!("name={name}"), format!("depends={deps}"));
+        let mut info = vec![d.as_str(), n.as_str(), vermagic.as_str()];
+        info.extend_from_slice(extra);
+        let p = m.join("kernel").join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, fake_ko(&info)).unwrap();
+    }
+    fs::write(m.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
+}
+
+/// A system.toml with `source = "dir"` at `tree` and the kernel from the
+/// tree (`release` when given).
+fn dir_config(name: &str, tree: &Path, release: Option<&str>) -> PathBuf {
+    let p = tree_config(
+        name,
+        "Synthetic OS",
+        &format!("source = \"dir\"\npath = {tree:?}\nsource_date_epoch = {EPOCH}\n"),
+    );
+    let text = fs::read_to_string(&p).unwrap();
+    let text = text
+        .replace(
+            "modules = [\"virtio_blk\", \"virtio_pci\", \"ext4\"]",
+            "modules = [\"virtio_blk\"]",
+        )
+        .replace(
+            "[kernel]\n",
+            &match release {
+                Some(r) => format!("[kernel]\nrelease = {r:?}\n"),
+                None => "[kernel]\n".into(),
+            },
+        );
+    fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_tree_kernel_is_taken_picked_and_cached() {
+    let w = fresh("synthetic-kernel");
+    let (os, root) = (w.join("os"), w.join("root"));
+    synthetic_os(&os, &["6.1.0-1-synthetic"]);
+    wait_settled(&os);
+    let cfg = dir_config("synthetic", &os, None);
+    let c = cfg.to_str().unwrap();
+    let gen1 = ok(run_fp(&root, "", &["switch", "--config", c]));
+    let boot = boot_json(&root, 1);
+    assert_eq!(boot["org.genboot.v1"]["kernelRelease"], "6.1.0-1-synthetic");
+    let t1 = tree_in(&boot);
+    assert_verifies(&root, "after the first switch");
+    // Unchanged: the tree is neither read nor imported again.
+    let tree_points: Vec<String> = genboot::failpoint::ALL
+        .iter()
+        .filter(|p| p.starts_with("tree::"))
+        .map(|p| format!("{p}=error"))
+        .collect();
+    let again = ok(run_fp(
+        &root,
+        &tree_points.join(","),
+        &["build", "--config", c],
+    ));
+    assert_eq!(again, gen1);
+    // A second kernel: which one is not for genboot to guess. Nothing
+    // changes in the store.
+    add_kernel(&os, "6.1.0-2-synthetic");
+    let before = snapshot(&state_dir(&root));
+    let o = run_fp(&root, "", &["switch", "--config", c]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(
+        e.contains(&format!("{c}: [kernel] names no image, and the tree"))
+            && e.contains("has 2 kernels: 6.1.0-1-synthetic, 6.1.0-2-synthetic")
+            && e.contains("Hint: pick one in [kernel]: release = \"6.1.0-2-synthetic\""),
+        "{e}"
+    );
+    assert_eq!(
+        snapshot(&state_dir(&root)),
+        before,
+        "the refused build changed the state"
+    );
+    // Picked: generation 2 boots the other kernel from the new tree.
+    let cfg2 = dir_config("synthetic2", &os, Some("6.1.0-2-synthetic"));
+    ok(run_fp(
+        &root,
+        "",
+        &["switch", "--config", cfg2.to_str().unwrap()],
+    ));
+    let boot2 = boot_json(&root, 2);
+    assert_eq!(
+        boot2["org.genboot.v1"]["kernelRelease"],
+        "6.1.0-2-synthetic"
+    );
+    let t2 = tree_in(&boot2);
+    assert_ne!(t1, t2, "a changed dir is another tree");
+    let d: serde_json::Value =
+        serde_json::from_str(&ok(run(&root, &["diff", "1", "2", "--json"]))).unwrap();
+    assert_eq!(
+        d["kernel"],
+        serde_json::json!(["6.1.0-1-synthetic", "6.1.0-2-synthetic"])
+    );
+    let by_dir: Vec<&str> = d["tree"]["files"]["byDir"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["dir"].as_str().unwrap())
+        .collect();
+    assert_eq!(by_dir, ["/boot", "/usr/lib"], "{d:#}");
+    // A release the tree does not have is named.
+    let cfg3 = dir_config("synthetic3", &os, Some("5.10.0-9-synthetic"));
+    let o = run_fp(&root, "", &["build", "--config", cfg3.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("[kernel] release = \"5.10.0-9-synthetic\", but the tree"),
+        "{}",
+        stderr(&o)
+    );
+    assert_verifies(&root, "after the switches");
+}
+
+/// Wait until the newest change below `dir` is older than the input
+/// cache's racy window (2 s): only then does a build record its inputs
+/// (genboot's rule, as git's for racily clean files), and the tests that
+/// check the cache need it recorded.
+fn wait_settled(dir: &Path) {
+    fn newest(p: &Path) -> i128 {
+        let m = fs::symlink_metadata(p).unwrap();
+        let mut n = i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec());
+        if m.is_dir() {
+            for e in fs::read_dir(p).unwrap() {
+                n = n.max(newest(&e.unwrap().path()));
+            }
+        }
+        n
+    }
+    let settled_at = newest(dir) + 2_100_000_000;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i128;
+        if now > settled_at {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the clock does not move");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn mount_diff_and_gc_of_synthetic_generations() {
+    let w = fresh("synthetic-verbs");
+    let (os, root) = (w.join("os"), w.join("root"));
+    synthetic_os(&os, &["6.1.0-1-synthetic"]);
+    let cfg = dir_config("verbs", &os, None);
+    ok(run_fp(
+        &root,
+        "",
+        &["switch", "--config", cfg.to_str().unwrap()],
+    ));
+    fs::write(os.join("etc/os-release"), "ID=synthetic\nVERSION=2\n").unwrap();
+    fs::write(os.join("usr/bin/new"), vec![b'n'; 5000]).unwrap();
+    fs::write(os.join("usr/bin/hello"), vec![b'H'; 1000]).unwrap();
+    ok(run_fp(
+        &root,
+        "",
+        &["switch", "--config", cfg.to_str().unwrap()],
+    ));
+    let t1 = tree_of(&root, 1);
+    let text = ok(run(&root, &["diff", "1", "2"]));
+    assert!(
+        text.contains("files: 1 added, 0 removed, 2 changed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  changed  /etc/os-release (content)"),
+        "{text}"
+    );
+    assert!(!text.contains("packages:"), "no dpkg, no packages: {text}");
+    // Mounted, generation 1's tree survives its deletion and a gc.
+    let m = CliMount::new(&root, 1, "synthetic1");
+    assert_eq!(
+        fs::read_to_string(m.dir.join("etc/os-release")).unwrap(),
+        "ID=synthetic\n"
+    );
+    assert_eq!(
+        fs::read(m.dir.join("usr/bin/hello")).unwrap(),
+        vec![b'h'; 1000]
+    );
+    ok(run(&root, &["delete", "1"]));
+    let out = ok(run(&root, &["gc"]));
+    assert!(
+        trees_in(&root).contains(&t1),
+        "gc took a mounted tree: {out}"
+    );
+    assert_eq!(
+        fs::read(m.dir.join("usr/bin/hello")).unwrap(),
+        vec![b'h'; 1000]
+    );
+    drop(m);
+    let out = ok(run(&root, &["gc"]));
+    assert!(!trees_in(&root).contains(&t1), "{out}");
+    assert!(
+        out.contains("deleted 1 content object(s) no tree names (1000 bytes)"),
+        "only the old hello is generation 1's own (os-release is inline, the kernel shared): {out}"
+    );
+    assert_verifies(&root, "after gc");
+}
+
+#[test]
+fn verbs_name_what_is_wrong() {
+    let w = fresh("verb-errors");
+    let t = SyntheticTree::new(&support::basic_modules());
+    let root = w.join("root");
+    // A generation without a tree.
+    let cfg = write_config(&w.join("plain"), &t.k, &[], "");
+    ok(run_fp(
+        &root,
+        "",
+        &["switch", "--config", cfg.to_str().unwrap()],
+    ));
+    let dir = fresh("mnt-none");
+    let o = run(&root, &["mount", "1", dir.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("generation 1 has no tree") && stderr(&o).contains("Hint:"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&root, &["mount", "7", dir.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("generation 7 does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!is_mount_point(&dir));
+    let text = ok(run(&root, &["diff", "1", "1"]));
+    assert!(text.contains("generation 1 has no tree"), "{text}");
+    let o = run(&root, &["umount", dir.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("not a tree genboot mounted"),
+        "{}",
+        stderr(&o)
+    );
+    // A tree without a kernel, and no [kernel] image: refused before import.
+    let os = w.join("os");
+    synthetic_os(&os, &[]);
+    let before = snapshot(&state_dir(&root));
+    let cfg = dir_config("nokernel", &os, None);
+    let o = run_fp(&root, "", &["build", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("has no kernel") && stderr(&o).contains("linux-image-amd64"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(snapshot(&state_dir(&root)), before);
 }
 
 // ---------------------------------------------------------------------------
@@ -895,7 +1510,7 @@ fn subset() -> &'static PathBuf {
     static SUB: OnceLock<PathBuf> = OnceLock::new();
     SUB.get_or_init(|| {
         let t = trees();
-        let src = t.extras.pristine.as_ref().unwrap();
+        let src = &t.extras.pristine;
         let dst = work().join("subset");
         fs::create_dir_all(&dst).unwrap();
         let parts = [
@@ -936,7 +1551,7 @@ fn dir_spec(label: &str) -> TreeSpec {
 /// The child side of the crash tests: import as the environment says.
 /// Not a test of its own (it needs the parent's setup).
 #[test]
-#[ignore = "child process of crash_at_each_failpoint_*; run those instead"]
+#[ignore = "child process of crash_at_each_failpoint_of_a_moving_import; run that instead"]
 fn crash_child() {
     let spec = std::env::var("GENBOOT_TREE_CRASH")
         .expect("crash_child runs only as the child of the crash tests (GENBOOT_TREE_CRASH unset)");
@@ -1025,10 +1640,12 @@ fn crash_mode(mode: &str) {
         .map(|o| o.0)
         .collect();
     let ref_map = fs::read(rst.dir.join("uid-map")).unwrap();
+    // The import's points (`tree::source-ready` is before it, in the build:
+    // the CLI test covers it).
     let points: Vec<&str> = genboot::failpoint::ALL
         .iter()
         .copied()
-        .filter(|p| p.starts_with("tree::"))
+        .filter(|p| p.starts_with("tree::") && *p != "tree::source-ready")
         .collect();
     assert!(points.len() >= 7, "{points:?}");
     for fp in points {
@@ -1147,20 +1764,112 @@ fn crash_mode(mode: &str) {
 }
 
 #[test]
-fn crash_at_each_failpoint_of_a_copying_import() {
-    crash_mode("copy");
+fn crash_at_each_failpoint_of_a_moving_import() {
+    crash_mode("move");
+}
+
+/// A system.toml importing `src` (`source = "dir"`) with the synthetic
+/// kernel `t` (small and quick: the crash and space tests run many builds).
+fn subset_config(name: &str, t: &SyntheticTree, src: &Path) -> PathBuf {
+    write_config(
+        &work().join(format!("cfg-{name}")),
+        &t.k,
+        &[],
+        &format!("\n[tree]\nsource = \"dir\"\npath = {src:?}\nsource_date_epoch = {EPOCH}\n"),
+    )
+}
+
+/// Leftovers of interrupted builds and imports in the store below `root`.
+fn leftovers(root: &Path) -> Vec<String> {
+    let store = state_dir(root).join("store");
+    let mut v: Vec<String> = support::dir_names(&store)
+        .into_iter()
+        .chain(support::dir_names(&store.join("objects")))
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect();
+    v.sort();
+    v
 }
 
 #[test]
-fn crash_at_each_failpoint_of_a_moving_import() {
-    crash_mode("move");
+fn a_crash_or_error_at_each_tree_failpoint_leaves_a_verified_store_and_a_rerun_converges() {
+    let src = subset().clone();
+    let t = SyntheticTree::new(&support::basic_modules());
+    let cfg = subset_config("crash", &t, &src);
+    let c = cfg.to_str().unwrap();
+    // The reference: a clean switch (gc keeps what a generation reaches).
+    let reference_root = fresh("crash-reference");
+    let reference = ok(run_fp(&reference_root, "", &["switch", "--config", c]));
+    let ref_contents = contents(&reference_root);
+    let ref_trees = trees_in(&reference_root);
+    let ref_map = fs::read(state_dir(&reference_root).join("uid-map")).unwrap();
+    let points: Vec<&str> = genboot::failpoint::ALL
+        .iter()
+        .copied()
+        .filter(|p| p.starts_with("tree::"))
+        .collect();
+    assert!(points.len() >= 8, "{points:?}");
+    for fp in points {
+        let name = fp.replace("::", "-");
+        // An injected error: the build fails, cleans up, nothing is wrong.
+        let root = fresh(&format!("crash-{name}-error"));
+        let o = run_fp(&root, &format!("{fp}=error"), &["switch", "--config", c]);
+        assert!(
+            !o.status.success()
+                && stderr(&o).contains(&format!("failpoint {fp} injected an error")),
+            "{fp}=error:\n{}",
+            stderr(&o)
+        );
+        assert_verifies(&root, &format!("after an error at {fp}"));
+        assert!(
+            leftovers(&root).is_empty(),
+            "{fp}=error left {:?}",
+            leftovers(&root)
+        );
+        tree::build::remove_staging(&root).unwrap();
+        // A crash: the store verifies, no partial tree is visible, and the
+        // re-run builds the reference's generation.
+        let root = fresh(&format!("crash-{name}"));
+        let o = run_fp(&root, fp, &["switch", "--config", c]);
+        assert_eq!(
+            o.status.code(),
+            Some(99),
+            "{fp}: the build should stop at the failpoint:\n{}",
+            stderr(&o)
+        );
+        assert_verifies(&root, &format!("after a crash at {fp}"));
+        let visible = trees_in(&root);
+        if fp == "tree::renamed" {
+            assert_eq!(visible, ref_trees, "{fp}");
+        } else {
+            assert!(visible.is_empty(), "{fp}: a tree is visible: {visible:?}");
+        }
+        let again = ok(run_fp(&root, "", &["switch", "--config", c]));
+        assert_eq!(
+            again,
+            reference.replace(reference_root.to_str().unwrap(), root.to_str().unwrap()),
+            "{fp}: the re-run converges"
+        );
+        // gc takes the leftovers; what stays is what a clean build makes.
+        ok(run(&root, &["gc"]));
+        assert!(leftovers(&root).is_empty(), "{fp}: {:?}", leftovers(&root));
+        assert_eq!(contents(&root), ref_contents, "{fp}: content objects");
+        assert_eq!(
+            fs::read(state_dir(&root).join("uid-map")).unwrap(),
+            ref_map,
+            "{fp}: uid map"
+        );
+        assert_verifies(&root, &format!("after the re-run of {fp}"));
+        tree::build::remove_staging(&root).unwrap();
+    }
 }
 
 #[test]
 fn a_full_disk_is_refused_before_any_write() {
     let src = subset().clone();
-    let top = work().join("full");
-    fs::create_dir_all(&top).unwrap();
+    let t = SyntheticTree::new(&support::basic_modules());
+    let cfg = subset_config("full", &t, &src);
+    let top = fresh("full");
     run_ok(
         Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
@@ -1173,35 +1882,82 @@ fn a_full_disk_is_refused_before_any_write() {
         }
     }
     let _u = Umount(top.clone());
-    let st = State::open(&top).unwrap();
-    let store = Store::open(&st).unwrap();
-    let e = import_root(
-        &store,
-        &st.dir,
-        &src,
-        &dir_spec("full"),
-        ImportMode::Copy,
-        Vec::new(),
-        None,
-    )
-    .expect_err("an 8 MB file system cannot hold the tree");
-    let msg = e.to_string();
-    eprintln!("{msg}");
-    assert!(matches!(e, TreeError::NoSpace { .. }), "{msg}");
-    assert!(
-        msg.contains("MB") && msg.contains("free") && msg.contains("Nothing was written"),
-        "{msg}"
+    let o = run_fp(
+        &top.join("root"),
+        "",
+        &["build", "--config", cfg.to_str().unwrap()],
     );
-    let TreeError::NoSpace { need, free, .. } = e else {
-        unreachable!()
-    };
-    assert!(need > free && free > 0);
-    let left: Vec<_> = fs::read_dir(&store.dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert!(left.is_empty(), "nothing may be written: {left:?}");
-    assert!(!st.dir.join("uid-map").exists(), "not even the uid map");
+    let e = stderr(&o);
+    eprintln!("{e}");
+    assert!(!o.status.success());
+    assert!(
+        e.contains("not enough space in")
+            && e.contains("MiB")
+            && e.contains("free; nothing was written")
+            && e.contains("Hint: free space (`genboot gc`"),
+        "{e}"
+    );
+    let root = top.join("root");
+    assert!(
+        support::store_objects(&root).is_empty(),
+        "{:?}",
+        support::store_objects(&root)
+    );
+    assert!(
+        !state_dir(&root).join("uid-map").exists(),
+        "not even the uid map"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// mmdebstrap's errors through the CLI: each names the key and changes
+// nothing (each fails within seconds).
+
+#[test]
+fn an_unknown_package_names_the_key_and_changes_nothing() {
+    let root = fresh("unknown-package");
+    let cfg = tree_config("unknown", LABEL, &mm_tree(&["no-such-package-genboot"]));
+    let o = run(&root, &["build", "--config", cfg.to_str().unwrap()]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("Unable to locate package no-such-package-genboot"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            "{}: [tree] packages lists \"no-such-package-genboot\"",
+            cfg.display()
+        )),
+        "{e}"
+    );
+    assert!(
+        support::store_objects(&root).is_empty(),
+        "nothing left in the store"
+    );
+    assert!(
+        tree::mount::mounts_below(&root).unwrap().is_empty(),
+        "no mount left behind"
+    );
+}
+
+#[test]
+fn an_unreachable_mirror_says_so() {
+    let root = fresh("no-mirror");
+    let text = mm_tree(&[]).replace(
+        &format!("file://{}", debian::mirror().display()),
+        "http://127.0.0.1:9/debian",
+    );
+    let cfg = tree_config("no-mirror", LABEL, &text);
+    let o = run(&root, &["build", "--config", cfg.to_str().unwrap()]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("could not reach the mirror") && e.contains("127.0.0.1:9"),
+        "{e}"
+    );
+    assert!(e.contains("[tree] mirror"), "{e}");
+    assert!(support::store_objects(&root).is_empty());
 }
 
 // ---------------------------------------------------------------------------
@@ -1294,7 +2050,7 @@ fn a_hostile_tree_round_trips_through_import_and_mount() {
     )
     .err()
     .unwrap()
-    .to_string();
+    .with_hint();
     assert!(
         e.contains("d/sub") && e.contains("trusted.overlay.opaque") && e.contains("Hint:"),
         "{e}"
@@ -1321,53 +2077,4 @@ fn the_machines_apt_sources_give_the_default_mirror() {
             .any(|l| l.starts_with("deb ") && l.contains(" bookworm ")),
         "{lines:?}"
     );
-}
-
-#[test]
-fn an_unknown_package_names_the_key_and_changes_nothing() {
-    prepare_work();
-    let (st, store) = state("unknown-package");
-    let mut s = spec("bad", &["no-such-package-genboot"]);
-    if let TreeSource::Mmdebstrap(mm) = &mut s.source {
-        mm.config = Some(PathBuf::from("/etc/genboot/system.toml"));
-    }
-    let e = tree::build_tree(&store, &st.dir, &s)
-        .expect_err("must fail")
-        .to_string();
-    assert!(
-        e.contains("Unable to locate package no-such-package-genboot"),
-        "{e}"
-    );
-    assert!(
-        e.contains("/etc/genboot/system.toml: [tree] packages lists \"no-such-package-genboot\""),
-        "{e}"
-    );
-    assert_eq!(
-        fs::read_dir(&store.dir).unwrap().count(),
-        0,
-        "nothing left in the store"
-    );
-    assert!(
-        tree::mount::mounts_below(&st.root).unwrap().is_empty(),
-        "no mount left behind"
-    );
-}
-
-#[test]
-fn an_unreachable_mirror_says_so() {
-    prepare_work();
-    let (st, store) = state("no-mirror");
-    let mut s = spec("bad", &[]);
-    if let TreeSource::Mmdebstrap(mm) = &mut s.source {
-        mm.mirrors = vec!["http://127.0.0.1:9/debian".into()];
-    }
-    let e = tree::build_tree(&store, &st.dir, &s)
-        .expect_err("must fail")
-        .to_string();
-    assert!(
-        e.contains("could not reach the mirror") && e.contains("127.0.0.1:9"),
-        "{e}"
-    );
-    assert!(e.contains("[tree] mirror"), "{e}");
-    assert_eq!(fs::read_dir(&store.dir).unwrap().count(), 0);
 }
