@@ -230,26 +230,29 @@ fn build_with(
         watch.clear();
     }
 
-    let (kernel, kernel_modules) = match tree_hit {
+    let (kernel, kernel_modules, built_tree) = match tree_hit {
         Some(hit) => {
             step("module tree unchanged; reusing the kernel and kernel-modules objects");
-            (hit.kernel, hit.kernel_modules)
+            (hit.kernel, hit.kernel_modules, false)
         }
         None => {
-            let objects = kernel_objects(store, &kf, &inputs.index, &files, notes)?;
-            if record {
-                let hit = cache::TreeHit {
-                    release: kver.to_string(),
-                    kernel: objects.0.clone(),
-                    kernel_modules: objects.1.clone(),
-                };
-                cache.store_tree(&prints.tree, &hit, store);
-            }
-            objects
+            let (k, m) = kernel_objects(store, &kf, &inputs.index, &files, notes)?;
+            (k, m, true)
         }
     };
     let initrd_obj = initrd_object(store, cfg, &inputs, &activator, notes)?;
+    // The extracted files go before the cache records the objects' stamps:
+    // a tree's kernel-modules object shares their inodes (link counts).
+    drop(extracted);
     if record {
+        if built_tree {
+            let hit = cache::TreeHit {
+                release: kver.to_string(),
+                kernel: kernel.clone(),
+                kernel_modules: kernel_modules.clone(),
+            };
+            cache.store_tree(&prints.tree, &hit, store);
+        }
         let hit = cache::Hit {
             release: kver.to_string(),
             kernel: kernel.clone(),
@@ -260,7 +263,6 @@ fn build_with(
         };
         cache.store(&prints.all, &hit, store);
     }
-    drop(extracted);
     let parts = Parts {
         kernel,
         initrd: Some(initrd_obj),

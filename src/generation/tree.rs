@@ -135,9 +135,10 @@ fn key(spec: &TreeSpec) -> Result<Key, TreeError> {
             releases = release_urls(&mirrors, &mm.suite);
         }
         TreeSource::Dir(path) => {
-            let _ = writeln!(s, "dir {}", path.display());
-            walk_stamps(path, Path::new(""), &mut s, &mut newest)
-                .map_err(crate::tree::io_err("read", path))?;
+            let (digest, n) =
+                walk_stamps(path, Path::new("")).map_err(crate::tree::io_err("read", path))?;
+            newest = n;
+            let _ = writeln!(s, "dir {} {}", path.display(), genboot_format::hex(&digest));
         }
     }
     Ok(Key {
@@ -147,24 +148,51 @@ fn key(spec: &TreeSpec) -> Result<Key, TreeError> {
     })
 }
 
-/// Every path below `root` with its stamp and mode, in a fixed order.
-fn walk_stamps(root: &Path, rel: &Path, s: &mut String, newest: &mut i128) -> std::io::Result<()> {
+/// A digest of every path below `root` with its stamp and mode (sorted by
+/// name in each directory, subdirectories in parallel), and the newest
+/// change among them.
+fn walk_stamps(root: &Path, rel: &Path) -> std::io::Result<([u8; 32], i128)> {
+    use rayon::prelude::*;
+    use std::os::unix::ffi::OsStrExt;
     let dir = root.join(rel);
-    let mut names: Vec<_> = std::fs::read_dir(&dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()?;
-    names.sort();
-    for n in names {
-        let r = rel.join(&n);
-        let m = std::fs::symlink_metadata(root.join(&r))?;
-        let st = Stamp::of(&m);
-        *newest = (*newest).max(st.changed_ns());
-        let _ = writeln!(s, "{} {:o} {st:?}", r.display(), m.mode());
-        if m.is_dir() {
-            walk_stamps(root, &r, s, newest)?;
+    let mut items: Vec<_> = std::fs::read_dir(&dir)?
+        .map(|e| {
+            let e = e?;
+            let m = e.metadata()?;
+            Ok((e.file_name(), m))
+        })
+        .collect::<std::io::Result<_>>()?;
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let below: Vec<Option<([u8; 32], i128)>> = items
+        .par_iter()
+        .map(|(n, m)| {
+            m.is_dir()
+                .then(|| walk_stamps(root, &rel.join(n)))
+                .transpose()
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut h = Sha256::new();
+    let mut newest = i128::MIN;
+    for ((n, m), sub) in items.iter().zip(below) {
+        let st = Stamp::of(m);
+        newest = newest.max(st.changed_ns());
+        h.update(n.as_bytes());
+        h.update([0]);
+        for v in [
+            st.size as i128,
+            st.mtime_ns,
+            st.ctime_ns,
+            i128::from(st.ino),
+            i128::from(m.mode()),
+        ] {
+            h.update(v.to_le_bytes());
+        }
+        if let Some((d, sub_newest)) = sub {
+            h.update(d);
+            newest = newest.max(sub_newest);
         }
     }
-    Ok(())
+    Ok((h.finalize().into(), newest))
 }
 
 /// The `Release` file of each mirror (`InRelease` when it has one).
@@ -200,6 +228,9 @@ fn release_state(dists: &str, scratch: &Path) -> Result<String, String> {
         return Err(format!("{} has no Release file", dir.display()));
     }
     let mut why = String::new();
+    if let Err(e) = std::fs::create_dir_all(scratch) {
+        return Err(format!("cannot create {}: {e}", scratch.display()));
+    }
     for f in ["InRelease", "Release"] {
         let dest = scratch.join(format!("release-{}", std::process::id()));
         let out = std::process::Command::new("/usr/lib/apt/apt-helper")
@@ -352,11 +383,26 @@ fn intact(store: &Store, tree: &StorePath, stamp: &str) -> bool {
 /// The kernel of the tree `object` that `[kernel] release` picks, or its
 /// only one, and what identifies it for the input cache
 /// ([`extract::identity`]).
+///
+/// A tree object never changes, so the answer is kept in the input cache
+/// (`kernel-<tree>-<release>.json`): a warm build does not read the
+/// manifest again.
 pub fn kernel_of(
     store: &Store,
     object: &StorePath,
     cfg: &SystemConfig,
 ) -> Result<(TreeKernel, String), BuildError> {
+    let cache = Cache::new(store);
+    let name = format!(
+        "kernel-{}-{}.json",
+        object.hash,
+        sha_hex(cfg.kernel.release.as_deref().unwrap_or("").as_bytes())
+    );
+    if let Some(k) = cache.read::<CachedKernel>(&name) {
+        if store.has(object) {
+            return Ok((k.kernel, k.id));
+        }
+    }
     let m = tree::read_manifest(store, object)?;
     let k = extract::pick(
         extract::kernels(&m),
@@ -365,7 +411,21 @@ pub fn kernel_of(
         &object.base_name(),
     )?;
     let id = extract::identity(&m, &k);
+    cache.write(
+        &name,
+        &CachedKernel {
+            kernel: k.clone(),
+            id: id.clone(),
+        },
+    );
     Ok((k, id))
+}
+
+/// [`kernel_of`]'s answer for one tree and `[kernel] release`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedKernel {
+    kernel: TreeKernel,
+    id: String,
 }
 
 /// The tree's kernel image and module tree as files: a temporary directory

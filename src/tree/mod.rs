@@ -28,6 +28,7 @@
 //! | `rules.rs` | build rules on the manifest; the uid map | `uid-map` only |
 //! | `mmdebstrap.rs` | `source = "mmdebstrap"`: run it, explain its failures | a staging dir |
 //! | `build.rs` | source → scan → rules → import | via import |
+//! | `extract.rs` | a tree's kernels; parts of a stored tree as files (hard links) | a temporary directory |
 //! | `objects.rs`, `import.rs` | content objects, the tree object, `verify_tree` | the store (failpoints `tree::*`) |
 //! | `image.rs`, `packages.rs` | `root.erofs`, `packages` from a manifest | pure |
 //! | `diff.rs` | two trees → packages, users, files, `/etc` | reads the store |
@@ -36,77 +37,30 @@
 //!
 //! # What is image, what is per machine, what is state
 //!
-//! What a generation with a tree shows at boot (issue 15 mounts it; this
-//! module makes the image accordingly):
+//! docs/trees.md has the table of which paths are image, per machine and
+//! state; the build rules ([`rules`]) make the image accordingly, and
+//! genboot-init (issue 15) will mount it so.
 //!
-//! | path | lifecycle | how |
-//! |---|---|---|
-//! | `/usr`, `/bin`, `/sbin`, `/lib*` (usrmerge links), `/opt`, `/boot` | image | read-only, from the tree; rolled back with the generation |
-//! | `/usr/lib/genboot/var/lib/dpkg`, `…/var/lib/apt/extended_states`, `…/var/cache/debconf/templates.dat`, `…/var/lib/ucf`, `…/var/lib/systemd/deb-systemd-{helper-enabled,helper-masked,user-helper-enabled}` | image (package state that describes `/usr`) | moved there by the build rules ([`rules::RELOCATED`]); bound read-only onto the `/var` paths at boot, so `dpkg -l` always matches `/usr` and package operations on a booted image fail |
-//! | `/etc` | image defaults + per-machine changes | the image's `/etc` is the lower layer of an overlay; local edits live in a per-generation upper, merged at `switch` (issue 15) |
-//! | `/etc/passwd`, `/etc/group` | image, ids pinned | ids from `<state>/uid-map`; merged by name with the machine's accounts at `switch` (issue 15) |
-//! | `/etc/machine-id`, `/etc/ssh/ssh_host_*` | per machine (identity) | empty / absent in every image; bound from the machine's identity directory, the same in every generation (issue 15); `genboot-ssh-keygen.service` makes missing host keys on first boot |
-//! | `/etc/hostname`, `/etc/resolv.conf` | per machine | fixed in the image (`localhost`, empty); the machine's values live in the `/etc` upper |
-//! | `/var` (except the package state above), `/home`, `/root`, `/srv` | state | persistent, never rolled back; the image's `/var` only seeds what is missing |
-//! | `/tmp`, `/run` | volatile | tmpfs |
-//! | `/var/lib/genboot` | genboot's own state | store, objects, profiles, uid map, logs |
+//! # Where it is used
 //!
-//! # Wiring (the follow-up, once the issue-12 restructure lands)
-//!
-//! **`system.toml`.** `[tree]` maps onto [`TreeSpec`]: `source`
-//! (`"mmdebstrap"` → [`TreeSource::Mmdebstrap`], `"dir"` →
-//! [`TreeSource::Dir`] with `path`), `suite`, `variant`, `mirror` (a string
-//! or a list; absent = this machine's apt sources,
-//! [`mmdebstrap::machine_sources`]), `packages`, `customize` (paths relative
-//! to the file), `source_date_epoch` (→ [`TreeSpec::epoch`]; required for
-//! mmdebstrap), `hostname` (→ [`Rules::hostname`]); the label is `[system]
-//! label`'s slug. The config layer sets [`mmdebstrap::MmdebstrapSpec::config`]
-//! so mmdebstrap's errors name the file. `[kernel]` without `image` takes the
-//! kernel from the tree (`/boot/vmlinuz-*`, `/usr/lib/modules/*`, read
-//! through the manifest and the objects: [`packages::read_stored`]).
-//!
-//! **`genboot build` / `switch`** (the generation builder, under the state
-//! lock): [`build_tree`]`(&store, &state.dir, &spec)` before the boot
-//! material; the input cache keys on the resolved spec (packages, mirror
-//! lines and the mirror's `Release` hash, hook contents, epoch, genboot's
-//! version) so an unchanged configuration re-runs nothing. The generation
-//! object gets a symlink `tree -> ../<hash>-rootfs-<label>` (the v1 store
-//! hash covers link targets, so the generation's hash covers the tree's; the
-//! existing `Store::references`/`closure` then keep the tree object alive),
-//! and `boot.json` a namespace:
-//!
-//! ```json
-//! "org.genboot.v2.tree": {
-//!   "object": "/var/lib/genboot/store/<hash>-rootfs-<label>",
-//!   "image": "/var/lib/genboot/store/<hash>-rootfs-<label>/root.erofs",
-//!   "image_sha256": "<sha256 of root.erofs, for genboot.verify at boot>",
-//!   "objects": "/var/lib/genboot/store/objects",
-//!   "hash": "tree-v2"
-//! }
-//! ```
+//! - `system.toml`'s `[tree]` (`TreeSection` in src/config.rs) becomes a
+//!   [`TreeSpec`] in src/generation/tree.rs, which builds it through the
+//!   input cache, checks the tree's kernel before the import
+//!   ([`extract::kernels_in_dir`], [`extract::pick`]) and, without `[kernel]
+//!   image`, reads the kernel from the stored tree ([`extract::extract`]).
+//!   The generation object links its tree (`tree -> ../<hash>-rootfs-…`) and
+//!   `boot.json` names it (`org.genboot.v1.tree`).
+//! - `genboot diff`, `mount`, `umount`: src/app/tree.rs ([`diff_trees`],
+//!   [`mount_tree`], [`umount_tree`]).
+//! - `genboot gc`: src/gc.rs keeps the trees generations reach and the
+//!   ones mounted ([`mount::mounted_trees`]), then [`collect_objects`];
+//!   staging directories go through [`build::remove_staging`].
+//! - `genboot verify`: [`verify_tree`] for tree objects, then
+//!   [`Objects::verify_all`] hashes every content object once.
 //!
 //! genboot-init (issue 15) mounts exactly what [`mount::mount_tree`] mounts,
 //! in the same order, behind its own `Sys` seam, then binds
 //! [`rules::relocated_path`]`(p)` onto each [`rules::RELOCATED`] path.
-//!
-//! **`genboot verify`**: for every store object, [`is_tree`] →
-//! [`verify_tree`], else the v1 `Store::verify_object` (which must skip tree
-//! objects: their hash is v2); then `Objects::of(&store).verify_all()` for
-//! the objects no tree names.
-//!
-//! **`genboot gc`**: as today (generations, then unreachable store objects
-//! through the `tree` links), then [`collect_objects`]`(&store,
-//! &trees(&store)?)`. The store's `.tmp-build-*` leftovers may hold mounts
-//! of a killed mmdebstrap: delete them with [`build::remove_staging`], never
-//! a plain recursive delete.
-//!
-//! **`genboot diff A B [--json]`**: the generations' `tree` links →
-//! [`diff_trees`], printed with [`TreeDiff::to_text`] / [`TreeDiff::to_json`],
-//! next to the boot.json fields (kernel, parameters, initrd modules) the app
-//! layer compares itself.
-//!
-//! **`genboot mount GEN DIR` / `genboot umount DIR`**: [`mount_tree`] of the
-//! generation's tree, [`umount_tree`].
 //!
 //! **Space**: [`import()`] refuses before writing when the new objects (copied
 //! bytes), image, manifest and package list do not fit ([`TreeError::NoSpace`]

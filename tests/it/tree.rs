@@ -125,6 +125,13 @@ fn boot_json(root: &Path, n: u32) -> serde_json::Value {
         .unwrap()
 }
 
+/// The store name of generation `n` below `root` (`<hash>-genboot-system-…`).
+fn generation_name(root: &Path, n: u32) -> String {
+    let boot = boot_json(root, n);
+    let toplevel = boot["org.nixos.bootspec.v1"]["toplevel"].as_str().unwrap();
+    toplevel.rsplit('/').next().unwrap().to_string()
+}
+
 /// The tree object a `boot.json` names.
 fn tree_in(boot: &serde_json::Value) -> StorePath {
     let object = boot["org.genboot.v1"]["tree"]["object"]
@@ -1034,13 +1041,7 @@ fn gc_after_deleting_a_generation_frees_exactly_its_unique_objects() {
         m1.keys().chain(m2.keys()).copied().collect(),
         "the content objects are exactly the trees' contents"
     );
-    let gen1 = boot_json(&copy, 1)["org.nixos.bootspec.v1"]["toplevel"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let gen1 = generation_name(&copy, 1);
     let before: BTreeSet<String> = support::store_objects(&copy).into_iter().collect();
     // Nothing goes while both generations live.
     let out = ok(run(&copy, &["gc"]));
@@ -1095,13 +1096,7 @@ fn the_same_system_toml_under_two_roots_gives_the_same_tree_and_images() {
         );
     }
     // The whole generation is the same object (kernel, initrd, boot.json).
-    let g1 = boot_json(&t.a, 1)["org.nixos.bootspec.v1"]["toplevel"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let g1 = generation_name(&t.a, 1);
     assert!(
         t.b_generation.trim().ends_with(&g1),
         "{} vs {g1}",
