@@ -1904,6 +1904,53 @@ fn a_full_disk_is_refused_before_any_write() {
     );
 }
 
+#[test]
+fn a_tree_build_that_would_not_fit_is_refused_before_mmdebstrap_runs() {
+    let src = subset().clone();
+    let t = SyntheticTree::new(&support::basic_modules());
+    let top = fresh("full-build");
+    // Room for the subset (about 20 MB) once, not for a second build of
+    // the same size.
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+            .arg(&top),
+    );
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Umount(top.clone());
+    let root = top.join("root");
+    // The last tree of this name ("Test system" → rootfs-test-system).
+    let cfg = subset_config("fit", &t, &src);
+    ok(run_fp(
+        &root,
+        "",
+        &["switch", "--config", cfg.to_str().unwrap()],
+    ));
+    let before = snapshot(&state_dir(&root));
+    let mm = tree_config("fit-mm", "Test system", &mm_tree(&[]));
+    let o = run(&root, &["build", "--config", mm.to_str().unwrap()]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(
+        e.contains("to build this tree: mmdebstrap writes about")
+            && e.contains("(the size of the last build, ")
+            && e.contains("rootfs-test-system), ")
+            && e.contains("free; nothing was written")
+            && e.contains("Hint: free space"),
+        "{e}"
+    );
+    assert!(
+        !state_dir(&root).join("logs").exists(),
+        "mmdebstrap did not run"
+    );
+    assert_eq!(snapshot(&state_dir(&root)), before);
+}
+
 // ---------------------------------------------------------------------------
 // mmdebstrap's errors through the CLI: each names the key and changes
 // nothing (each fails within seconds).
