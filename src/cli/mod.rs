@@ -179,9 +179,10 @@ pub fn main() -> ExitCode {
             // A value our parsers refused: genboot's own error, with its hint.
             // (Only ours: clap's own, e.g. for a number, names the argument.)
             if e.kind() == clap::error::ErrorKind::ValueValidation {
-                if let Some(cause) =
-                    std::error::Error::source(&e).and_then(|c| c.downcast_ref::<ArgError>())
-                {
+                if let Some(cause) = std::error::Error::source(&e).filter(|c| {
+                    c.downcast_ref::<ArgError>().is_some()
+                        || c.downcast_ref::<UnitError>().is_some()
+                }) {
                     output::print_error(cause);
                     return ExitCode::from(1);
                 }

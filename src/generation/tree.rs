@@ -6,7 +6,7 @@
 //!
 //! The input cache entry of a tree (`<state>/cache/rootfs-<key>.json`) is
 //! keyed by everything the tree is made from except the mirror's state:
-//! genboot itself, the source and its keys, the mirror lines (this
+//! genboot's version and tree format, the source and its keys, the mirror lines (this
 //! machine's apt sources when `mirror` is absent), the customize hooks'
 //! contents and, for a `dir` tree, the stamps (size, times, inode) of every
 //! path below it. The entry records the mirrors' `Release` files (their
@@ -100,15 +100,19 @@ fn sha_hex(data: &[u8]) -> String {
     genboot_format::hex(&Sha256::digest(data))
 }
 
+/// Bump when genboot would make another tree from the same inputs (the
+/// scan, the build rules, the manifest or the image changed). The key holds
+/// this and genboot's version, not the executable's stamp as the kernel
+/// cache does: a new genboot binary must not re-run mmdebstrap for every
+/// tree.
+const ROOTFS_CACHE_FORMAT: u32 = 1;
+
 /// What the tree is made from (see the module docs).
 fn key(spec: &TreeSpec) -> Result<Key, TreeError> {
-    let mut s = format!("genboot {} rootfs 1\n", env!("CARGO_PKG_VERSION"));
-    if let Some(st) = std::env::current_exe()
-        .ok()
-        .and_then(|e| Stamp::of_path(&e))
-    {
-        let _ = writeln!(s, "exe {st:?}");
-    }
+    let mut s = format!(
+        "genboot {} rootfs {ROOTFS_CACHE_FORMAT}\n",
+        env!("CARGO_PKG_VERSION")
+    );
     let _ = writeln!(
         s,
         "label {}\nepoch {:?}\nrules {:?}",

@@ -20,6 +20,7 @@
 //! of a moving import runs the import in a child process: this test binary
 //! (`it`) running the ignored test `tree::crash_child`.
 
+use crate::support::judges::Tmpfs;
 use crate::support::{
     self, debian, fake_ko, ok, repo, require_tool, run, run_ok, snapshot, stderr, stdout,
     synthetic_bzimage, write_config, SyntheticTree,
@@ -1865,18 +1866,7 @@ fn a_full_disk_is_refused_before_any_write() {
     let t = SyntheticTree::new(&support::basic_modules());
     let cfg = subset_config("full", &t, &src);
     let top = fresh("full");
-    run_ok(
-        Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-            .arg(&top),
-    );
-    struct Umount(PathBuf);
-    impl Drop for Umount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _u = Umount(top.clone());
+    let _u = Tmpfs::new(&top, "8m");
     let o = run_fp(
         &top.join("root"),
         "",
@@ -1911,18 +1901,7 @@ fn a_tree_build_that_would_not_fit_is_refused_before_mmdebstrap_runs() {
     let top = fresh("full-build");
     // Room for the subset (about 20 MB) once, not for a second build of
     // the same size.
-    run_ok(
-        Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
-            .arg(&top),
-    );
-    struct Umount(PathBuf);
-    impl Drop for Umount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _u = Umount(top.clone());
+    let _u = Tmpfs::new(&top, "32m");
     let root = top.join("root");
     // The last tree of this name ("Test system" → rootfs-test-system).
     let cfg = subset_config("fit", &t, &src);
