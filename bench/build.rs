@@ -145,7 +145,7 @@ fn main() {
         lap(2, &mut steps);
         let dir = work.path().join(format!("copy-{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        generation::fill_kernel_modules(&dir, &idx, &files).unwrap();
+        generation::fill_kernel_modules(&dir, &idx, &files, false).unwrap();
         lap(3, &mut steps);
         store::hash_tree(&dir, "kernel-modules").unwrap();
         lap(4, &mut steps);

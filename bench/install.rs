@@ -122,6 +122,7 @@ fn main() {
         let (img, mods) = &kernels[(i % 3) as usize];
         let built = genboot::generation::build(
             &store,
+            &state.dir,
             &config(img, mods, &format!("gen={i}")),
             &store_lock,
             &Silent,
@@ -184,6 +185,7 @@ fn main() {
     // there): only its entry, the recovery entry and loader.conf change.
     let built = genboot::generation::build(
         &store,
+        &state.dir,
         &config(&generic.0, &generic.1, "gen=new"),
         &store_lock,
         &Silent,

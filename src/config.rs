@@ -113,8 +113,8 @@ impl fmt::Display for Compression {
 }
 
 /// `[kernel]` as written: a kernel named by `image` and `modules`, or
-/// (neither given) the newest installed kernel whose release matches
-/// `release`.
+/// (neither given) the newest kernel whose release matches `release`:
+/// installed below the root, or with a `[tree]`, one of the tree's.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct KernelToml {
@@ -125,36 +125,133 @@ struct KernelToml {
     params: Vec<String>,
 }
 
-/// The kernel a configuration boots, its paths resolved.
+/// The kernel a configuration boots.
 #[derive(Debug, Clone)]
 pub struct KernelSection {
+    /// Extra kernel command-line parameters.
+    pub params: Vec<String>,
+    /// Which kernel, and how it was chosen.
+    pub chosen: KernelChoice,
+}
+
+impl KernelSection {
+    /// The kernel image and module tree on this machine; `None` for the
+    /// `[tree]`'s kernel, which is picked when the tree is built.
+    pub fn files(&self) -> Option<&KernelFiles> {
+        match &self.chosen {
+            KernelChoice::Named(files) | KernelChoice::Installed { files, .. } => Some(files),
+            KernelChoice::FromTree { .. } => None,
+        }
+    }
+}
+
+/// A kernel image and its module tree, as paths on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelFiles {
     /// The kernel image (bzImage with EFI stub), e.g. `/boot/vmlinuz-6.1.0-50-amd64`.
     pub image: PathBuf,
     /// The module tree, e.g. `/lib/modules/6.1.0-50-amd64`.
     pub modules: PathBuf,
-    /// Extra kernel command-line parameters.
-    pub params: Vec<String>,
-    /// How the kernel was chosen.
-    pub chosen: KernelChoice,
 }
 
 /// How `[kernel]` chose its kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelChoice {
-    /// `image` and `modules` name it.
-    Named,
-    /// The newest installed kernel below the root whose release matches
-    /// `pattern` (`newest`: any release).
+    /// `image` and `modules` name it (with or without a `[tree]`).
+    Named(KernelFiles),
+    /// No `[tree]`: the newest installed kernel below the root whose
+    /// release matches `pattern` (`newest`: any release).
     Installed {
+        files: KernelFiles,
         pattern: String,
         release: String,
         /// Every installed kernel that matched, newest first.
         matching: Vec<String>,
     },
+    /// A `[tree]`: the newest of the tree's kernels whose release matches
+    /// `pattern` (the same language as for installed kernels), picked when
+    /// the tree is built.
+    FromTree { pattern: String },
 }
 
 /// `[kernel] release` when neither `image` nor `modules` is given.
 pub const NEWEST: &str = "newest";
+
+/// Where a `[tree]` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TreeSourceKind {
+    /// Built by mmdebstrap from a package list.
+    Mmdebstrap,
+    /// An existing directory (debootstrap, mkosi, a container export).
+    Dir,
+}
+
+/// `[tree]`: the operating-system tree of the generation (issue 14).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeSection {
+    pub source: TreeSourceKind,
+    /// mmdebstrap: the Debian suite, e.g. `bookworm`.
+    pub suite: Option<String>,
+    /// mmdebstrap: `minbase` (default), `required`, `important`, `standard`.
+    pub variant: Option<String>,
+    /// mmdebstrap: a mirror URL or one-line apt source, or a list of them;
+    /// absent: this machine's apt sources for the suite.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub mirror: Vec<String>,
+    /// mmdebstrap: packages to install (with their dependencies).
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// mmdebstrap: executables run as customize hooks with the tree as `$1`.
+    #[serde(default)]
+    pub customize: Vec<PathBuf>,
+    /// mmdebstrap: extra `--dpkgopt`s and `--aptopt`s, e.g.
+    /// `"path-exclude=/usr/share/doc/*"`.
+    #[serde(default)]
+    pub dpkgopts: Vec<String>,
+    #[serde(default)]
+    pub aptopts: Vec<String>,
+    /// dir: the tree to import (only read).
+    pub path: Option<PathBuf>,
+    /// Files' mtimes are clamped to it, and mmdebstrap builds with it as
+    /// `SOURCE_DATE_EPOCH`. mmdebstrap: [`DEFAULT_EPOCH`] when absent; dir:
+    /// absent keeps the tree's mtimes.
+    pub source_date_epoch: Option<i64>,
+    /// `/etc/hostname` of the image (default `localhost`).
+    pub hostname: Option<String>,
+}
+
+/// `SOURCE_DATE_EPOCH` of an mmdebstrap tree without `source_date_epoch`:
+/// 2025-01-01 00:00:00 UTC. A fixed value, so the same file gives the same
+/// tree; not 0 or 1, which tools read as "no date" (shadow's last password
+/// change of day 0 means "change it at the next login").
+pub const DEFAULT_EPOCH: i64 = 1_735_689_600;
+
+/// A string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = a.next_element::<String>()? {
+                out.push(s);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,6 +340,7 @@ struct ConfigToml {
     system: SystemSection,
     #[serde(default)]
     boot: BootSection,
+    tree: Option<TreeSection>,
 }
 
 /// A checked configuration, every path it names resolved.
@@ -253,6 +351,7 @@ pub struct SystemConfig {
     pub root: RootSection,
     pub system: SystemSection,
     pub boot: BootSection,
+    pub tree: Option<TreeSection>,
     /// The file this was read from.
     pub source: PathBuf,
 }
@@ -324,21 +423,34 @@ impl SystemConfig {
             root,
             system,
             boot,
+            mut tree,
         } = raw;
         let paths = Paths::new(path, place, text);
         if let Some(a) = &initrd.activator {
             initrd.activator = Some(paths.resolve("initrd", "activator", a)?);
         }
-        let kernel = kernel_section(kernel, &paths)?;
+        if let Some(t) = &mut tree {
+            for c in &mut t.customize {
+                *c = paths.resolve("tree", "customize", c)?;
+            }
+            if let Some(p) = &t.path {
+                t.path = Some(paths.resolve("tree", "path", p)?);
+            }
+        }
+        let kernel = kernel_section(kernel, tree.is_some(), &paths)?;
         let cfg = SystemConfig {
             kernel,
             initrd,
             root,
             system,
             boot,
+            tree,
             source: path.to_path_buf(),
         };
         cfg.check(text)?;
+        if let Some(t) = &cfg.tree {
+            cfg.check_tree(t, text)?;
+        }
         Ok(cfg)
     }
 
@@ -570,39 +682,56 @@ impl<'a> Paths<'a> {
     }
 }
 
-/// `[kernel]`: the named kernel, or the newest installed one matching `release`.
-fn kernel_section(k: KernelToml, paths: &Paths) -> Result<KernelSection, ConfigError> {
+/// `[kernel]`: the named kernel, or the newest one matching `release`:
+/// installed below the root, or (`tree`: with a `[tree]`) one of the tree's.
+fn kernel_section(k: KernelToml, tree: bool, paths: &Paths) -> Result<KernelSection, ConfigError> {
     let KernelToml {
         image,
         modules,
         release,
         params,
     } = k;
-    let (image, modules, chosen) = match (image, modules, release) {
-        (Some(i), Some(m), None) => (
-            paths.resolve("kernel", "image", &i)?,
-            paths.resolve("kernel", "modules", &m)?,
-            KernelChoice::Named,
-        ),
+    // Where a kernel comes from without image and modules, for the hints.
+    let elsewhere = if tree {
+        "take the [tree]'s kernel"
+    } else {
+        "boot the newest installed kernel"
+    };
+    let chosen = match (image, modules, release) {
+        (Some(i), Some(m), None) => KernelChoice::Named(KernelFiles {
+            image: paths.resolve("kernel", "image", &i)?,
+            modules: paths.resolve("kernel", "modules", &m)?,
+        }),
         (None, None, release) => {
             let pattern = release.unwrap_or_else(|| NEWEST.to_string());
-            let k = newest_installed(&pattern, paths)?;
-            (k.0.image, k.0.modules, k.1)
+            check_pattern(&pattern, paths)?;
+            if tree {
+                KernelChoice::FromTree { pattern }
+            } else {
+                newest_installed(&pattern, paths)?
+            }
         }
         (Some(_), Some(_), Some(_)) => {
+            let picks = if tree {
+                "one of the [tree]'s kernels"
+            } else {
+                "an installed kernel"
+            };
             return Err(paths.invalid(
                 "kernel",
                 "release",
-                "release picks an installed kernel, but image and modules name one".into(),
-                "leave out release, or leave out image and modules to boot the newest installed kernel matching release".into(),
-            ))
+                format!("release picks {picks}, but image and modules name one"),
+                format!("leave out release, or leave out image and modules to {elsewhere} matching release"),
+            ));
         }
         (Some(_), None, _) => {
             return Err(paths.invalid(
                 "kernel",
                 "image",
                 "image is given without modules".into(),
-                "add modules = \"/lib/modules/<release>\", or leave out image to boot the newest installed kernel".into(),
+                format!(
+                    "add modules = \"/lib/modules/<release>\", or leave out image to {elsewhere}"
+                ),
             ))
         }
         (None, Some(_), _) => {
@@ -610,24 +739,17 @@ fn kernel_section(k: KernelToml, paths: &Paths) -> Result<KernelSection, ConfigE
                 "kernel",
                 "modules",
                 "modules is given without image".into(),
-                "add image = \"/boot/vmlinuz-<release>\", or leave out modules to boot the newest installed kernel".into(),
+                format!(
+                    "add image = \"/boot/vmlinuz-<release>\", or leave out modules to {elsewhere}"
+                ),
             ))
         }
     };
-    Ok(KernelSection {
-        image,
-        modules,
-        params,
-        chosen,
-    })
+    Ok(KernelSection { params, chosen })
 }
 
-/// The newest kernel installed below the root whose release matches `pattern`.
-fn newest_installed(
-    pattern: &str,
-    paths: &Paths,
-) -> Result<(installed::Installed, KernelChoice), ConfigError> {
-    let root = paths.place.root;
+/// `[kernel] release`: `newest`, a release or a glob, as a file name part.
+fn check_pattern(pattern: &str, paths: &Paths) -> Result<(), ConfigError> {
     if pattern.is_empty() || !pattern.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
         return Err(paths.invalid(
             "kernel",
@@ -636,6 +758,12 @@ fn newest_installed(
             "use release = \"newest\", a release such as \"6.1.0-57-amd64\" or a pattern such as \"6.1.*\"".into(),
         ));
     }
+    Ok(())
+}
+
+/// The newest kernel installed below the root whose release matches `pattern`.
+fn newest_installed(pattern: &str, paths: &Paths) -> Result<KernelChoice, ConfigError> {
+    let root = paths.place.root;
     let all = installed::installed(root).map_err(|e| {
         paths.invalid(
             "kernel",
@@ -676,12 +804,145 @@ fn newest_installed(
             "install a kernel package (apt-get install linux-image-amd64), change release, or name the kernel with image and modules".into(),
         ));
     };
-    let choice = KernelChoice::Installed {
+    Ok(KernelChoice::Installed {
+        files: KernelFiles {
+            image: newest.image,
+            modules: newest.modules,
+        },
         pattern: pattern.to_string(),
-        release: newest.release.clone(),
+        release: newest.release,
         matching: matching.into_iter().map(|k| k.release).collect(),
-    };
-    Ok((newest, choice))
+    })
+}
+
+impl SystemConfig {
+    /// An error about `[section] key` (element `index` of a list).
+    fn invalid(
+        &self,
+        text: &str,
+        (section, key, index): (&'static str, &'static str, Option<usize>),
+        what: String,
+        hint: &str,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.source.clone(),
+            at: locate(text, section, key, index),
+            section,
+            key,
+            what,
+            hint: hint.to_string(),
+        }
+    }
+
+    /// `[tree]`: the keys its source needs, and only those.
+    fn check_tree(&self, t: &TreeSection, text: &str) -> Result<(), ConfigError> {
+        let mm = t.source == TreeSourceKind::Mmdebstrap;
+        let only_mm: [(&'static str, bool); 7] = [
+            ("suite", t.suite.is_some()),
+            ("variant", t.variant.is_some()),
+            ("mirror", !t.mirror.is_empty()),
+            ("packages", !t.packages.is_empty()),
+            ("customize", !t.customize.is_empty()),
+            ("dpkgopts", !t.dpkgopts.is_empty()),
+            ("aptopts", !t.aptopts.is_empty()),
+        ];
+        if mm {
+            if t.path.is_some() {
+                return Err(self.invalid(
+                    text,
+                    ("tree", "path", None),
+                    "is for source = \"dir\"; an mmdebstrap tree is built from packages".into(),
+                    "remove path, or set source = \"dir\" to import that directory",
+                ));
+            }
+            let suite = t.suite.as_deref().unwrap_or("");
+            if suite.is_empty()
+                || !suite
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+            {
+                return Err(self.invalid(
+                    text,
+                    (
+                        "tree",
+                        if t.suite.is_some() { "suite" } else { "source" },
+                        None,
+                    ),
+                    if t.suite.is_some() {
+                        format!("{suite:?} is not a suite name")
+                    } else {
+                        "source = \"mmdebstrap\" needs a suite".into()
+                    },
+                    "name the Debian suite, e.g. suite = \"bookworm\"",
+                ));
+            }
+        } else {
+            if let Some((key, _)) = only_mm.iter().find(|(_, set)| *set) {
+                return Err(self.invalid(
+                    text,
+                    ("tree", key, None),
+                    "is for source = \"mmdebstrap\"; a dir tree is imported as it is".into(),
+                    "remove it, or set source = \"mmdebstrap\"",
+                ));
+            }
+            if t.path.is_none() {
+                return Err(self.invalid(
+                    text,
+                    ("tree", "source", None),
+                    "source = \"dir\" needs a path".into(),
+                    "name the tree's root directory, e.g. path = \"/srv/rootfs\"",
+                ));
+            }
+        }
+        for (i, p) in t.packages.iter().enumerate() {
+            let ok = !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.:=_~".contains(&b));
+            if !ok {
+                return Err(self.invalid(
+                    text,
+                    ("tree", "packages", Some(i)),
+                    format!("{p:?} is not a package name"),
+                    "one Debian package per string, e.g. packages = [\"nginx-light\", \"chrony\"]",
+                ));
+            }
+        }
+        for (i, m) in t.mirror.iter().enumerate() {
+            if m.trim().is_empty() || m.contains(char::is_control) {
+                return Err(self.invalid(
+                    text,
+                    ("tree", "mirror", Some(i)),
+                    format!("{m:?} is not a mirror"),
+                    "give a URL (\"http://deb.debian.org/debian\", \"file:///srv/mirror\") or a one-line apt source",
+                ));
+            }
+        }
+        if let Some(e) = t.source_date_epoch {
+            if e < 86_400 {
+                return Err(self.invalid(
+                    text,
+                    ("tree", "source_date_epoch", None),
+                    format!("{e} is not a usable build date (seconds since 1970)"),
+                    "give a date after 1970-01-02, e.g. source_date_epoch = 1735689600 (2025-01-01), or leave it out",
+                ));
+            }
+        }
+        if let Some(h) = &t.hostname {
+            let ok = !h.is_empty()
+                && h.len() <= 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                return Err(self.invalid(
+                    text,
+                    ("tree", "hostname", None),
+                    format!("{h:?} is not a host name"),
+                    "letters, digits, '-' and '.', at most 64, e.g. hostname = \"web1\"",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Turn a toml error into one naming file, line, column and key.
@@ -748,8 +1009,13 @@ label = "Test"
     #[test]
     fn relative_paths_are_relative_to_the_file() {
         let c = SystemConfig::parse(MINIMAL, Path::new("/etc/genboot/system.toml")).unwrap();
-        assert_eq!(c.kernel.image, Path::new("/etc/genboot/vmlinuz"));
-        assert_eq!(c.kernel.modules, Path::new("/lib/modules/6.1.0-50-amd64"));
+        assert_eq!(
+            c.kernel.chosen,
+            KernelChoice::Named(KernelFiles {
+                image: "/etc/genboot/vmlinuz".into(),
+                modules: "/lib/modules/6.1.0-50-amd64".into(),
+            })
+        );
         assert_eq!(c.initrd.compression, Compression::Zstd);
         assert_eq!(c.system.init, "/sbin/init");
         assert_eq!(c.root.options, "rw");
@@ -824,6 +1090,55 @@ label = "Test"
             .with_hint();
         assert!(
             e.starts_with("s.toml:7:10: [root] device") && e.contains("double quote"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_tree_takes_the_kernel_and_paths_relative_to_the_file() {
+        let text = format!(
+            "{}\n[tree]\nsource = \"mmdebstrap\"\nsuite = \"bookworm\"\nmirror = \"http://deb.debian.org/debian\"\npackages = [\"nginx-light\"]\ncustomize = [\"./site.sh\"]\n",
+            MINIMAL
+                .replace("image = \"vmlinuz\"\n", "")
+                .replace("modules = \"/lib/modules/6.1.0-50-amd64\"\n", "")
+        );
+        let c = SystemConfig::parse(&text, Path::new("/etc/genboot/system.toml")).unwrap();
+        assert_eq!(
+            c.kernel.chosen,
+            KernelChoice::FromTree {
+                pattern: NEWEST.into()
+            }
+        );
+        assert!(c.kernel.files().is_none());
+        let t = c.tree.unwrap();
+        assert_eq!(t.source, TreeSourceKind::Mmdebstrap);
+        assert_eq!(t.mirror, ["http://deb.debian.org/debian"]);
+        assert_eq!(t.customize, [PathBuf::from("/etc/genboot/./site.sh")]);
+        let list = text.replace(
+            "mirror = \"http://deb.debian.org/debian\"",
+            "mirror = [\"http://a/debian\", \"deb http://b/debian bookworm main\"]",
+        );
+        let c = SystemConfig::parse(&list, Path::new("s.toml")).unwrap();
+        assert_eq!(c.tree.unwrap().mirror.len(), 2);
+        // A release pattern picks among the tree's kernels, later.
+        let glob = text.replace("[kernel]\n", "[kernel]\nrelease = \"6.1.*\"\n");
+        let c = SystemConfig::parse(&glob, Path::new("s.toml")).unwrap();
+        assert_eq!(
+            c.kernel.chosen,
+            KernelChoice::FromTree {
+                pattern: "6.1.*".into()
+            }
+        );
+        // Half a kernel is refused, with the tree's way out in the hint.
+        let e = SystemConfig::parse(
+            &text.replace("[kernel]\n", "[kernel]\nimage = \"vmlinuz\"\n"),
+            Path::new("s.toml"),
+        )
+        .unwrap_err()
+        .with_hint();
+        assert!(
+            e.contains("[kernel] image: image is given without modules")
+                && e.contains("leave out image to take the [tree]'s kernel"),
             "{e}"
         );
     }

@@ -92,6 +92,23 @@ failpoints! {
     EspFileRemoved => "esp::file-removed",
     /// `genboot bless` renamed the booted entry to its plain name.
     EspBlessRenamed => "esp::bless-renamed",
+    /// A tree's source is complete (mmdebstrap finished into the store's
+    /// staging directory, or a `dir` tree is about to be read).
+    TreeSourceReady => "tree::source-ready",
+    /// A tree import's new content objects are written under temporary names.
+    TreeObjectsWritten => "tree::objects-written",
+    /// Those content objects are flushed.
+    TreeObjectsSynced => "tree::objects-synced",
+    /// The content objects are in place under their digests.
+    TreeObjectsPlaced => "tree::objects-placed",
+    /// The tree object (manifest, metadata image) is staged.
+    TreeStaged => "tree::staged",
+    /// The pinned uid/gid map is saved.
+    TreeUidMapSaved => "tree::uid-map-saved",
+    /// The staged tree object is flushed.
+    TreeSynced => "tree::synced",
+    /// The tree object is in place under its name.
+    TreeRenamed => "tree::renamed",
 }
 
 impl std::fmt::Display for FailPoint {

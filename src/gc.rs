@@ -1,11 +1,14 @@
 //! Garbage collection: delete profile generations by policy, then every
-//! store object that no remaining generation reaches. The booted
+//! store object that no remaining generation reaches, then every content
+//! object (`store/objects/`) no remaining tree names. The booted
 //! generation's object (`/run/genboot/booted`) is always a root, as NixOS's
 //! `/run/booted-system` is: the running system's kernel modules are bind
-//! mounted from it.
+//! mounted from it; so is a tree `genboot mount` shows.
 
 use crate::profile::{closure, Lock, Profile, ProfileError};
 use crate::store::{LockKind, Store, StoreError, StoreLock, StorePath};
+use crate::tree::{self, TreeError};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +17,8 @@ pub enum GcError {
     Profile(#[from] ProfileError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tree(#[from] TreeError),
 }
 
 impl crate::hint::Hint for GcError {
@@ -21,6 +26,7 @@ impl crate::hint::Hint for GcError {
         match self {
             GcError::Profile(e) => e.hint(),
             GcError::Store(e) => e.hint(),
+            GcError::Tree(e) => e.hint(),
         }
     }
 }
@@ -37,6 +43,9 @@ pub struct Policy {
 pub struct Report {
     pub objects: Vec<StorePath>,
     pub bytes: u64,
+    /// Content objects deleted, and their bytes.
+    pub contents: u64,
+    pub content_bytes: u64,
 }
 
 /// Which generations the policy deletes: never the current one, nor any in
@@ -84,6 +93,10 @@ pub fn collect(
     );
     let mut roots = profile.roots()?;
     roots.extend(booted.cloned());
+    roots.extend(tree::mount::mounted_trees(
+        Path::new(tree::mount::RUN_DIR),
+        store,
+    ));
     let live = closure(store, &roots)?;
     let mut report = Report::default();
     for sp in store.objects()? {
@@ -96,8 +109,14 @@ pub fn collect(
     }
     for tmp in store.leftovers()? {
         report.bytes += du(&tmp);
-        crate::fsutil::remove_tree(&tmp).map_err(StoreError::from)?;
+        // A killed tree build may have left mounts in its directory.
+        tree::build::remove_staging(&tmp)?;
     }
+    // A live tree whose manifest cannot be read stops this before anything
+    // goes: its objects cannot be known.
+    let objects = tree::collect_objects(store, &tree::trees(store)?)?;
+    report.contents = objects.deleted.len() as u64;
+    report.content_bytes = objects.bytes;
     Ok(report)
 }
 

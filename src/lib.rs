@@ -22,4 +22,5 @@ pub mod notes;
 pub mod profile;
 pub mod state;
 pub mod store;
+pub mod tree;
 pub mod units;

@@ -10,6 +10,7 @@ use crate::generation::bootjson::BootJson;
 use crate::hint::Hint;
 use crate::profile::{Generation, Profile};
 use crate::store::{LockKind, Mismatch, Store, StorePath};
+use crate::tree::{self, Objects};
 use anyhow::Context;
 use std::time::SystemTime;
 
@@ -88,6 +89,9 @@ pub struct Collected {
     pub generations: Vec<u32>,
     pub objects: Vec<StorePath>,
     pub bytes: u64,
+    /// Content objects of trees (`store/objects/`), and their bytes.
+    pub contents: u64,
+    pub content_bytes: u64,
 }
 
 /// `genboot gc`: delete generations by `policy` (never the current or the
@@ -125,6 +129,8 @@ pub fn gc(s: &Session, policy: Policy) -> anyhow::Result<Collected> {
         generations: victims,
         objects: report.objects,
         bytes: report.bytes,
+        contents: report.contents,
+        content_bytes: report.content_bytes,
     })
 }
 
@@ -145,6 +151,8 @@ pub enum EspVerified {
 #[derive(Debug)]
 pub struct Verified {
     pub objects: usize,
+    /// Content objects of trees checked.
+    pub contents: usize,
     pub store: Vec<Mismatch>,
     /// The ESP's part, or why it could not be checked at all (after the
     /// store's part, which stands).
@@ -162,19 +170,45 @@ impl EspVerified {
     }
 }
 
-/// `genboot verify`: re-hash every store object, check modes and owners,
-/// and compare the ESP's kernels and initrds with the store (read-only).
+/// `genboot verify`: re-hash every store object (a tree object against its
+/// manifest, [`tree::verify_tree`]) and every content object once, check
+/// modes and owners, and compare the ESP's kernels and initrds with the
+/// store (read-only).
 pub fn verify(s: &Session) -> anyhow::Result<Verified> {
     let store = Store::open_read_only(&s.state);
     // Shared with builds; `gc` does not delete objects under it.
     let _store_lock = store.lock_for_reading(s.wait())?;
-    let objects = store.objects()?.len();
-    let bad = store.verify()?;
+    let objects = store.objects()?;
+    let mut bad = Vec::new();
+    for sp in &objects {
+        let found = if tree::is_tree(&store, sp) {
+            tree::verify_tree(&store, sp).map_err(|e| e.with_hint())
+        } else {
+            store
+                .verify_object(sp)
+                .map(|p| p.into_iter().map(|problem| mismatch(sp, problem)).collect())
+                .map_err(|e| e.with_hint())
+        };
+        match found {
+            Ok(list) => bad.extend(list),
+            Err(problem) => bad.push(mismatch(sp, problem)),
+        }
+    }
+    let contents = Objects::of(&store);
+    bad.extend(contents.verify_all()?);
     Ok(Verified {
-        objects,
+        objects: objects.len(),
+        contents: contents.list()?.len(),
         store: bad,
         esp: verify_esp(s, &store),
     })
+}
+
+fn mismatch(sp: &StorePath, problem: String) -> Mismatch {
+    Mismatch {
+        object: sp.base_name(),
+        problem,
+    }
 }
 
 fn verify_esp(s: &Session, store: &Store) -> anyhow::Result<EspVerified> {

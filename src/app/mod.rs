@@ -16,6 +16,7 @@ pub mod settings;
 pub mod switch;
 #[cfg(test)]
 mod tests;
+pub mod tree;
 
 use crate::config::BootSection;
 use crate::esp::dir::{DirEsp, MountCheck};
@@ -118,6 +119,8 @@ pub enum AppError {
     EspPartition { esp: PathBuf, why: String },
     #[error("{}: [initrd] autodetect finds the modules of this machine's root device, but the build is for the system below --root {}, whose disks this machine cannot see", .config.display(), .root.display())]
     AutodetectElsewhere { config: PathBuf, root: PathBuf },
+    #[error("generation {number} has no tree: its configuration has no [tree]")]
+    NoTree { number: u32 },
 }
 
 impl Hint for AppError {
@@ -140,6 +143,7 @@ impl Hint for AppError {
             AppError::AutodetectElsewhere { .. } => "list that system's root device driver and file system in [initrd] modules and leave autodetect out (or run genboot on that system)".into(),
             AppError::NoConfig(_) => "write it (README.md's system.toml section shows every key), or pass --config FILE".into(),
             AppError::EspPartition { .. } => "the boot menu and systemd-boot were installed; add the boot entry with `bootctl install` or `efibootmgr`, or check that sysfs and /dev are mounted".into(),
+            AppError::NoTree { .. } => "`genboot list` shows the generations; one built from a system.toml with a [tree] has one".into(),
         })
     }
 }

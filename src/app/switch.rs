@@ -45,6 +45,7 @@ pub fn load_config(s: &Session, path: &Path) -> anyhow::Result<SystemConfig> {
         .into());
     }
     if let KernelChoice::Installed {
+        files,
         pattern,
         release,
         matching,
@@ -58,8 +59,8 @@ pub fn load_config(s: &Session, path: &Path) -> anyhow::Result<SystemConfig> {
         s.notes().note(Note::Info(&format!(
             "kernel {release}: {which} (of {}; {}, {})",
             matching.join(", "),
-            cfg.kernel.image.display(),
-            cfg.kernel.modules.display()
+            files.image.display(),
+            files.modules.display()
         )));
     }
     Ok(cfg)
@@ -70,7 +71,7 @@ pub fn build(s: &Session, config: &Path) -> anyhow::Result<PathBuf> {
     let cfg = load_config(s, config)?;
     let store = Store::open(&s.state)?;
     let store_lock = store.lock(LockKind::Shared, s.wait())?;
-    let built = generation::build(&store, &cfg, &store_lock, s.notes())
+    let built = generation::build(&store, &s.state.dir, &cfg, &store_lock, s.notes())
         .with_context(|| format!("building {}", config.display()))?;
     Ok(store.path(&built.generation))
 }
@@ -95,7 +96,7 @@ pub(super) fn build_and_add(
     cfg: &SystemConfig,
 ) -> anyhow::Result<(u32, bool, Built)> {
     let s = locked.session;
-    let built = generation::build(store, cfg, store_lock, s.notes())
+    let built = generation::build(store, &s.state.dir, cfg, store_lock, s.notes())
         .with_context(|| format!("building {}", config.display()))?;
     let (number, new) = locked.profile.add(&built.generation, &locked.lock)?;
     s.observer.event(Event::Added {

@@ -79,6 +79,7 @@ fn add_generation(state: &State, label: &str) -> u32 {
         kernel,
         initrd: Some(initrd),
         kernel_modules: None,
+        tree: None,
     };
     let built = assemble(&store, &cfg, "6.1.0-test", parts, &Silent).unwrap();
     let profile = Profile::new(state);

@@ -115,6 +115,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What changed from generation A to B: kernel, parameters, initrd modules and, with trees, packages, users, files and /etc (read from the store only).
+    Diff {
+        #[arg(value_name = "A")]
+        from: u32,
+        #[arg(value_name = "B")]
+        to: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mount generation N's tree read-only at DIR (an existing directory).
+    Mount {
+        #[arg(value_name = "N")]
+        number: u32,
+        dir: PathBuf,
+    },
+    /// Unmount a tree `genboot mount` mounted at DIR.
+    Umount { dir: PathBuf },
 }
 
 /// A size as given and as bytes.
@@ -244,6 +261,12 @@ fn run(s: &Session, out: &Printer, cmd: Command) -> anyhow::Result<ExitCode> {
             eprintln!("genboot: the next boot (only) starts generation {number} ({file})");
         }
         Command::Status { json } => out.status(&app::esp::status(s)?, json)?,
+        Command::Diff { from, to, json } => out.diff(&app::tree::diff(s, from, to)?, json)?,
+        Command::Mount { number, dir } => out.mounted(number, &app::tree::mount(s, number, &dir)?),
+        Command::Umount { dir } => {
+            app::tree::umount(&dir)?;
+            eprintln!("genboot: unmounted {}", dir.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ use super::Command;
 use crate::app::esp::Status;
 use crate::app::generations::{Collected, EspVerified, ListRow, Verified};
 use crate::app::image::ImageMade;
+use crate::app::tree::GenerationDiff;
 use crate::app::BootEntry;
 use crate::app::{Change, Event, Observer};
 use crate::esp::bless::Blessed;
@@ -13,6 +14,8 @@ use crate::esp::InstallReport;
 use crate::gpt;
 use crate::hint::Hint;
 use crate::notes::Note;
+use crate::tree::diff::{self, TreeDiff};
+use crate::tree::Mounted;
 use crate::units::human;
 use std::error::Error;
 use std::io::{IsTerminal, Write};
@@ -93,11 +96,42 @@ impl Printer {
         for sp in &c.objects {
             println!("deleted {}", sp.boot_path());
         }
+        if c.contents > 0 {
+            println!(
+                "deleted {} content object(s) no tree names ({} bytes)",
+                c.contents, c.content_bytes
+            );
+        }
         println!(
-            "{} generation(s), {} store object(s), {:.1} MiB freed",
+            "{} generation(s), {} store object(s), {} content object(s), {:.1} MiB freed",
             c.generations.len(),
             c.objects.len(),
-            c.bytes as f64 / (1024.0 * 1024.0)
+            c.contents,
+            (c.bytes + c.content_bytes) as f64 / (1024.0 * 1024.0)
+        );
+    }
+
+    pub fn diff(&self, d: &GenerationDiff, json: bool) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if json {
+            serde_json::to_writer_pretty(&mut out, d)?;
+            writeln!(out)?;
+        } else {
+            out.write_all(diff_text(d).as_bytes())?;
+        }
+        Ok(())
+    }
+
+    pub fn mounted(&self, n: u32, m: &Mounted) {
+        eprintln!(
+            "genboot: generation {n}'s tree is mounted read-only at {}{}; `genboot umount {}` unmounts it",
+            m.dir.display(),
+            if m.legacy {
+                " (the kernel's overlayfs has no data-only layers: the legacy form)"
+            } else {
+                ""
+            },
+            m.dir.display()
         );
     }
 
@@ -108,14 +142,15 @@ impl Printer {
         }
         if v.store.is_empty() {
             println!(
-                "{} store object(s) verified, all match their hashes, modes and owners",
-                v.objects
+                "{} store object(s) and {} content object(s) verified, all match their hashes, modes and owners",
+                v.objects, v.contents
             );
         } else {
             println!(
-                "{} of {} store object(s) failed verification (contents, modes or owners)",
+                "{} problem(s) in {} store object(s) and {} content object(s) (contents, modes or owners)",
                 v.store.len(),
-                v.objects
+                v.objects,
+                v.contents
             );
         }
         let esp = v.esp?;
@@ -294,6 +329,143 @@ impl Observer for Printer {
     }
 }
 
+/// `genboot diff` for people: the boot parts, then the trees' difference.
+fn diff_text(d: &GenerationDiff) -> String {
+    let mut s = format!(
+        "generation {} → {} ({} → {})
+",
+        d.from, d.to, d.from_object, d.to_object
+    );
+    if let Some((a, b)) = &d.kernel {
+        s.push_str(&format!(
+            "kernel: {a} → {b}
+"
+        ));
+    }
+    for (what, removed, added) in [
+        ("kernel parameters", &d.params_removed, &d.params_added),
+        (
+            "initrd modules",
+            &d.initrd_modules_removed,
+            &d.initrd_modules_added,
+        ),
+    ] {
+        for r in removed {
+            s.push_str(&format!(
+                "{what}: - {r}
+"
+            ));
+        }
+        for a in added {
+            s.push_str(&format!(
+                "{what}: + {a}
+"
+            ));
+        }
+    }
+    for n in &d.without_tree {
+        s.push_str(&format!(
+            "generation {n} has no tree
+"
+        ));
+    }
+    if let Some(t) = &d.tree {
+        s.push_str(&tree_diff_text(t));
+    }
+    s
+}
+
+fn signed(n: i64) -> String {
+    if n < 0 {
+        format!("-{}", human(n.unsigned_abs()))
+    } else {
+        format!("+{}", human(n as u64))
+    }
+}
+
+/// The trees' part of `genboot diff`.
+fn tree_diff_text(d: &TreeDiff) -> String {
+    let mut s = format!(
+        "tree: {} → {}
+",
+        d.from, d.to
+    );
+    if d.is_empty() {
+        s.push_str(
+            "  no differences (mtimes aside)
+",
+        );
+        return s;
+    }
+    let count = |c: diff::Change| d.packages.iter().filter(|p| p.change == c).count();
+    if !d.packages.is_empty() {
+        s.push_str(&format!(
+            "packages: {} added, {} removed, {} upgraded, {} downgraded
+",
+            count(diff::Change::Added),
+            count(diff::Change::Removed),
+            count(diff::Change::Upgraded),
+            count(diff::Change::Downgraded)
+        ));
+        let w = d.packages.iter().map(|p| p.name.len()).max().unwrap_or(0);
+        for p in &d.packages {
+            s.push_str(&format!(
+                "  {:w$}  {} → {}\n",
+                p.name,
+                p.from.as_deref().unwrap_or("∅"),
+                p.to.as_deref().unwrap_or("∅"),
+            ));
+        }
+    }
+    let id = |x: Option<u32>| x.map_or_else(|| "∅".to_string(), |i| i.to_string());
+    for (what, list) in [("users", &d.users), ("groups", &d.groups)] {
+        for c in list {
+            let verb = match c.change {
+                diff::Change::Added => "added",
+                diff::Change::Removed => "removed",
+                _ => "renumbered",
+            };
+            s.push_str(&format!(
+                "{what}: {verb} {} ({} → {})\n",
+                c.name,
+                id(c.from),
+                id(c.to)
+            ));
+        }
+    }
+    let f = &d.files;
+    s.push_str(&format!(
+        "files: {} added, {} removed, {} changed, {} in size; {} of new content\n",
+        f.added,
+        f.removed,
+        f.changed,
+        signed(f.bytes),
+        human(f.new_content_bytes)
+    ));
+    let w = f.by_dir.iter().map(|d| d.dir.len()).max().unwrap_or(0);
+    for d in &f.by_dir {
+        s.push_str(&format!(
+            "  {:w$}  +{:<6} -{:<6} ~{:<6} {}\n",
+            d.dir,
+            d.added,
+            d.removed,
+            d.changed,
+            signed(d.bytes)
+        ));
+    }
+    if !d.etc.is_empty() {
+        s.push_str("/etc defaults:\n");
+        for e in &d.etc {
+            match e.change {
+                diff::Change::Added => s.push_str(&format!("  added    {}\n", e.path)),
+                diff::Change::Removed => s.push_str(&format!("  removed  {}\n", e.path)),
+                _ => s.push_str(&format!("  changed  {} ({})\n", e.path, e.what.join(", "))),
+            }
+        }
+    }
+    s
+}
+
 /// Print an error, each of its causes, and the hint of each (library
 /// errors carry their cause in their own text and return no `source()`,
 /// so nothing repeats).
@@ -336,6 +508,76 @@ fn hint_of(e: &(dyn Error + 'static)) -> Option<String> {
         crate::state::StateError,
         crate::store::StoreError,
         crate::units::UnitError,
+        crate::tree::TreeError,
     );
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::diff::{AccountChange, FileSummary, PackageChange};
+
+    #[test]
+    fn a_diff_reads_like_rpm_ostree_db_diff() {
+        let tree = TreeDiff {
+            from: "a-rootfs-x".into(),
+            to: "b-rootfs-x".into(),
+            packages: vec![PackageChange {
+                name: "nginx-light".into(),
+                arch: "amd64".into(),
+                from: None,
+                to: Some("1.22.1-9".into()),
+                change: diff::Change::Added,
+            }],
+            users: vec![AccountChange {
+                name: "_chrony".into(),
+                from: None,
+                to: Some(999),
+                change: diff::Change::Added,
+            }],
+            groups: Vec::new(),
+            files: FileSummary {
+                added: 3,
+                bytes: 2048,
+                new_content_bytes: 2048,
+                ..FileSummary::default()
+            },
+            etc: vec![diff::EtcChange {
+                path: "/etc/x.conf".into(),
+                change: diff::Change::Changed,
+                what: vec!["mode"],
+            }],
+        };
+        let d = GenerationDiff {
+            from: 1,
+            to: 2,
+            from_object: "g1".into(),
+            to_object: "g2".into(),
+            kernel: Some(("6.1.0-49-amd64".into(), "6.1.0-50-amd64".into())),
+            params_removed: vec!["quiet".into()],
+            params_added: Vec::new(),
+            initrd_modules_removed: Vec::new(),
+            initrd_modules_added: vec!["nvme".into()],
+            tree: Some(tree),
+            without_tree: Vec::new(),
+        };
+        let text = diff_text(&d);
+        for want in [
+            "generation 1 → 2 (g1 → g2)\n",
+            "kernel: 6.1.0-49-amd64 → 6.1.0-50-amd64\n",
+            "kernel parameters: - quiet\n",
+            "initrd modules: + nvme\n",
+            "packages: 1 added, 0 removed, 0 upgraded, 0 downgraded\n",
+            "  nginx-light  ∅ → 1.22.1-9\n",
+            "users: added _chrony (∅ → 999)\n",
+            "files: 3 added, 0 removed, 0 changed, +2.0 KiB in size; 2.0 KiB of new content\n",
+            "  changed  /etc/x.conf (mode)\n",
+        ] {
+            assert!(text.contains(want), "{want:?} in:\n{text}");
+        }
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["tree"]["users"][0]["name"], "_chrony");
+        assert_eq!(json["initrdModulesAdded"][0], "nvme");
+    }
 }

@@ -49,6 +49,24 @@ pub struct GenbootV1 {
     pub stage2_init: String,
     /// Boot counting tries, when on.
     pub tries: Option<u32>,
+    /// The generation's whole-system tree, when it has one (absent, not
+    /// null, otherwise: generations without a tree keep their bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<TreeRef>,
+}
+
+/// The tree object of a generation, as the booted system sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TreeRef {
+    /// `/var/lib/genboot/store/<hash>-rootfs-<label>`.
+    pub object: String,
+    /// Its metadata image, `<object>/root.erofs`.
+    pub image: String,
+    /// SHA-256 of the image, for a check at boot.
+    pub image_sha256: String,
+    /// The content objects the image's files redirect to.
+    pub objects: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -89,17 +89,33 @@ pub struct Fingerprints {
     pub newest_change_ns: i128,
 }
 
-/// `microcode`: the CPU microcode files the initrd starts with;
-/// `autodetect`: what this machine's root device is (or nothing).
+/// What the kernel and its module tree are, for a fingerprint.
+#[derive(Debug, Clone, Copy)]
+pub enum KernelId<'a> {
+    /// Files on this machine: their paths and stamps.
+    Files {
+        image: &'a Path,
+        modules: &'a Path,
+        files: &'a [TreeFile],
+    },
+    /// The kernel of a tree: its release and a digest of its files in the
+    /// tree's manifest (`crate::tree::extract::identity`), firmware and
+    /// CPU microcode included.
+    Tree(&'a str),
+}
+
+/// `microcode`: the CPU microcode files the initrd starts with (files on
+/// this machine; a tree's are in its [`KernelId::Tree`]); `autodetect`:
+/// what this machine's root device is (or nothing).
 pub fn fingerprints(
     cfg: &SystemConfig,
-    files: &[TreeFile],
+    kernel: KernelId<'_>,
     activator: &Path,
     microcode: &[&Path],
     autodetect: &str,
 ) -> Fingerprints {
     let mut newest = i128::MIN;
-    let mut s = String::with_capacity(files.len() * 80);
+    let mut s = String::with_capacity(80);
     let _ = writeln!(
         s,
         "genboot {} cache {CACHE_FORMAT}",
@@ -116,15 +132,28 @@ pub fn fingerprints(
     if let Ok(exe) = std::env::current_exe() {
         file(&mut s, "genboot", &exe);
     }
-    file(&mut s, "kernel", &cfg.kernel.image);
-    let _ = writeln!(s, "modules-dir {}", cfg.kernel.modules.display());
-    for f in files {
-        let st = &f.stamp;
-        let _ = writeln!(
-            s,
-            "{} {} {} {} {}",
-            f.rel, st.size, st.mtime_ns, st.ctime_ns, st.ino
-        );
+    let mut tree_files: &[TreeFile] = &[];
+    match kernel {
+        KernelId::Files {
+            image,
+            modules,
+            files,
+        } => {
+            file(&mut s, "kernel", image);
+            let _ = writeln!(s, "modules-dir {}", modules.display());
+            for f in files {
+                let st = &f.stamp;
+                let _ = writeln!(
+                    s,
+                    "{} {} {} {} {}",
+                    f.rel, st.size, st.mtime_ns, st.ctime_ns, st.ino
+                );
+            }
+            tree_files = files;
+        }
+        KernelId::Tree(id) => {
+            let _ = writeln!(s, "tree-kernel {id}");
+        }
     }
     let tree = hex(&s);
     file(&mut s, "activator", activator);
@@ -138,7 +167,7 @@ pub fn fingerprints(
         "compression {} {:?} strict-firmware {} microcode {}",
         cfg.initrd.compression, cfg.initrd.level, cfg.initrd.strict_firmware, cfg.initrd.microcode
     );
-    for f in files {
+    for f in tree_files {
         newest = newest.max(f.stamp.changed_ns());
     }
     Fingerprints {
@@ -253,7 +282,7 @@ impl Cache {
     }
 
     /// A cache file; a missing, unreadable or torn one is a miss.
-    fn read<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
+    pub(super) fn read<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
         let data = fsutil::read_own_file(&self.dir.join(name), "cache entry")
             .ok()
             .flatten()?;
@@ -261,7 +290,7 @@ impl Cache {
     }
 
     /// Write a cache file; failures only cost the next build its speed.
-    fn write<T: Serialize>(&self, name: &str, value: &T) {
+    pub(super) fn write<T: Serialize>(&self, name: &str, value: &T) {
         let Ok(bytes) = serde_json::to_vec(value) else {
             return;
         };
@@ -299,20 +328,21 @@ mod tests {
 
     #[test]
     fn an_edit_with_size_and_mtime_restored_changes_the_fingerprint() {
-        let a = fingerprints(
-            &cfg(),
-            &[file(5_000_000_000)],
-            Path::new("/nonexistent"),
-            &[],
-            "",
-        );
-        let b = fingerprints(
-            &cfg(),
-            &[file(5_000_000_001)],
-            Path::new("/nonexistent"),
-            &[],
-            "",
-        );
+        let id = |files| KernelId::Files {
+            image: Path::new("/nonexistent/vmlinuz"),
+            modules: Path::new("/nonexistent/modules"),
+            files,
+        };
+        let none = Path::new("/nonexistent");
+        let (fa, fb) = ([file(5_000_000_000)], [file(5_000_000_001)]);
+        let a = fingerprints(&cfg(), id(&fa), none, &[], "");
+        let b = fingerprints(&cfg(), id(&fb), none, &[], "");
+        let t = fingerprints(&cfg(), KernelId::Tree("x-rootfs-a 6.1"), none, &[], "");
+        assert_ne!(t.tree, a.tree);
+        // Another machine's root device: the same kernel, another initrd.
+        let t2 = fingerprints(&cfg(), KernelId::Tree("x-rootfs-a 6.1"), none, &[], "sda");
+        assert_eq!(t2.tree, t.tree);
+        assert_ne!(t2.all, t.all);
         assert_ne!(a.tree, b.tree);
         assert_ne!(a.all, b.all);
         assert!(b.newest_change_ns >= 5_000_000_001);

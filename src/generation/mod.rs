@@ -5,6 +5,7 @@
 pub mod bootjson;
 mod cache;
 pub mod kernel;
+pub mod tree;
 
 use self::bootjson::{BootJson, BootspecV1, GenbootV1, RootSpec};
 use crate::config::SystemConfig;
@@ -31,6 +32,8 @@ pub enum BuildError {
     Initrd(#[from] InitrdError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tree(#[from] crate::tree::TreeError),
 }
 
 impl Hint for BuildError {
@@ -40,6 +43,7 @@ impl Hint for BuildError {
             BuildError::Modules(e) => e.hint(),
             BuildError::Initrd(e) => e.hint(),
             BuildError::Store(e) => e.hint(),
+            BuildError::Tree(e) => e.hint(),
         }
     }
 }
@@ -51,37 +55,98 @@ pub struct Built {
     pub kernel: StorePath,
     pub initrd: Option<StorePath>,
     pub kernel_modules: Option<StorePath>,
+    /// The `[tree]`'s tree object.
+    pub tree: Option<StorePath>,
     pub boot: BootJson,
 }
 
 /// Build the generation for `cfg` into `store`, under the store's lock
-/// (shared: builds run side by side, `gc` waits for them). Progress and
-/// warnings go to `notes`.
+/// (shared: builds run side by side, `gc` waits for them). `state_dir`
+/// holds the uid map and build logs of trees. Progress and warnings go to
+/// `notes`.
 ///
-/// Everything is checked before anything is written: a bad kernel image,
-/// module tree, module name or missing strict firmware leaves the store as
-/// it was. The kernel, kernel-modules and initrd objects of unchanged
-/// inputs are found through the input cache (`<state>/cache/`) without
-/// reading the module tree again.
+/// A `[tree]` is built or found first ([`tree::build_tree`]); without
+/// `[kernel] image`, its kernel is the generation's. Everything else is
+/// checked before anything is written: a bad kernel image, module tree,
+/// module name or missing strict firmware leaves the store as it was. The
+/// kernel, kernel-modules and initrd objects of unchanged inputs are found
+/// through the input cache (`<state>/cache/`) without reading the module
+/// tree again.
 pub fn build(
     store: &Store,
+    state_dir: &Path,
     cfg: &SystemConfig,
     _lock: &StoreLock,
+    notes: &dyn Notes,
+) -> Result<Built, BuildError> {
+    let tree = match &cfg.tree {
+        Some(t) => Some(tree::build_tree(store, state_dir, cfg, t, notes)?),
+        None => None,
+    };
+    match (cfg.kernel.files(), &tree) {
+        (Some(f), _) => {
+            let from = KernelFrom::Files {
+                image: &f.image,
+                modules: &f.modules,
+            };
+            build_with(store, cfg, from, tree.clone(), notes)
+        }
+        (None, Some(object)) => {
+            let (kernel, id) = tree::kernel_of(store, object, cfg)?;
+            let from = KernelFrom::Tree {
+                object,
+                kernel: &kernel,
+                id: &id,
+            };
+            build_with(store, cfg, from, tree.clone(), notes)
+        }
+        // The configuration makes this impossible: the tree's kernel is
+        // chosen only with a [tree].
+        (None, None) => Err(crate::tree::TreeError::Kernel {
+            what: format!(
+                "{}: [kernel] takes the [tree]'s kernel, but there is no [tree]",
+                cfg.source.display()
+            ),
+            hint: "name the kernel image and modules, or add a [tree]".into(),
+        }
+        .into()),
+    }
+}
+
+/// Where the kernel and its modules come from.
+#[derive(Clone, Copy)]
+enum KernelFrom<'a> {
+    Files {
+        image: &'a Path,
+        modules: &'a Path,
+    },
+    Tree {
+        object: &'a StorePath,
+        kernel: &'a crate::tree::extract::TreeKernel,
+        /// Its content's identity, for the input cache.
+        id: &'a str,
+    },
+}
+
+/// The kernel image and module tree as files to read. `link`: the module
+/// files are content objects (a tree's), so the kernel-modules object
+/// links them instead of copying.
+struct KernelFiles {
+    image: PathBuf,
+    modules: PathBuf,
+    link: bool,
+}
+
+fn build_with(
+    store: &Store,
+    cfg: &SystemConfig,
+    from: KernelFrom<'_>,
+    tree: Option<StorePath>,
     notes: &dyn Notes,
 ) -> Result<Built, BuildError> {
     let step = |what: &str| notes.note(Note::Progress(what));
     let started_ns = cache::now_ns();
     let activator = initrd::find_activator(cfg.initrd.activator.as_deref())?;
-    let files = modules::index::walk(&cfg.kernel.modules)?;
-    let microcode = if cfg.initrd.microcode {
-        initrd::microcode_files(&firmware_dir(&cfg.kernel.modules))
-    } else {
-        Vec::new()
-    };
-    let microcode_paths: Vec<&Path> = microcode
-        .iter()
-        .flat_map(|(_, ps)| ps.iter().map(PathBuf::as_path))
-        .collect();
     // This machine's root device, for [initrd] autodetect: part of the
     // inputs (other hardware, another initrd).
     let facts = if cfg.initrd.autodetect {
@@ -93,7 +158,28 @@ pub fn build(
         None
     };
     let facts_text = facts.as_ref().map(|f| f.fingerprint()).unwrap_or_default();
-    let prints = cache::fingerprints(cfg, &files, &activator, &microcode_paths, &facts_text);
+    // A kernel on this machine is read now: its files and microcode are
+    // inputs. A tree's is known by its identity; its files are read only
+    // when the cache has no answer.
+    let (local, prints) = match from {
+        KernelFrom::Files { image, modules } => {
+            let files = modules::index::walk(modules)?;
+            let microcode = microcode(cfg, modules);
+            let id = cache::KernelId::Files {
+                image,
+                modules,
+                files: &files,
+            };
+            let paths = microcode_paths(&microcode);
+            let prints = cache::fingerprints(cfg, id, &activator, &paths, &facts_text);
+            (Some((files, microcode)), prints)
+        }
+        KernelFrom::Tree { id, .. } => {
+            let id = cache::KernelId::Tree(id);
+            let prints = cache::fingerprints(cfg, id, &activator, &[], &facts_text);
+            (None, prints)
+        }
+    };
     // Inputs changed just before the build cannot vouch for a later build.
     let record = cache::settled(prints.newest_change_ns, started_ns);
     let cache = cache::Cache::new(store);
@@ -106,9 +192,19 @@ pub fn build(
             kernel: hit.kernel,
             initrd: Some(hit.initrd),
             kernel_modules: Some(hit.kernel_modules),
+            tree,
         };
         return assemble(store, cfg, &hit.release, parts, notes);
     }
+
+    let (kf, extracted) = kernel_files(store, from, notes)?;
+    let (files, microcode) = match local {
+        Some(read) => read,
+        None => (
+            modules::index::walk(&kf.modules)?,
+            microcode(cfg, &kf.modules),
+        ),
+    };
 
     // The same kernel and tree with other initrd settings: keep the kernel
     // and kernel-modules objects, build only the initrd.
@@ -117,13 +213,13 @@ pub fn build(
         Some(hit) => hit.release.clone(),
         None => {
             step("reading the kernel image");
-            kernel::inspect(&cfg.kernel.image)?.release
+            kernel::inspect(&kf.image)?.release
         }
     };
     let kver = release.as_str();
     // A release that cannot name store objects is refused before the tree is read.
     crate::store::check_name(&format!("kernel-modules-{kver}"))?;
-    let inputs = read_modules(cfg, kver, &files, facts.as_ref(), notes)?;
+    let inputs = read_modules(cfg, &kf.modules, kver, &files, facts.as_ref(), notes)?;
     let record = record
         && inputs.watch.iter().all(|(_, st)| {
             st.as_ref()
@@ -135,27 +231,35 @@ pub fn build(
             watch.push((p, None));
         }
     }
+    if extracted.is_some() {
+        // The tree's firmware is as immutable as the tree (and the
+        // extracted files go away).
+        watch.clear();
+    }
 
-    let (kernel, kernel_modules) = match tree_hit {
+    let (kernel, kernel_modules, built_tree) = match tree_hit {
         Some(hit) => {
             step("module tree unchanged; reusing the kernel and kernel-modules objects");
-            (hit.kernel, hit.kernel_modules)
+            (hit.kernel, hit.kernel_modules, false)
         }
         None => {
-            let objects = kernel_objects(store, cfg, &inputs.index, &files, notes)?;
-            if record {
-                let hit = cache::TreeHit {
-                    release: kver.to_string(),
-                    kernel: objects.0.clone(),
-                    kernel_modules: objects.1.clone(),
-                };
-                cache.store_tree(&prints.tree, &hit, store);
-            }
-            objects
+            let (k, m) = kernel_objects(store, &kf, &inputs.index, &files, notes)?;
+            (k, m, true)
         }
     };
     let initrd_obj = initrd_object(store, cfg, &inputs, &activator, &microcode, notes)?;
+    // The extracted files go before the cache records the objects' stamps:
+    // a tree's kernel-modules object shares their inodes (link counts).
+    drop(extracted);
     if record {
+        if built_tree {
+            let hit = cache::TreeHit {
+                release: kver.to_string(),
+                kernel: kernel.clone(),
+                kernel_modules: kernel_modules.clone(),
+            };
+            cache.store_tree(&prints.tree, &hit, store);
+        }
         let hit = cache::Hit {
             release: kver.to_string(),
             kernel: kernel.clone(),
@@ -170,10 +274,61 @@ pub fn build(
         kernel,
         initrd: Some(initrd_obj),
         kernel_modules: Some(kernel_modules),
+        tree,
     };
     let built = assemble(store, cfg, kver, parts, notes);
     step("done");
     built
+}
+
+/// The kernel image and module tree to read: files on this machine, or a
+/// tree's, extracted (linked out of the content objects) into a temporary
+/// directory that goes away with the returned [`tree::Extracted`].
+fn kernel_files(
+    store: &Store,
+    from: KernelFrom<'_>,
+    notes: &dyn Notes,
+) -> Result<(KernelFiles, Option<tree::Extracted>), BuildError> {
+    Ok(match from {
+        KernelFrom::Files { image, modules } => {
+            let kf = KernelFiles {
+                image: image.to_path_buf(),
+                modules: modules.to_path_buf(),
+                link: false,
+            };
+            (kf, None)
+        }
+        KernelFrom::Tree { object, kernel, .. } => {
+            notes.note(Note::Progress(&format!(
+                "taking kernel {} from the tree",
+                kernel.release
+            )));
+            let x = tree::Extracted::new(store, object, kernel)?;
+            let kf = KernelFiles {
+                image: x.image.clone(),
+                modules: x.modules.clone(),
+                link: true,
+            };
+            (kf, Some(x))
+        }
+    })
+}
+
+/// The CPU microcode beside a module tree's firmware, when `[initrd]
+/// microcode` (the default) wants it.
+fn microcode(cfg: &SystemConfig, modules: &Path) -> Vec<(&'static str, Vec<PathBuf>)> {
+    if cfg.initrd.microcode {
+        initrd::microcode_files(&firmware_dir(modules))
+    } else {
+        Vec::new()
+    }
+}
+
+fn microcode_paths<'a>(microcode: &'a [(&'static str, Vec<PathBuf>)]) -> Vec<&'a Path> {
+    microcode
+        .iter()
+        .flat_map(|(_, ps)| ps.iter().map(PathBuf::as_path))
+        .collect()
 }
 
 /// The module tree as the initrd needs it: the index, the closure of the
@@ -195,6 +350,7 @@ struct ModuleInputs {
 /// missing firmware is an error with `strict_firmware`, else a warning.
 fn read_modules(
     cfg: &SystemConfig,
+    modules_dir: &Path,
     kver: &str,
     files: &[modules::index::TreeFile],
     facts: Option<&modules::autodetect::Facts>,
@@ -207,13 +363,13 @@ fn read_modules(
         })
         .count();
     notes.note(Note::Progress(&format!("parsing {module_count} modules")));
-    let index = ModuleIndex::read(&cfg.kernel.modules, kver, files)?;
+    let index = ModuleIndex::read(modules_dir, kver, files)?;
     let mut wanted = cfg.initrd.modules.clone();
     if let Some(facts) = facts {
         wanted.extend(autodetected(facts, &index, notes));
     }
     let closure = modules::closure(&index, &wanted)?;
-    let fw_dir = firmware_dir(&cfg.kernel.modules);
+    let fw_dir = firmware_dir(modules_dir);
     let modules::firmware::Found {
         files: firmware,
         missing,
@@ -295,7 +451,7 @@ fn autodetected(
 /// The kernel and kernel-modules objects.
 fn kernel_objects(
     store: &Store,
-    cfg: &SystemConfig,
+    kf: &KernelFiles,
     index: &ModuleIndex,
     files: &[modules::index::TreeFile],
     notes: &dyn Notes,
@@ -307,14 +463,14 @@ fn kernel_objects(
     };
     notes.note(Note::Progress("copying the kernel"));
     let kernel = store.build(&format!("linux-{kver}"), opts, |dir| {
-        kernel::copy_image(&cfg.kernel.image, &dir.join("bzImage"))
+        kernel::copy_image(&kf.image, &dir.join("bzImage"))
     })?;
     notes.note(Note::Progress(&format!(
         "copying and hashing {} module files, writing kmod indexes",
         index.modules.len()
     )));
     let kernel_modules = store.build(&format!("kernel-modules-{kver}"), opts, |dir| {
-        fill_kernel_modules(dir, index, files)
+        fill_kernel_modules(dir, index, files, kf.link)
     })?;
     Ok((kernel, kernel_modules))
 }
@@ -382,11 +538,14 @@ pub fn firmware_dir(modules: &Path) -> PathBuf {
 }
 
 /// The kernel-modules object: `lib/modules/<release>/` with every file of
-/// the tree byte for byte, and the kmod index files.
+/// the tree byte for byte, and the kmod index files. `link`: the files are
+/// the store's own read-only content objects (a tree's), hard-linked
+/// instead of copied, so a tree's modules are stored once.
 pub fn fill_kernel_modules(
     dir: &Path,
     index: &ModuleIndex,
     files: &[modules::index::TreeFile],
+    link: bool,
 ) -> std::io::Result<()> {
     let root = dir.join("lib/modules").join(&index.release);
     std::fs::create_dir_all(&root)?;
@@ -399,9 +558,14 @@ pub fn fill_kernel_modules(
     for d in &dirs {
         std::fs::create_dir_all(root.join(d))?;
     }
-    files
-        .par_iter()
-        .try_for_each(|f| std::fs::copy(index.dir.join(&f.rel), root.join(&f.rel)).map(|_| ()))?;
+    files.par_iter().try_for_each(|f| {
+        let (from, to) = (index.dir.join(&f.rel), root.join(&f.rel));
+        if link {
+            std::fs::hard_link(from, to)
+        } else {
+            std::fs::copy(from, to).map(|_| ())
+        }
+    })?;
     modules::kmod::write_index_files(index, &root)
 }
 
@@ -433,6 +597,8 @@ pub struct Parts {
     pub kernel: StorePath,
     pub initrd: Option<StorePath>,
     pub kernel_modules: Option<StorePath>,
+    /// The `[tree]`'s tree object.
+    pub tree: Option<StorePath>,
 }
 
 /// Write the generation object from its parts.
@@ -447,7 +613,9 @@ pub fn assemble(
         kernel,
         initrd,
         kernel_modules,
+        tree,
     } = parts;
+    let tree_ref = tree.as_ref().map(|t| tree_ref(store, t)).transpose()?;
     let name = format!("{GENERATION_NAME_PREFIX}{kver}");
     let mask = std::str::from_utf8(SELF_MASK).expect("mask is ASCII");
     let toplevel = format!("{STORE_DIR}/{mask}-{name}");
@@ -473,6 +641,7 @@ pub fn assemble(
             },
             stage2_init: cfg.system.init.clone(),
             tries: cfg.boot.tries,
+            tree: tree_ref,
         },
     };
     let bytes = boot.to_bytes();
@@ -495,6 +664,9 @@ pub fn assemble(
         if let Some(m) = &kernel_modules {
             symlink(format!("../{}", m.base_name()), dir.join("kernel-modules"))?;
         }
+        if let Some(t) = &tree {
+            symlink(format!("../{}", t.base_name()), dir.join("tree"))?;
+        }
         Ok(())
     })?;
     // What landed names itself by its real hash.
@@ -507,6 +679,22 @@ pub fn assemble(
         kernel,
         initrd,
         kernel_modules,
+        tree,
         boot,
+    })
+}
+
+/// What `boot.json` says about a tree object.
+fn tree_ref(store: &Store, t: &StorePath) -> Result<bootjson::TreeRef, BuildError> {
+    use sha2::Digest;
+    let image = store.path(t).join(crate::tree::IMAGE_FILE);
+    let data = std::fs::read(&image)
+        .map_err(crate::fsutil::IoError::at("read", &image))
+        .map_err(StoreError::from)?;
+    Ok(bootjson::TreeRef {
+        object: t.boot_path(),
+        image: format!("{}/{}", t.boot_path(), crate::tree::IMAGE_FILE),
+        image_sha256: genboot_format::hex(&sha2::Sha256::digest(&data)),
+        objects: format!("{STORE_DIR}/{}", crate::tree::objects::OBJECTS_DIR),
     })
 }

@@ -93,3 +93,113 @@ fn bad_input_gives_one_clear_error_and_changes_nothing() {
         &["is not allowed", "'/'"],
     );
 }
+
+#[test]
+fn a_bad_tree_section_names_its_key_and_changes_nothing() {
+    let t = SyntheticTree::new(&basic_modules());
+    let root = t.root();
+    let good = write_config(&t.dir.path().join("good"), &t.k, &[], "");
+    ok(run_with_activator(
+        &root,
+        &["switch", "--config", good.to_str().unwrap()],
+    ));
+    let before = snapshot(&root);
+    // Without [kernel] image and modules: the tree's kernel.
+    let no_kernel = fs::read_to_string(&good)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("image =") && !l.starts_with("modules = \"/"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cases: &[(&str, String, &[&str])] = &[
+        // Without a [tree]: the newest kernel installed below --root, and
+        // there is none.
+        (
+            "nokernel",
+            no_kernel.clone(),
+            &[
+                "[kernel] release: no kernel is installed below",
+                "installed: none",
+                "name the kernel with image and modules",
+            ],
+        ),
+        (
+            "source",
+            format!("{no_kernel}\n[tree]\nsource = \"docker\"\n"),
+            &["unknown variant `docker`", "key `tree.source`"],
+        ),
+        (
+            "nosuite",
+            format!("{no_kernel}\n[tree]\nsource = \"mmdebstrap\"\n"),
+            &["[tree] source: source = \"mmdebstrap\" needs a suite", "suite = \"bookworm\""],
+        ),
+        (
+            "nopath",
+            format!("{no_kernel}\n[tree]\nsource = \"dir\"\n"),
+            &["[tree] source: source = \"dir\" needs a path"],
+        ),
+        (
+            "mixed",
+            format!("{no_kernel}\n[tree]\nsource = \"dir\"\npath = \"/srv/x\"\npackages = [\"a\"]\n"),
+            &["[tree] packages: is for source = \"mmdebstrap\""],
+        ),
+        (
+            "package",
+            format!(
+                "{no_kernel}\n[tree]\nsource = \"mmdebstrap\"\nsuite = \"bookworm\"\npackages = [\"ok\", \"no good\"]\n"
+            ),
+            &[":17:19: [tree] packages: \"no good\" is not a package name"],
+        ),
+        (
+            "mirror",
+            format!("{no_kernel}\n[tree]\nsource = \"mmdebstrap\"\nsuite = \"bookworm\"\nmirror = 3\n"),
+            &["key `tree.mirror`", "a string or a list of strings"],
+        ),
+        (
+            "halfkernel",
+            format!(
+                "{}\n[tree]\nsource = \"dir\"\npath = \"/srv/x\"\n",
+                fs::read_to_string(&good)
+                    .unwrap()
+                    .lines()
+                    .filter(|l| !l.starts_with("modules = \"/"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+            &[
+                "[kernel] image: image is given without modules",
+                "leave out image to take the [tree]'s kernel",
+            ],
+        ),
+        (
+            "release",
+            fs::read_to_string(&good)
+                .unwrap()
+                .replace("[kernel]\n", "[kernel]\nrelease = \"6.1.0-50-amd64\"\n"),
+            &["[kernel] release: release picks an installed kernel, but image and modules name one"],
+        ),
+        (
+            "epoch",
+            format!("{no_kernel}\n[tree]\nsource = \"dir\"\npath = \"/srv/x\"\nsource_date_epoch = 0\n"),
+            &["[tree] source_date_epoch: 0 is not a usable build date"],
+        ),
+    ];
+    for (name, text, expect) in cases {
+        let path = t.dir.path().join(format!("{name}.toml"));
+        fs::write(&path, text).unwrap();
+        for verb in ["build", "switch"] {
+            let o = run_with_activator(&root, &[verb, "--config", path.to_str().unwrap()]);
+            assert!(!o.status.success(), "{name}: {verb} succeeded");
+            let e = stderr(&o);
+            assert!(
+                e.contains(&format!("{name}.toml:")),
+                "{name}: {verb}: no file in:\n{e}"
+            );
+            for x in *expect {
+                assert!(e.contains(x), "{name}: {verb}: expected {x:?} in:\n{e}");
+            }
+            assert!(e.contains("Hint:"), "{name}: no hint in:\n{e}");
+            assert_eq!(before, snapshot(&root), "{name}: {verb} changed the state");
+        }
+    }
+}

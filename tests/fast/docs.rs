@@ -28,7 +28,8 @@ fn readme_example_is_the_tested_example_and_parses() {
     let cfg =
         genboot::config::SystemConfig::parse_in(&example, Path::new("examples/system.toml"), place)
             .unwrap();
-    assert_eq!(cfg.kernel.modules, root.join("lib/modules").join(release));
+    let modules = &cfg.kernel.files().unwrap().modules;
+    assert_eq!(modules, &root.join("lib/modules").join(release));
 }
 
 #[test]

@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["app"],
     &["generation", "esp", "image", "profile", "gc"],
-    &["store", "modules", "initrd", "config", "gpt"],
+    &["store", "tree", "modules", "initrd", "config", "gpt"],
     &[
         "fsutil",
         "host",

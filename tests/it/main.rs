@@ -41,6 +41,7 @@ mod image;
 mod initrd;
 // Module closures and kmod index files judged by kmod on real kernels.
 mod modules;
-// Whole-system trees (branch `tree`): tests/tree.rs moves here as
-// `mod tree;` (tests/it/tree.rs, its `mod common/debian/vm` becoming
-// `crate::support::…`; its crash child is then `tree::crash_child`).
+// Whole-system trees: mmdebstrap builds from the local repository,
+// `genboot diff`, `mount`, gc of content objects, reproducible images,
+// crashes at every import failpoint, a full disk; fsck.erofs as judge.
+mod tree;

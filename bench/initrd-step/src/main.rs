@@ -39,18 +39,22 @@ fn run(config: &Path, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
         t = Instant::now();
     };
     let cfg = SystemConfig::load(config)?;
+    let k = cfg
+        .kernel
+        .files()
+        .ok_or("the initrd step bench needs a kernel on this machine, not a [tree]'s")?;
     let activator = initrd::find_activator(cfg.initrd.activator.as_deref())?;
-    let release = kernel::inspect(&cfg.kernel.image)?.release;
+    let release = kernel::inspect(&k.image)?.release;
     lap("config+kernel-release");
-    let files = index::walk(&cfg.kernel.modules)?;
+    let files = index::walk(&k.modules)?;
     lap("walk-module-tree");
-    let idx = ModuleIndex::read(&cfg.kernel.modules, &release, &files)?;
+    let idx = ModuleIndex::read(&k.modules, &release, &files)?;
     lap("parse-modinfo");
     let closure = modules::closure(&idx, &cfg.initrd.modules)?;
     let firmware = modules::firmware::firmware(
         &idx,
         &closure,
-        &generation::firmware_dir(&cfg.kernel.modules),
+        &generation::firmware_dir(&k.modules),
         cfg.initrd.strict_firmware,
     )?
     .files;

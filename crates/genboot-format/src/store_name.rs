@@ -22,7 +22,7 @@ impl StoreHash {
     }
 
     /// The first [`HASH_LEN`] / 2 bytes of `digest`, as hex.
-    pub(crate) fn from_digest(digest: &[u8; 32]) -> StoreHash {
+    pub fn from_digest(digest: &[u8; 32]) -> StoreHash {
         let text = crate::hex(digest.get(..HASH_LEN / 2).unwrap_or_default());
         let mut out = [b'0'; HASH_LEN];
         for (o, t) in out.iter_mut().zip(text.bytes()) {
