@@ -179,6 +179,27 @@ fn a_bad_tree_section_names_its_key_and_changes_nothing() {
             &["[kernel] release: release picks an installed kernel, but image and modules name one"],
         ),
         (
+            "treerelease",
+            format!(
+                "{}\n[tree]\nsource = \"dir\"\npath = \"/srv/x\"\n",
+                fs::read_to_string(&good)
+                    .unwrap()
+                    .replace("[kernel]\n", "[kernel]\nrelease = \"6.1.*\"\n")
+            ),
+            &[
+                "[kernel] release: release picks one of the [tree]'s kernels, but image and modules name one",
+                "leave out image and modules to take the [tree]'s kernel matching release",
+            ],
+        ),
+        (
+            "treepattern",
+            format!(
+                "{}\n[tree]\nsource = \"dir\"\npath = \"/srv/x\"\n",
+                no_kernel.replace("[kernel]\n", "[kernel]\nrelease = \"../6.1\"\n")
+            ),
+            &["[kernel] release: \"../6.1\" is not a kernel release or pattern", "\"6.1.*\""],
+        ),
+        (
             "epoch",
             format!("{no_kernel}\n[tree]\nsource = \"dir\"\npath = \"/srv/x\"\nsource_date_epoch = 0\n"),
             &["[tree] source_date_epoch: 0 is not a usable build date"],
@@ -202,4 +223,96 @@ fn a_bad_tree_section_names_its_key_and_changes_nothing() {
             assert_eq!(before, snapshot(&root), "{name}: {verb} changed the state");
         }
     }
+}
+
+/// A synthetic OS tree at `dir` with the kernels `releases`
+/// (`/boot/vmlinuz-R` with `/usr/lib/modules/R`, `/lib -> usr/lib`).
+fn os_with_kernels(dir: &std::path::Path, releases: &[&str]) {
+    fs::create_dir_all(dir.join("boot")).unwrap();
+    std::os::unix::fs::symlink("usr/lib", dir.join("lib")).unwrap();
+    for r in releases {
+        fs::write(dir.join(format!("boot/vmlinuz-{r}")), synthetic_bzimage(r)).unwrap();
+        fs::create_dir_all(dir.join(format!("usr/lib/modules/{r}"))).unwrap();
+    }
+}
+
+/// `[kernel]` without `image` and `modules` and with a `[tree]`: the
+/// newest of the tree's kernels that `release` matches, in the language
+/// and order of the installed kernels below --root (`newest`, a release,
+/// a glob; Debian's version order). The tree's paths, like the others,
+/// are read inside --root when the file is. (Building the tree needs
+/// root: `tests/it/tree.rs` takes the kernel through the CLI.)
+#[test]
+fn a_tree_takes_its_newest_kernel_matching_release() {
+    use genboot::config::{KernelChoice, Place, SystemConfig};
+    use genboot::hint::Hint;
+    use genboot::tree::extract::{kernels_in_dir, pick};
+    let t = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(t.path()).unwrap();
+    let os = root.join("srv/os");
+    // By string order 6.1.0-9 is newer than 6.1.0-10; by Debian's, not.
+    os_with_kernels(&os, &["6.1.0-9-amd64", "6.1.0-10-amd64", "6.12.9-amd64"]);
+    let file = root.join("etc/genboot/system.toml");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let place = Place {
+        root: &root,
+        in_root: true,
+    };
+    let text = |release: &str| {
+        format!(
+            "[kernel]\n{release}\n[root]\ndevice = \"/dev/vda1\"\n[system]\nlabel = \"T\"\n\
+             [tree]\nsource = \"dir\"\npath = \"/srv/os\"\n"
+        )
+    };
+    for (release, pattern, chosen) in [
+        ("", "newest", "6.12.9-amd64"),
+        ("release = \"newest\"", "newest", "6.12.9-amd64"),
+        ("release = \"6.1.*\"", "6.1.*", "6.1.0-10-amd64"),
+        (
+            "release = \"6.1.0-9-amd64\"",
+            "6.1.0-9-amd64",
+            "6.1.0-9-amd64",
+        ),
+    ] {
+        let cfg = SystemConfig::parse_in(&text(release), &file, place).unwrap();
+        assert_eq!(
+            cfg.kernel.chosen,
+            KernelChoice::FromTree {
+                pattern: pattern.into()
+            },
+            "{release}"
+        );
+        assert!(cfg.kernel.files().is_none());
+        // The configuration is inside --root: /srv/os is the root's.
+        let path = cfg.tree.as_ref().unwrap().path.clone().unwrap();
+        assert_eq!(path, os, "{release}");
+        let k = pick(kernels_in_dir(&path), pattern, &file, "os").unwrap();
+        assert_eq!(k.release, chosen, "{release}");
+    }
+    // None matches: the error names the file, the key, the tree's
+    // kernels and the fix.
+    let e = pick(kernels_in_dir(&os), "7.*", &file, "os")
+        .unwrap_err()
+        .with_hint();
+    assert!(
+        e.contains(&format!(
+            "{}: [kernel] release = \"7.*\", but no kernel of the tree os matches it",
+            file.display()
+        )) && e.contains("it has, newest first: 6.12.9-amd64, 6.1.0-10-amd64, 6.1.0-9-amd64")
+            && e.contains("Hint: set release to one of the tree's kernels"),
+        "{e}"
+    );
+    // Without a [tree], the same file picks among the kernels installed
+    // below --root: there are none.
+    let no_tree =
+        text("release = \"6.1.*\"").replace("[tree]\nsource = \"dir\"\npath = \"/srv/os\"\n", "");
+    let e = SystemConfig::parse_in(&no_tree, &file, place)
+        .unwrap_err()
+        .with_hint();
+    assert!(
+        e.contains(&format!("{}:2:11: [kernel] release:", file.display()))
+            && e.contains("no kernel installed below")
+            && e.contains("Hint: install a kernel package"),
+        "{e}"
+    );
 }
