@@ -676,7 +676,7 @@ impl<'a> Paths<'a> {
                     value.display(),
                     self.place.root.display()
                 ),
-                "name the file as the system below --root sees it, e.g. /boot/vmlinuz-<release>".into(),
+                "name the path as the system below --root sees it: absolute paths start at --root, relative ones at this file's directory in it".into(),
             )
         })
     }

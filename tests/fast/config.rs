@@ -302,6 +302,19 @@ fn a_tree_takes_its_newest_kernel_matching_release() {
             && e.contains("Hint: set release to one of the tree's kernels"),
         "{e}"
     );
+    // A [tree] path through a link that leads nowhere inside --root is
+    // refused naming the key, not followed on this machine.
+    std::os::unix::fs::symlink("/nonexistent", root.join("srv/gone")).unwrap();
+    let e = SystemConfig::parse_in(&text("").replace("/srv/os", "/srv/gone/os"), &file, place)
+        .unwrap_err()
+        .with_hint();
+    assert!(
+        e.contains(&format!(
+            "{}:9:8: [tree] path: /srv/gone/os is read below",
+            file.display()
+        )) && e.contains("Hint: name the path as the system below --root sees it"),
+        "{e}"
+    );
     // Without a [tree], the same file picks among the kernels installed
     // below --root: there are none.
     let no_tree =
