@@ -1363,6 +1363,50 @@ fn a_tree_kernel_is_taken_picked_and_cached() {
     assert_verifies(&root, "after the switches");
 }
 
+/// The tree's kernel gets the tree's CPU microcode (`/usr/lib/firmware/
+/// intel-ucode`) as the early archive in front of its initrd, as a kernel
+/// on this machine gets the machine's (issue 13); another microcode in the
+/// tree is another kernel identity, so another initrd.
+#[test]
+fn a_tree_kernel_starts_with_the_trees_microcode() {
+    let w = fresh("synthetic-microcode");
+    let (os, root) = (w.join("os"), w.join("root"));
+    synthetic_os(&os, &["6.1.0-1-synthetic"]);
+    let ucode = os.join("usr/lib/firmware/intel-ucode");
+    fs::create_dir_all(&ucode).unwrap();
+    fs::write(ucode.join("06-55-04"), b"INTEL-A;").unwrap();
+    let cfg = dir_config("microcode", &os, None);
+    let c = cfg.to_str().unwrap();
+    let initrd = |n: u32| {
+        fs::read(state_dir(&root).join(format!("profiles/system-{n}-link/initrd"))).unwrap()
+    };
+    // The early archive is uncompressed newc; the main one is compressed,
+    // so the microcode's bytes in the clear are the early archive's.
+    let early_has = |i: &[u8], what: &[u8]| {
+        i.starts_with(b"070701") && i.windows(what.len()).any(|x| x == what)
+    };
+    ok(run_fp(&root, "", &["switch", "--config", c]));
+    let one = initrd(1);
+    assert!(
+        early_has(&one, b"kernel/x86/microcode/GenuineIntel.bin") && early_has(&one, b"INTEL-A;"),
+        "generation 1's initrd starts with the tree's microcode"
+    );
+    fs::write(ucode.join("06-8f-08"), b"INTEL-B;").unwrap();
+    ok(run_fp(&root, "", &["switch", "--config", c]));
+    assert!(
+        early_has(&initrd(2), b"INTEL-A;INTEL-B;"),
+        "generation 2's initrd has the tree's new microcode"
+    );
+    // microcode = false: the compressed archive alone.
+    let text = fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[initrd]\n", "[initrd]\nmicrocode = false\n");
+    fs::write(&cfg, text).unwrap();
+    ok(run_fp(&root, "", &["switch", "--config", c]));
+    assert!(!initrd(3).starts_with(b"070701"), "no early archive");
+    assert_verifies(&root, "after the switches");
+}
+
 /// Wait until the newest change below `dir` is older than the input
 /// cache's racy window (2 s): only then does a build record its inputs
 /// (genboot's rule, as git's for racily clean files), and the tests that
