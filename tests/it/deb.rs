@@ -329,3 +329,110 @@ fn check_autodetect(root: &Path, out: &str) {
         );
     }
 }
+
+/// Issue 13: genboot beside initramfs-tools (the `genboot` package alone,
+/// without genboot-initramfs-tool) and Debian's systemd-boot package, on an
+/// ESP where `bootctl is-installed` is true. A kernel install then runs
+/// every hook Debian has: initramfs-tools builds its initrd, its
+/// post-update hook and systemd-boot's `zz-systemd-boot` run
+/// `kernel-install add`, genboot's `zz-genboot` makes a generation. The
+/// menu stays genboot's: no entry, kernel or initrd of kernel-install's on
+/// the ESP. Then the same without /etc/kernel/install.conf: kernel-install
+/// writes its own entry, so the hooks above really ran.
+#[test]
+fn beside_initramfs_tools_and_systemd_boot_a_kernel_install_leaves_the_menu_genboots() {
+    let t = tempfile::tempdir_in(repo().join("target")).unwrap();
+    let root = t.path().join("root");
+    debian::copy_root(&["systemd-boot", "initramfs-tools"], &root);
+    debian::install_genboot_repo(&root);
+    let out = in_root(
+        &root,
+        "c apt-get update -qq\nc apt-get install -y -q genboot\n\
+         c dpkg-query -W -f '${Package} ${Status}\\n' genboot initramfs-tools systemd-boot\n",
+    );
+    for l in [
+        "genboot install ok installed",
+        "initramfs-tools install ok installed",
+        "systemd-boot install ok installed",
+    ] {
+        assert!(out.contains(l), "{l:?} missing:\n{out}");
+    }
+    std::fs::write(
+        root.join("etc/genboot/system.toml"),
+        "[kernel]\nrelease = \"newest\"\nparams = [\"console=ttyS0\"]\n\n\
+         [initrd]\nmodules = [\"virtio_blk\", \"virtio_pci\", \"ext4\"]\n\n\
+         [root]\ndevice = \"PARTUUID=6e6f6f74-0000-4000-8000-000000000002\"\noptions = \"ro\"\n\n\
+         [system]\nlabel = \"Debian 12\"\n\n[boot]\nesp = \"/efi\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("efi")).unwrap();
+    // One script, one mount namespace: the ESP is a tmpfs at /efi (a file
+    // system of its own, as bootctl wants; genboot and bootctl are told to
+    // accept one that is not FAT). genboot writes the menu, systemd-boot is
+    // copied there as `bootctl install` does, then the kernel installs.
+    let out = in_root(
+        &root,
+        "mount -t tmpfs -o size=512m esp \"$r/efi\"\n\
+         e() { c env GENBOOT_ESP_ANY_DIR=1 SYSTEMD_RELAX_ESP_CHECKS=1 \"$@\"; }\n\
+         files() { (cd \"$r/efi\" && find . -type f -printf \"$1 %P\\n\" | sort); }\n\
+         e genboot switch\n\
+         mkdir -p \"$r/efi/EFI/systemd\"\n\
+         cp \"$r/usr/lib/systemd/boot/efi/systemd-bootx64.efi\" \"$r/efi/EFI/systemd/\"\n\
+         e bootctl is-installed && echo IS-INSTALLED\n\
+         files BEFORE\n\
+         e apt-get install -y -q linux-image-6.12-amd64\n\
+         files AFTER\n\
+         mv \"$r/etc/kernel/install.conf\" \"$r/etc/kernel/install.conf.off\"\n\
+         e apt-get install -y -q --reinstall linux-image-6.12.117+deb12-amd64\n\
+         mv \"$r/etc/kernel/install.conf.off\" \"$r/etc/kernel/install.conf\"\n\
+         files CONTROL\n",
+    );
+    assert!(
+        out.contains("IS-INSTALLED"),
+        "bootctl should see systemd-boot on genboot's ESP (else Debian's hooks stay idle and this test shows nothing):\n{out}"
+    );
+    let files = |tag: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{tag} ")))
+            .map(str::to_string)
+            .collect()
+    };
+    let (before, after, control) = (files("BEFORE"), files("AFTER"), files("CONTROL"));
+    assert!(
+        before.iter().any(|f| f == "loader/entries/genboot-1.conf"),
+        "{before:?}"
+    );
+    for said in [
+        "update-initramfs: Generating /boot/initrd.img-6.12.117+deb12-amd64",
+        "genboot: kernel 6.12.117+deb12-amd64 installed: genboot switch",
+    ] {
+        assert!(out.contains(said), "{said:?} missing:\n{out}");
+    }
+    let foreign: Vec<&String> = after
+        .iter()
+        .filter(|f| {
+            !before.contains(f)
+                && !f.starts_with("loader/entries/genboot-")
+                && !f.starts_with("EFI/genboot/")
+        })
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "the kernel install put files of its own on genboot's ESP: {foreign:?}\n{out}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|f| f.starts_with("loader/entries/genboot-2")),
+        "generation 2 should be in the menu: {after:?}"
+    );
+    assert_eq!(list_json(&root).as_array().unwrap().len(), 2);
+    // The control: without install.conf the same hooks make kernel-install
+    // write its own entry beside genboot's.
+    assert!(
+        control
+            .iter()
+            .any(|f| f.starts_with("loader/entries/") && !f.starts_with("loader/entries/genboot-")),
+        "without layout=genboot kernel-install should have added its own entry (the hooks ran): {control:?}\n{out}"
+    );
+}
