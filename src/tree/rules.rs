@@ -46,19 +46,12 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Package-manager state that describes `/usr`, moved into the image.
-pub const RELOCATED: &[&str] = &[
-    "/var/lib/dpkg",
-    "/var/lib/apt/extended_states",
-    "/var/cache/debconf/templates.dat",
-    "/var/lib/ucf",
-    "/var/lib/systemd/deb-systemd-helper-enabled",
-    "/var/lib/systemd/deb-systemd-helper-masked",
-    "/var/lib/systemd/deb-systemd-user-helper-enabled",
-];
+/// Package-manager state that describes `/usr`, moved into the image
+/// (the list is the contract with genboot-init, which binds it back).
+pub use genboot_format::PACKAGE_STATE as RELOCATED;
 
 /// Where [`RELOCATED`] paths go: `/var/X` → `PACKAGE_STATE_DIR/X`.
-pub const PACKAGE_STATE_DIR: &str = "/usr/lib/genboot/var";
+pub use genboot_format::PACKAGE_STATE_DIR;
 
 /// The first-boot SSH host key unit.
 pub const SSH_KEYGEN_UNIT: &str = "/usr/lib/systemd/system/genboot-ssh-keygen.service";

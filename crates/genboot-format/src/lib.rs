@@ -56,6 +56,43 @@ pub const GENERATION_FORMAT: u32 = 1;
 /// release: `<hash>-genboot-system-<release>`.
 pub const GENERATION_NAME_PREFIX: &str = "genboot-system-";
 
+// ---- whole-system generations (a `[tree]`, docs/trees.md) ----
+
+/// The content objects of trees (the overlay's data layer).
+pub const OBJECTS_DIR: &str = "/var/lib/genboot/store/objects";
+/// A tree object's metadata image (EROFS), in the object.
+pub const TREE_IMAGE: &str = "root.erofs";
+/// The modules the initrd of a generation with a tree carries besides
+/// `[initrd] modules` (with their closure): genboot-init mounts the tree
+/// with them.
+pub const TREE_INITRD_MODULES: &[&str] = &["overlay", "erofs", "loop"];
+/// Package-manager state that describes `/usr`: the build rules move each
+/// path `/var/X` into the image at [`PACKAGE_STATE_DIR`]`/X` and leave an
+/// empty mount point; genboot-init binds the image's copy there, read-only.
+pub const PACKAGE_STATE: &[&str] = &[
+    "/var/lib/dpkg",
+    "/var/lib/apt/extended_states",
+    "/var/cache/debconf/templates.dat",
+    "/var/lib/ucf",
+    "/var/lib/systemd/deb-systemd-helper-enabled",
+    "/var/lib/systemd/deb-systemd-helper-masked",
+    "/var/lib/systemd/deb-systemd-user-helper-enabled",
+];
+/// Where [`PACKAGE_STATE`] lives in the image.
+pub const PACKAGE_STATE_DIR: &str = "/usr/lib/genboot/var";
+/// Each generation's `/etc` layer on the root partition:
+/// `<ETC_LAYERS_DIR>/<generation's store name>/{upper,work}`.
+pub const ETC_LAYERS_DIR: &str = "/var/lib/genboot/etc";
+/// The machine's identity, the same in every generation: `machine-id`,
+/// `ssh/ssh_host_*`.
+pub const IDENTITY_DIR: &str = "/var/lib/genboot/identity";
+/// The paths kept on the root partition across generations when
+/// `boot.json` names none (`org.genboot.v1.tree.persist`).
+pub const DEFAULT_PERSIST: &[&str] = &["/home", "/root", "/srv"];
+/// Where genboot-init leaves the root partition when it boots a tree: in
+/// [`RUN_DIR`], so stage 2 sees it there (read-only).
+pub const ROOT_PARTITION: &str = "/run/genboot/sysroot";
+
 /// Hex of a digest, lower case.
 pub fn hex(bytes: &[u8]) -> String {
     let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
@@ -76,6 +113,11 @@ mod tests {
         assert_eq!(STORE_DIR, format!("{STATE_DIR}/store"));
         assert_eq!(BOOTED, format!("{RUN_DIR}/booted"));
         assert_eq!(TIMINGS, format!("{RUN_DIR}/timings.json"));
+        assert_eq!(OBJECTS_DIR, format!("{STORE_DIR}/objects"));
+        assert_eq!(ETC_LAYERS_DIR, format!("{STATE_DIR}/etc"));
+        assert_eq!(IDENTITY_DIR, format!("{STATE_DIR}/identity"));
+        assert!(ROOT_PARTITION.starts_with(&format!("{RUN_DIR}/")));
+        assert!(PACKAGE_STATE.iter().all(|p| p.starts_with("/var/")));
     }
 
     #[test]
