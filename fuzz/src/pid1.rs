@@ -147,6 +147,16 @@ impl Sys for Machine<'_> {
     fn mount(&mut self, _: &str, _: &str, _: &str, _: u64, _: &str) -> io::Result<()> {
         Ok(())
     }
+    fn umount(&mut self, _: &str, _: i32) -> io::Result<()> {
+        Ok(())
+    }
+    fn mount_loop(&mut self, _: &str, _: &str, _: &str, _: u64, _: &str) -> io::Result<String> {
+        Ok("/dev/loop0".into())
+    }
+    fn symlink(&mut self, target: &str, path: &str) -> io::Result<()> {
+        self.tree.insert(path.into(), Node::Link(target.into()));
+        Ok(())
+    }
     fn mkdir(&mut self, path: &str, _mode: u32) -> io::Result<()> {
         if self.tree.contains_key(path) {
             return Err(err(libc::EEXIST));
@@ -224,6 +234,10 @@ impl Sys for Machine<'_> {
     }
     fn rmdir(&mut self, _: &str) -> io::Result<()> {
         Ok(())
+    }
+    fn sha256_file(&mut self, path: &str) -> io::Result<[u8; 32]> {
+        let data = self.read_file(path)?;
+        genboot_format::storehash::file_digest(&data[..], None).map(|(_, d)| d)
     }
     fn hash_tree(&mut self, _: &str, _: &str, own: &StoreHash) -> io::Result<StoreHash> {
         Ok(*own)

@@ -272,6 +272,48 @@ impl Sys for FakeSys {
             q(data)
         ))
     }
+    fn umount(&mut self, target: &str, fl: i32) -> io::Result<()> {
+        let f = if fl == flags::MNT_DETACH {
+            "MNT_DETACH".to_string()
+        } else {
+            fl.to_string()
+        };
+        self.record(format!("umount {target} {f}"))
+    }
+    fn mount_loop(
+        &mut self,
+        file: &str,
+        target: &str,
+        fstype: &str,
+        fl: u64,
+        data: &str,
+    ) -> io::Result<String> {
+        self.record(format!(
+            "mount_loop {file} {target} {fstype} {} {}",
+            flags::names(fl),
+            q(data)
+        ))?;
+        self.get(file, true)?;
+        Ok("/dev/loop0".into())
+    }
+    fn symlink(&mut self, target: &str, path: &str) -> io::Result<()> {
+        self.record(format!("symlink {target} {path}"))?;
+        let p = self.resolve(path, false)?;
+        if self.tree.contains_key(&p) {
+            return Err(err(libc::EEXIST));
+        }
+        let dev = match self.tree.get(parent(&p)) {
+            Some(Entry {
+                node: Node::Dir,
+                dev,
+                ..
+            }) => *dev,
+            _ => return Err(err(libc::ENOENT)),
+        };
+        self.tree
+            .insert(p, Entry::new(Node::Symlink(target.into()), dev));
+        Ok(())
+    }
     fn mkdir(&mut self, path: &str, mode: u32) -> io::Result<()> {
         self.record(format!("mkdir {path} {mode:o}"))?;
         let p = self.resolve(path, false)?;
@@ -393,6 +435,11 @@ impl Sys for FakeSys {
         } else {
             Err(err(libc::ENOTEMPTY))
         }
+    }
+    fn sha256_file(&mut self, path: &str) -> io::Result<[u8; 32]> {
+        self.record(format!("sha256 {path}"))?;
+        let data = self.read_file(path)?;
+        genboot_format::storehash::file_digest(&data[..], None).map(|(_, d)| d)
     }
     fn hash_tree(&mut self, dir: &str, name: &str, own: &StoreHash) -> io::Result<StoreHash> {
         self.record(format!("hash_tree {dir} {name} {own}"))?;

@@ -28,6 +28,8 @@ pub mod flags {
     pub const MS_REMOUNT: u64 = 32;
     pub const MS_BIND: u64 = 4096;
     pub const MS_MOVE: u64 = 8192;
+    /// `umount2`'s lazy unmount (`<sys/mount.h>`).
+    pub const MNT_DETACH: i32 = 2;
 
     /// The flags as text, `|`-separated, for logs and tests.
     pub fn names(f: u64) -> String {
@@ -121,7 +123,25 @@ pub trait Sys {
         flags: u64,
         data: &str,
     ) -> io::Result<()>;
+    /// `umount2(target, flags)`.
+    fn umount(&mut self, target: &str, flags: i32) -> io::Result<()>;
+    /// Mount the file `file` through a loop device: a free one
+    /// (`LOOP_CTL_GET_FREE`) attached read-only with autoclear
+    /// (`LOOP_CONFIGURE`, `LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR`), then
+    /// `mount(device, target, …)`. One call, because the device must stay
+    /// open until the mount holds it: the kernel detaches an autoclear
+    /// device at its last close (`lo_release`). Returns the device's path.
+    fn mount_loop(
+        &mut self,
+        file: &str,
+        target: &str,
+        fstype: &str,
+        flags: u64,
+        data: &str,
+    ) -> io::Result<String>;
     fn mkdir(&mut self, path: &str, mode: u32) -> io::Result<()>;
+    /// Create the symlink `path` pointing to `target`.
+    fn symlink(&mut self, target: &str, path: &str) -> io::Result<()>;
     /// Load a kernel module from a file (`finit_module`), passing the
     /// kernel's decompression flag when `compressed`.
     fn load_module(&mut self, path: &str, compressed: bool) -> io::Result<()>;
@@ -150,6 +170,8 @@ pub trait Sys {
     fn unlink(&mut self, path: &str) -> io::Result<()>;
     fn rmdir(&mut self, path: &str) -> io::Result<()>;
 
+    /// The SHA-256 of a file's contents (read in pieces).
+    fn sha256_file(&mut self, path: &str) -> io::Result<[u8; 32]>;
     /// The store hash of the object directory `dir` named `name`
     /// ([`genboot_format::storehash::hash_tree`]), its own hash `own` masked.
     fn hash_tree(&mut self, dir: &str, name: &str, own: &StoreHash) -> io::Result<StoreHash>;

@@ -88,6 +88,103 @@ fn sys_mount(source: &str, target: &str, fstype: &str, flags: u64, data: &str) -
 }
 
 #[allow(unsafe_code)]
+fn sys_umount(target: &str, flags: i32) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: `t` is a NUL-terminated string that outlives the call.
+    let rc = unsafe { libc::umount2(t.as_ptr(), flags) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+// <linux/loop.h>
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_info64` (232 bytes).
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` (304 bytes).
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// A free loop device's number (`LOOP_CTL_GET_FREE`).
+#[allow(unsafe_code)]
+fn loop_get_free() -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let ctl = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")?;
+    // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number;
+    // the fd is open for the call.
+    let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+    u32::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Attach `backing` to the open loop device `dev`, read-only, autoclear.
+#[allow(unsafe_code)]
+fn loop_configure(dev: &fs::File, backing: &fs::File, name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut file_name = [0u8; 64];
+    for (d, s) in file_name.iter_mut().zip(name.bytes().take(63)) {
+        *d = s;
+    }
+    let cfg = LoopConfig {
+        fd: u32::try_from(backing.as_raw_fd()).map_err(|_| io::Error::other("bad fd"))?,
+        block_size: 0,
+        info: LoopInfo64 {
+            lo_device: 0,
+            lo_inode: 0,
+            lo_rdevice: 0,
+            lo_offset: 0,
+            lo_sizelimit: 0,
+            lo_number: 0,
+            lo_encrypt_type: 0,
+            lo_encrypt_key_size: 0,
+            lo_flags: LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR,
+            lo_file_name: file_name,
+            lo_crypt_name: [0; 64],
+            lo_encrypt_key: [0; 32],
+            lo_init: [0; 2],
+        },
+        reserved: [0; 8],
+    };
+    // SAFETY: `cfg` is a fully initialised `struct loop_config` that lives
+    // across the call; the kernel only reads it. Both fds are open.
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE as _, &cfg) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[allow(unsafe_code)]
 fn sys_finit_module(file: &fs::File, flags: libc::c_uint) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let params = c"";
@@ -204,8 +301,34 @@ impl Sys for RealSys {
         sys_mount(source, target, fstype, flags, data)
     }
 
+    fn umount(&mut self, target: &str, flags: i32) -> io::Result<()> {
+        sys_umount(target, flags)
+    }
+
+    fn mount_loop(
+        &mut self,
+        file: &str,
+        target: &str,
+        fstype: &str,
+        flags: u64,
+        data: &str,
+    ) -> io::Result<String> {
+        let backing = fs::File::open(file)?;
+        let dev = format!("/dev/loop{}", loop_get_free()?);
+        // Held open until the mount has the device (autoclear).
+        let loopf = fs::OpenOptions::new().read(true).open(&dev)?;
+        loop_configure(&loopf, &backing, file)?;
+        sys_mount(&dev, target, fstype, flags, data)?;
+        drop(loopf);
+        Ok(dev)
+    }
+
     fn mkdir(&mut self, path: &str, mode: u32) -> io::Result<()> {
         fs::DirBuilder::new().mode(mode).create(path)
+    }
+
+    fn symlink(&mut self, target: &str, path: &str) -> io::Result<()> {
+        std::os::unix::fs::symlink(target, path)
     }
 
     fn load_module(&mut self, path: &str, compressed: bool) -> io::Result<()> {
@@ -280,6 +403,10 @@ impl Sys for RealSys {
         fs::remove_dir(path)
     }
 
+    fn sha256_file(&mut self, path: &str) -> io::Result<[u8; 32]> {
+        storehash::file_digest(fs::File::open(path)?, None).map(|(_, d)| d)
+    }
+
     fn hash_tree(&mut self, dir: &str, name: &str, own: &StoreHash) -> io::Result<StoreHash> {
         storehash::hash_tree(std::path::Path::new(dir), name, Some(own.as_bytes()))
     }
@@ -310,5 +437,17 @@ impl Sys for RealSys {
 
     fn reboot(&mut self) -> io::Result<()> {
         Err(sys_reboot())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loop_config_has_the_kernels_size() {
+        // sizeof(struct loop_info64) = 232, sizeof(struct loop_config) = 304.
+        assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
+        assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
     }
 }
