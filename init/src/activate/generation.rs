@@ -7,7 +7,9 @@ use crate::json;
 use crate::sys::{Kind, Sys};
 use genboot_format::cmdline::BootArgs;
 use genboot_format::store_name::{StoreHash, StoreName};
-use genboot_format::{GENERATION_FORMAT, GENERATION_NAME_PREFIX, STORE_DIR};
+use genboot_format::{
+    DEFAULT_PERSIST, GENERATION_FORMAT, GENERATION_NAME_PREFIX, OBJECTS_DIR, STORE_DIR, TREE_IMAGE,
+};
 use std::io;
 
 /// A store object on the root.
@@ -36,6 +38,130 @@ pub(super) struct Generation {
     pub(super) kernel_modules: Option<Object>,
     /// The kernel release `boot.json` names (the running one).
     pub(super) release: String,
+    /// The whole-system tree it boots, when `boot.json` names one.
+    pub(super) tree: Option<Tree>,
+}
+
+impl Generation {
+    /// Its store object's name, `<hash>-genboot-system-<release>`.
+    pub(super) fn store_name(&self) -> String {
+        format!("{}-{}", self.object.hash, self.object.name)
+    }
+}
+
+/// The tree a generation boots: `org.genboot.v1.tree` of its `boot.json`
+/// (docs/formats.md). Paths as stage 2 sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Tree {
+    /// `/var/lib/genboot/store/<hash>-rootfs-<label>`.
+    pub(super) object: String,
+    /// Its metadata image, `<object>/root.erofs`.
+    pub(super) image: String,
+    /// The image's SHA-256, lower-case hex (checked with `genboot.verify`).
+    pub(super) image_sha256: String,
+    /// The content objects, the overlay's data layer.
+    pub(super) objects: String,
+    /// The paths kept on the root partition (`persist`, else
+    /// [`DEFAULT_PERSIST`]).
+    pub(super) persist: Vec<String>,
+}
+
+/// Why `p` cannot be a persistent path, if it cannot: it must be absolute
+/// and plain (no empty, `.` or `..` component), and not a place genboot-init
+/// mounts otherwise (`/`, `/etc`, `/usr`, `/var`, the API file systems) or
+/// one below them.
+pub(super) fn persist_problem(p: &str) -> Option<&'static str> {
+    let Some(rest) = p.strip_prefix('/') else {
+        return Some("it is not absolute");
+    };
+    if rest.is_empty() {
+        return Some("it is the root itself");
+    }
+    if rest
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Some("it has an empty, . or .. component");
+    }
+    let top = rest.split('/').next().unwrap_or_default();
+    if matches!(
+        top,
+        "etc" | "usr" | "var" | "proc" | "sys" | "dev" | "run" | "tmp"
+    ) {
+        return Some("genboot-init mounts it (or what holds it) otherwise");
+    }
+    None
+}
+
+/// The tree `boot.json`'s `org.genboot.v1` (`g`, of generation `gen`)
+/// names, if any, after checking its shape: a store object, its image
+/// inside it, the store's content objects, a SHA-256, plain persistent
+/// paths.
+fn boot_json_tree(gen: &str, g: Option<&json::Value>) -> Result<Option<Tree>, Failure> {
+    let t = match g.and_then(|g| g.get("tree")) {
+        None | Some(json::Value::Null) => return Ok(None),
+        Some(t) => t,
+    };
+    let bad = |what: String| -> Result<Option<Tree>, Failure> {
+        fail(
+            Step::Generation,
+            format!("{gen}/boot.json: org.genboot.v1.tree {what}"),
+            "the generation is damaged or was not made by genboot: boot another generation and run `genboot verify`",
+        )
+    };
+    let field = |k: &str| t.get(k).and_then(json::Value::as_str).map(str::to_string);
+    let (Some(object), Some(image), Some(image_sha256), Some(objects)) = (
+        field("object"),
+        field("image"),
+        field("imageSha256"),
+        field("objects"),
+    ) else {
+        return bad("lacks one of object, image, imageSha256, objects (strings)".into());
+    };
+    let base = object
+        .strip_prefix(STORE_DIR)
+        .and_then(|b| b.strip_prefix('/'))
+        .unwrap_or_default();
+    if base.contains('/') || StoreName::parse(base).is_none() {
+        return bad(format!("object {object:?} is not a store object"));
+    }
+    if image != format!("{object}/{TREE_IMAGE}") {
+        return bad(format!("image {image:?} is not {object}/{TREE_IMAGE}"));
+    }
+    if objects != OBJECTS_DIR {
+        return bad(format!("objects {objects:?} is not {OBJECTS_DIR}"));
+    }
+    if image_sha256.len() != 64
+        || !image_sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return bad(format!("imageSha256 {image_sha256:?} is not a SHA-256"));
+    }
+    let persist = match t.get("persist") {
+        None | Some(json::Value::Null) => DEFAULT_PERSIST.iter().map(|p| p.to_string()).collect(),
+        Some(json::Value::Array(items)) => {
+            let mut out = Vec::new();
+            for item in items {
+                let Some(p) = item.as_str() else {
+                    return bad("persist holds something that is not a string".into());
+                };
+                if let Some(why) = persist_problem(p) {
+                    return bad(format!("persist {p:?}: {why}"));
+                }
+                out.push(p.to_string());
+            }
+            out
+        }
+        Some(_) => return bad("persist is not a list".into()),
+    };
+    Ok(Some(Tree {
+        object,
+        image,
+        image_sha256,
+        objects,
+        persist,
+    }))
 }
 
 /// What `init=` names: a generation's `init` in the store.
@@ -67,9 +193,10 @@ pub(super) fn parse_init_path(init: &str) -> Result<InitPath<'_>, String> {
     Ok(InitPath { generation, object })
 }
 
-/// The kernel release `boot.json` (`text`, of generation `gen`) names,
-/// after checking that it is a generation of [`GENERATION_FORMAT`].
-fn boot_json_release(gen: &str, text: &str) -> Result<String, Failure> {
+/// The kernel release and the tree `boot.json` (`text`, of generation
+/// `gen`) names, after checking that it is a generation of
+/// [`GENERATION_FORMAT`].
+fn read_boot_json(gen: &str, text: &str) -> Result<(String, Option<Tree>), Failure> {
     let v = match json::parse(text) {
         Ok(v) => v,
         Err(e) => {
@@ -96,7 +223,9 @@ fn boot_json_release(gen: &str, text: &str) -> Result<String, Failure> {
         _ => None,
     };
     match format {
-        Some(n) if n == u64::from(GENERATION_FORMAT) => Ok(release.to_string()),
+        Some(n) if n == u64::from(GENERATION_FORMAT) => {
+            Ok((release.to_string(), boot_json_tree(gen, g)?))
+        }
         Some(n) if n > u64::from(GENERATION_FORMAT) => fail(
             Step::Generation,
             format!("{gen} has generation format {n}; this genboot-init reads format {GENERATION_FORMAT}"),
@@ -132,7 +261,7 @@ impl<S: Sys> Boot<'_, S> {
             }
         };
         let on_root = self.generation_dir(args, gen)?;
-        let release = self.generation_release(gen, &on_root)?;
+        let (release, tree) = self.generation_release(gen, &on_root)?;
         let running = self.sys.kernel_release().unwrap_or_default();
         if release != running {
             return fail(
@@ -141,9 +270,16 @@ impl<S: Sys> Boot<'_, S> {
                 "the boot entry pairs the wrong kernel and generation; run `genboot install` or pick another entry",
             );
         }
-        let resolved = self.stage2_init(gen, &on_root)?;
+        // A tree's init is in the tree: checked once it is mounted (bind-var).
+        let init = match &tree {
+            None => format!(
+                "init {}",
+                in_root_text(&self.stage2_init(Step::Generation, gen, &on_root)?)
+            ),
+            Some(t) => format!("tree {}", t.object),
+        };
         let kernel_modules = self.kernel_modules(gen, &on_root)?;
-        let detail = format!("{gen} (kernel {release}, init {})", in_root_text(&resolved));
+        let detail = format!("{gen} (kernel {release}, {init})");
         self.done(Step::Generation, &detail);
         Ok(Generation {
             path: gen.to_string(),
@@ -154,7 +290,34 @@ impl<S: Sys> Boot<'_, S> {
             },
             kernel_modules,
             release,
+            tree,
         })
+    }
+
+    /// Once the tree is the root and the root partition's `/var` is bound
+    /// on its `/var` (`bind-var`): the generation and its kernel-modules
+    /// object found again, through that `/var`, where stage 2 will find
+    /// them; then the stage-2 init, which lives in the tree. Returns the
+    /// init, below [`SYSROOT`](super::SYSROOT).
+    pub(super) fn locate_in_tree(&mut self, g: &mut Generation) -> Result<String, Failure> {
+        let mut objects = vec![(g.path.clone(), &mut g.object)];
+        if let Some(km) = &mut g.kernel_modules {
+            objects.push((km.store_path(), km));
+        }
+        for (path, o) in objects {
+            match self.on_root(&path, Follow::NotLast) {
+                Ok(d) if matches!(self.sys.lstat(&d), Ok(m) if m.kind == Kind::Dir) => o.dir = d,
+                _ => {
+                    return fail(
+                        Step::BindVar,
+                        format!("{path} is not in the tree's /var once the root partition's /var is bound there"),
+                        "the store must be on the root partition, below its /var (a link there that leads elsewhere?)",
+                    )
+                }
+            }
+        }
+        let gen = g.path.clone();
+        self.stage2_init(Step::BindVar, &gen, &g.object.dir)
     }
 
     /// Where the generation `gen` is below [`SYSROOT`](super::SYSROOT): a directory.
@@ -183,8 +346,12 @@ impl<S: Sys> Boot<'_, S> {
         }
     }
 
-    /// The kernel release the generation's `boot.json` names.
-    fn generation_release(&mut self, gen: &str, on_root: &str) -> Result<String, Failure> {
+    /// The kernel release and the tree the generation's `boot.json` names.
+    fn generation_release(
+        &mut self,
+        gen: &str,
+        on_root: &str,
+    ) -> Result<(String, Option<Tree>), Failure> {
         // Inside the generation every path is its own: nothing is resolved
         // through a link (`on_root` holds none).
         let bj = format!("{on_root}/boot.json");
@@ -194,7 +361,7 @@ impl<S: Sys> Boot<'_, S> {
             Err(e) => Err(e),
         };
         match text {
-            Ok(t) => boot_json_release(gen, &String::from_utf8_lossy(&t)),
+            Ok(t) => read_boot_json(gen, &String::from_utf8_lossy(&t)),
             Err(e) => {
                 let why = if e.raw_os_error() == Some(libc::EISDIR) {
                     "not a file".to_string()
@@ -213,23 +380,29 @@ impl<S: Sys> Boot<'_, S> {
     /// The stage-2 init the generation names, below [`SYSROOT`](super::SYSROOT): it must be
     /// on the root, found the way stage 2 will find it: every link resolved
     /// inside the root (Debian: /sbin -> usr/sbin, /usr/sbin/init ->
-    /// /lib/systemd/systemd), an executable file.
-    fn stage2_init(&mut self, gen: &str, on_root: &str) -> Result<String, Failure> {
+    /// /lib/systemd/systemd), an executable file. `step`: where it is
+    /// checked (`generation`; `bind-var` for a tree, once mounted).
+    fn stage2_init(&mut self, step: Step, gen: &str, on_root: &str) -> Result<String, Failure> {
         let target = match self.sys.read_link(&format!("{on_root}/init")) {
             Ok(t) => t,
             Err(e) => {
                 return fail(
-                    Step::Generation,
+                    step,
                     format!("{gen}/init is not a symlink: {}", errno_text(&e)),
                     "the generation is damaged; run `genboot verify`",
                 )
             }
         };
+        let (root, hint) = if step == Step::Generation {
+            ("on the root", "install the stage-2 init on the root file system, or set system.init in system.toml and rebuild")
+        } else {
+            ("in the generation's tree", "the tree lacks its init: add the package that has it to [tree] packages (systemd-sysv for /sbin/init), or set system.init in system.toml, and rebuild; boot another generation meanwhile")
+        };
         let not_there = |why: String| -> Result<String, Failure> {
             fail(
-                Step::Generation,
-                format!("{gen}/init points to {target}, which is not a file on the root: {why}"),
-                "install the stage-2 init on the root file system, or set system.init in system.toml and rebuild",
+                step,
+                format!("{gen}/init points to {target}, which is not a file {root}: {why}"),
+                hint,
             )
         };
         let resolved = match self.on_root(&format!("{gen}/init"), Follow::All) {
@@ -328,12 +501,44 @@ impl<S: Sys> Boot<'_, S> {
                 );
             }
         }
-        let detail = format!(
+        let mut detail = format!(
             "{} store objects match their hashes, read-only and owned by root",
             objects.len()
         );
+        if let Some(t) = &g.tree {
+            self.verify_image(t)?;
+            detail.push_str(&format!("; {} matches boot.json's SHA-256", t.image));
+        }
         self.done(Step::Verify, &detail);
         Ok(())
+    }
+
+    /// The tree's metadata image against the SHA-256 `boot.json` (which
+    /// the generation's hash covers) gives for it: what the overlay shows
+    /// is then what was built. (The content objects it redirects to are
+    /// not read here; fs-verity is for them.)
+    fn verify_image(&mut self, t: &Tree) -> Result<(), Failure> {
+        let got = self
+            .on_root(&t.image, Follow::All)
+            .and_then(|p| self.sys.sha256_file(&p));
+        match got {
+            Ok(d) if genboot_format::hex(&d) == t.image_sha256 => Ok(()),
+            Ok(d) => fail(
+                Step::Verify,
+                format!(
+                    "{} was changed: its SHA-256 is {}, boot.json says {}",
+                    t.image,
+                    genboot_format::hex(&d),
+                    t.image_sha256
+                ),
+                "the tree object was tampered with or damaged; boot another generation and run `genboot verify`, then rebuild",
+            ),
+            Err(e) => fail(
+                Step::Verify,
+                format!("cannot read {}: {}", t.image, errno_text(&e)),
+                "the tree object is unreadable or missing; boot another generation and run `genboot verify`",
+            ),
+        }
     }
 }
 

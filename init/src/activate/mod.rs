@@ -12,6 +12,8 @@
 //!   `modalias`);
 //! - `root`: the root device (`wait-root`, `mount-root`);
 //! - `generation`: the generation `init=` names (`generation`, `verify`);
+//! - `tree`: a generation's whole-system tree as the root (`mount-tree`,
+//!   `mount-etc`, `bind-var`), only for a generation with a tree;
 //! - `switch`: the hand-over (`bind-modules`, `record`, `switch-root`,
 //!   `exec`, and the `debug` stop).
 //!
@@ -23,6 +25,7 @@ mod generation;
 mod modules;
 mod root;
 mod switch;
+mod tree;
 
 use crate::inroot::{resolve_in_root, Follow};
 use crate::sys::{Kind, Sys};
@@ -50,6 +53,9 @@ pub enum Step {
     MountRoot,
     Generation,
     Verify,
+    MountTree,
+    MountEtc,
+    BindVar,
     BindModules,
     Record,
     Debug,
@@ -72,6 +78,9 @@ impl Step {
             Step::MountRoot => "mount-root",
             Step::Generation => "generation",
             Step::Verify => "verify",
+            Step::MountTree => "mount-tree",
+            Step::MountEtc => "mount-etc",
+            Step::BindVar => "bind-var",
             Step::BindModules => "bind-modules",
             Step::Record => "record",
             Step::Debug => "debug",
@@ -345,9 +354,16 @@ fn activate<S: Sys>(b: &mut Boot<'_, S>) -> Result<Outcome, Failure> {
     let (dev, fs) = b.wait_root(&args, &m, &mut settled, &failed)?;
     b.mount_root(&args, &dev, fs.as_ref())?;
     // The generation on it.
-    let g = b.generation(&args)?;
+    let mut g = b.generation(&args)?;
     if args.verify {
         b.verify(&g)?;
+    }
+    // Its tree, when it has one, becomes the root (a generation without
+    // one skips these steps).
+    if g.tree.is_some() {
+        b.mount_tree(&g)?;
+        b.mount_etc(&args, &g)?;
+        b.bind_var(&args, &mut g)?;
     }
     // The hand-over to stage 2.
     let binds = b.bind_modules(&args, &g)?;

@@ -261,6 +261,17 @@ impl<S: Sys> Boot<'_, S> {
             );
         }
         let mut detail = BOOTED.to_string();
+        if g.tree.is_some() {
+            match self.volatile_root() {
+                Ok(said) => detail.push_str(&format!(" {said}")),
+                Err(why) => {
+                    // systemd then does not find the disk under the overlay
+                    // root (gpt-auto, the ESP); the boot goes on.
+                    let msg = format!("warning: {why}");
+                    self.say(&msg);
+                }
+            }
+        }
         let dirs = if binds.is_empty() {
             Ok(())
         } else {
@@ -370,11 +381,18 @@ impl<S: Sys> Boot<'_, S> {
     pub(super) fn recovery(&mut self, g: &Generation, sulogin: Option<String>) {
         let var =
             "/sys/firmware/efi/efivars/LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+        // A tree's / is its read-only image: what can be made writable is
+        // the root partition, through /var (/etc stays read-only).
+        let writable = if g.tree.is_some() {
+            "make /var writable: mount -o remount,rw /var  (the root partition; /usr and /etc stay read-only)"
+        } else {
+            "make / writable:    mount -o remount,rw /"
+        };
         let banner = format!(
             "\n*** genboot recovery ***\n\
              Generation {gen} is active; the root is mounted read-only.\n\
              sulogin asks for root's password (Control-D there continues the boot), then gives root's shell:\n\
-             \x20 make / writable:    mount -o remount,rw /\n\
+             \x20 {writable}\n\
              \x20 mount the ESP:      mount -t efivarfs efivarfs /sys/firmware/efi/efivars\n\
              \x20                     mount PARTUUID=$(tr -cd 0-9A-Fa-f- < {var} | tr A-F a-f) /mnt\n\
              \x20                     (then e.g. genboot --esp /mnt rollback)\n\

@@ -1495,3 +1495,6 @@ fn a_module_with_devices_beyond_the_cpu_is_loaded_whatever_the_cpu() {
     );
     assert!(!console_has(&f, "not for this CPU"));
 }
+
+/// A generation with a whole-system tree.
+mod whole_system;
