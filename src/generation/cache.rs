@@ -162,6 +162,14 @@ pub fn fingerprints(
     }
     s.push_str(autodetect);
     let _ = writeln!(s, "initrd-modules {:?}", cfg.initrd.modules);
+    if cfg.tree.is_some() {
+        // The initrd also carries overlay, erofs and loop.
+        let _ = writeln!(
+            s,
+            "tree-initrd-modules {:?}",
+            genboot_format::TREE_INITRD_MODULES
+        );
+    }
     let _ = writeln!(
         s,
         "compression {} {:?} strict-firmware {} microcode {}",

@@ -368,6 +368,11 @@ fn read_modules(
     if let Some(facts) = facts {
         wanted.extend(autodetected(facts, &index, notes));
     }
+    let tree_warnings = if cfg.tree.is_some() {
+        add_tree_modules(&index, kver, &mut wanted)
+    } else {
+        Vec::new()
+    };
     let closure = modules::closure(&index, &wanted)?;
     let fw_dir = firmware_dir(modules_dir);
     let modules::firmware::Found {
@@ -376,7 +381,8 @@ fn read_modules(
         refused,
         refused_paths,
     } = modules::firmware::firmware(&index, &closure, &fw_dir, cfg.initrd.strict_firmware)?;
-    let mut warnings = refused;
+    let mut warnings = tree_warnings;
+    warnings.extend(refused);
     let mut missing_files = Vec::new();
     for (module, file) in missing {
         if cfg.initrd.strict_firmware {
@@ -414,6 +420,26 @@ fn read_modules(
         warnings,
         watch,
     })
+}
+
+/// With a `[tree]`, genboot-init mounts the tree with overlayfs, EROFS
+/// and loop devices ([`genboot_format::TREE_INITRD_MODULES`]): each the
+/// kernel has (a module, or built in) joins `wanted` unless it is there
+/// already. One the kernel lacks gives a warning (returned): the
+/// generation is built, but cannot boot its tree.
+fn add_tree_modules(index: &ModuleIndex, kver: &str, wanted: &mut Vec<String>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for m in genboot_format::TREE_INITRD_MODULES {
+        if matches!(index.resolve(m), modules::closure::Resolved::Unknown) {
+            warnings.push(format!(
+                "kernel {kver} has no {m} (as a module or built in): genboot-init mounts a [tree] with {}, so this generation cannot boot its tree; use a kernel that has them (Debian's do)",
+                genboot_format::TREE_INITRD_MODULES.join(", ")
+            ));
+        } else if !wanted.iter().any(|w| w == m) {
+            wanted.push(m.to_string());
+        }
+    }
+    warnings
 }
 
 /// The modules [`modules::autodetect`] finds for this machine's root
@@ -697,4 +723,157 @@ fn tree_ref(store: &Store, t: &StorePath) -> Result<bootjson::TreeRef, BuildErro
         image_sha256: genboot_format::hex(&sha2::Sha256::digest(&data)),
         objects: format!("{STORE_DIR}/{}", crate::tree::objects::OBJECTS_DIR),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notes::Silent;
+
+    /// A configuration with the test kernel `package` (unpacked in
+    /// `$GENBOOT_KERNEL_CACHE`, default `target/kernels`) and `extra` TOML.
+    fn cfg_with(package: &str, extra: &str) -> (SystemConfig, PathBuf, String) {
+        let cache = std::env::var_os("GENBOOT_KERNEL_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kernels"));
+        let dir = cache.join(package);
+        let release = std::fs::read_dir(dir.join("lib/modules"))
+            .ok()
+            .and_then(|mut rd| rd.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .unwrap_or_else(|| {
+                panic!(
+                    "test kernel {package} is not unpacked in {}: run `GENBOOT_KERNEL_CACHE={} tools/fetch-kernels {package}`",
+                    cache.display(),
+                    cache.display()
+                )
+            });
+        let modules = dir.join("lib/modules").join(&release);
+        let image = dir.join("boot").join(format!("vmlinuz-{release}"));
+        (cfg(&image, &modules, extra), modules, release)
+    }
+
+    /// A configuration with the kernel `image` and `modules` and `extra` TOML.
+    fn cfg(image: &Path, modules: &Path, extra: &str) -> SystemConfig {
+        let text = format!(
+            "[kernel]\nimage = \"{}\"\nmodules = \"{}\"\n\
+             [initrd]\nmodules = [\"virtio_blk\", \"virtio_pci\", \"ext4\", \"vfat\"]\n\
+             [root]\ndevice = \"LABEL=root\"\n[system]\nlabel = \"T\"\n{extra}",
+            image.display(),
+            modules.display(),
+        );
+        SystemConfig::parse(&text, Path::new("/etc/genboot/system.toml")).unwrap()
+    }
+
+    fn nowhere(extra: &str) -> SystemConfig {
+        cfg(
+            Path::new("/nonexistent/vmlinuz"),
+            Path::new("/nonexistent/modules"),
+            extra,
+        )
+    }
+
+    const TREE: &str = "[tree]\nsource = \"dir\"\npath = \"/srv/rootfs\"\n";
+
+    /// An index with `modules` (no dependencies) and `builtin`.
+    fn index(modules: &[&str], builtin: &[&str]) -> ModuleIndex {
+        ModuleIndex {
+            dir: PathBuf::from("/t"),
+            release: "r".into(),
+            modules: modules
+                .iter()
+                .map(|m| {
+                    let info = crate::modules::ModuleInfo {
+                        name: m.to_string(),
+                        path: format!("kernel/{m}.ko"),
+                        order: 0,
+                        info: Default::default(),
+                    };
+                    (m.to_string(), info)
+                })
+                .collect(),
+            builtin: builtin.iter().map(|s| s.to_string()).collect(),
+            builtin_paths: vec![],
+            builtin_aliases: vec![],
+        }
+    }
+
+    #[test]
+    fn a_tree_asks_for_overlay_erofs_and_loop_once_and_warns_for_one_the_kernel_lacks() {
+        let mut wanted = vec!["virtio_blk".to_string(), "loop".to_string()];
+        let idx = index(&["virtio_blk", "overlay", "erofs", "loop"], &[]);
+        assert!(add_tree_modules(&idx, "r", &mut wanted).is_empty());
+        assert_eq!(wanted, ["virtio_blk", "loop", "overlay", "erofs"]);
+        // Built in counts; missing is a warning naming the kernel.
+        let mut wanted = vec!["virtio_blk".to_string()];
+        let idx = index(&["virtio_blk", "overlay"], &["loop"]);
+        let w = add_tree_modules(&idx, "6.1.0-1-synthetic", &mut wanted);
+        assert_eq!(wanted, ["virtio_blk", "overlay", "loop"]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("kernel 6.1.0-1-synthetic has no erofs (as a module or built in)"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn the_initrd_of_a_tree_generation_carries_overlay_erofs_loop_and_their_closure() {
+        // Debian 12's 6.1 and 6.12 (with .ko.xz): erofs depends on
+        // libcrc32c, whose softdep pulls crc32c; none of it without a tree.
+        for package in [
+            "linux-image-6.1.0-47-cloud-amd64",
+            "linux-image-6.12.117+deb12-amd64",
+        ] {
+            let closure = |extra: &str| {
+                let (cfg, modules, release) = cfg_with(package, extra);
+                let files = modules::index::walk(&modules).unwrap();
+                read_modules(&cfg, &modules, &release, &files, None, &Silent)
+                    .unwrap()
+                    .closure
+                    .modules
+            };
+            let (plain, tree) = (closure(""), closure(TREE));
+            let added: Vec<&String> = tree.iter().filter(|m| !plain.contains(m)).collect();
+            for m in ["overlay", "erofs", "loop", "libcrc32c"] {
+                assert!(
+                    added.iter().any(|a| *a == m),
+                    "{package}: {m} not added: {added:?}"
+                );
+                assert!(
+                    !plain.contains(&m.to_string()),
+                    "{package}: {m} without a tree"
+                );
+            }
+            assert!(
+                added.iter().any(|a| a.starts_with("crc32c"))
+                    || plain.iter().any(|a| a.starts_with("crc32c")),
+                "{package}: libcrc32c's crc32c: {tree:?}"
+            );
+            // Dependencies load first.
+            let at = |m: &str| tree.iter().position(|x| x == m).unwrap();
+            assert!(at("libcrc32c") < at("erofs"), "{package}: {tree:?}");
+            assert!(plain.iter().all(|m| tree.contains(m)), "{package}");
+        }
+    }
+
+    #[test]
+    fn a_tree_changes_the_input_fingerprint_of_the_initrd() {
+        let (plain, tree) = (nowhere(""), nowhere(TREE));
+        let id = cache::KernelId::Tree("x-rootfs-a 6.1");
+        let none = Path::new("/nonexistent");
+        let a = cache::fingerprints(&plain, id, none, &[], "");
+        let b = cache::fingerprints(&tree, id, none, &[], "");
+        assert_eq!(a.tree, b.tree, "the same kernel objects");
+        assert_ne!(a.all, b.all, "another initrd");
+    }
+
+    #[test]
+    fn the_builders_tree_paths_are_the_contract_genboot_init_reads() {
+        assert_eq!(crate::tree::IMAGE_FILE, genboot_format::TREE_IMAGE);
+        assert_eq!(
+            format!("{STORE_DIR}/{}", crate::tree::objects::OBJECTS_DIR),
+            genboot_format::OBJECTS_DIR
+        );
+    }
 }
