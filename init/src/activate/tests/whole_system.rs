@@ -263,6 +263,7 @@ fn without_a_tree_or_with_a_null_one_no_tree_step_runs() {
     ] {
         let mut f = world(&cmdline(""));
         if let Some(t) = &text {
+            assert!(t.contains("\"tree\": null"), "{t}");
             set_boot_json(&mut f, t);
         }
         assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
