@@ -330,7 +330,11 @@ fn debian_with_genboot_from_its_deb_upgrades_kernels_rolls_back_checks_and_recov
     vm.choose(at.saturating_sub(default));
     vm.wait_for("*** genboot recovery ***", debian::BOOT);
     vm.wait_for("root password for maintenance", debian::BOOT);
-    vm.send(format!("{}\n", debian::ROOT_PASSWORD).as_bytes());
+    vm.sulogin(
+        "(or press Control-D to continue): ",
+        debian::ROOT_PASSWORD,
+        debian::BOOT,
+    );
     vm.send_until(
         "echo RECOVERY-$((6*7))\n",
         "RECOVERY-42",

@@ -310,6 +310,25 @@ impl Vm {
         }
     }
 
+    /// Answer a sulogin whose prompt ends with `prompt`: wait for the whole
+    /// prompt, type `password`, and type it again after `Login incorrect`,
+    /// up to three times; return once root's shell prompt (`# `) shows.
+    /// util-linux's sulogin discards what was typed while it sets up the
+    /// terminal, so a password sent as the prompt appears can arrive cut
+    /// (seen once in a fresh-clone run: `Login incorrect`).
+    #[track_caller]
+    pub fn sulogin(&mut self, prompt: &str, password: &str, timeout: Duration) {
+        for _ in 0..3 {
+            self.wait_for(prompt, timeout);
+            self.send(format!("{password}\n").as_bytes());
+            let (which, _) = self.wait_for_any(&["Login incorrect", "# "], timeout);
+            if which == 1 {
+                return;
+            }
+        }
+        self.fail("sulogin refused root's password three times, each typed after its whole prompt");
+    }
+
     /// Like [`Vm::wait_for`], but `None` when `timeout` passes (QEMU exiting
     /// and the overall deadline still fail).
     #[track_caller]
