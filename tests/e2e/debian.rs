@@ -329,7 +329,6 @@ fn debian_with_genboot_from_its_deb_upgrades_kernels_rolls_back_checks_and_recov
     };
     vm.choose(at.saturating_sub(default));
     vm.wait_for("*** genboot recovery ***", debian::BOOT);
-    vm.wait_for("root password for maintenance", debian::BOOT);
     vm.sulogin(
         "(or press Control-D to continue): ",
         debian::ROOT_PASSWORD,

@@ -312,21 +312,56 @@ impl Vm {
 
     /// Answer a sulogin whose prompt ends with `prompt`: wait for the whole
     /// prompt, type `password`, and type it again after `Login incorrect`,
-    /// up to three times; return once root's shell prompt (`# `) shows.
+    /// up to three times; return once root's shell prompt (`:~# `) shows.
     /// util-linux's sulogin discards what was typed while it sets up the
-    /// terminal, so a password sent as the prompt appears can arrive cut
-    /// (seen once in a fresh-clone run: `Login incorrect`).
+    /// terminal, so a password sent as the prompt's first line appears can
+    /// arrive cut (seen once in a fresh-clone run: `Login incorrect`).
     #[track_caller]
     pub fn sulogin(&mut self, prompt: &str, password: &str, timeout: Duration) {
         for _ in 0..3 {
-            self.wait_for(prompt, timeout);
+            self.wait_for_prompt(&[prompt], timeout);
             self.send(format!("{password}\n").as_bytes());
-            let (which, _) = self.wait_for_any(&["Login incorrect", "# "], timeout);
-            if which == 1 {
+            if self.wait_for_prompt(&["Login incorrect", ":~# "], timeout) == 1 {
                 return;
             }
         }
         self.fail("sulogin refused root's password three times, each typed after its whole prompt");
+    }
+
+    /// Wait for the first of `patterns` after the cursor, the line complete
+    /// or not (a prompt gets its newline only when it is answered); its
+    /// index. The test fails when `timeout` passes or QEMU exits first.
+    #[track_caller]
+    pub fn wait_for_prompt(&mut self, patterns: &[&str], timeout: Duration) -> usize {
+        let until = (Instant::now() + timeout).min(self.deadline);
+        let mut open = true;
+        loop {
+            let text = self.console();
+            let tail = text.get(self.cursor..).unwrap_or("");
+            let hit = patterns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| tail.find(p).map(|at| (at, i, p.len())))
+                .min();
+            if let Some((at, i, len)) = hit {
+                self.cursor += at + len;
+                self.save_log();
+                return i;
+            }
+            if !open {
+                self.fail(&format!(
+                    "QEMU exited before the console showed the prompt {patterns:?}"
+                ));
+            }
+            let now = Instant::now();
+            if now >= until {
+                self.fail(&format!(
+                    "{} s passed waiting for the prompt {patterns:?} on the console",
+                    timeout.as_secs()
+                ));
+            }
+            open = self.drain((until - now).min(Duration::from_millis(250)));
+        }
     }
 
     /// Like [`Vm::wait_for`], but `None` when `timeout` passes (QEMU exiting
