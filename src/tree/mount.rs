@@ -269,30 +269,20 @@ pub fn umount_tree_with(s: &dyn MountSys, run_dir: &Path, dir: &Path) -> Result<
             what.display()
         )
     };
-    match s.umount(&dir) {
-        Ok(()) => {}
-        // Already gone (e.g. unmounted by hand): clean up the rest.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-        Err(cause) => {
-            return Err(TreeError::Mount {
-                op: "unmount",
-                target: dir.clone(),
-                hint: busy_hint(&dir),
-                cause,
-            })
-        }
-    }
-    let meta = priv_dir.join("meta");
-    match s.umount(&meta) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-        Err(cause) => {
-            return Err(TreeError::Mount {
-                op: "unmount",
-                target: meta.clone(),
-                hint: busy_hint(&meta),
-                cause,
-            })
+    // The tree, then the private metadata mount below it.
+    for target in [dir.clone(), priv_dir.join("meta")] {
+        match s.umount(&target) {
+            Ok(()) => {}
+            // Already gone (e.g. unmounted by hand): clean up the rest.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(cause) => {
+                return Err(TreeError::Mount {
+                    op: "unmount",
+                    hint: busy_hint(&target),
+                    target,
+                    cause,
+                })
+            }
         }
     }
     fs::remove_dir_all(&priv_dir).map_err(super::io_err("remove", &priv_dir))

@@ -304,7 +304,7 @@ impl Vm {
     /// index and the text.
     #[track_caller]
     pub fn wait_for_any(&mut self, patterns: &[&str], timeout: Duration) -> (usize, String) {
-        match self.poll_for(patterns, timeout) {
+        match self.poll_for(patterns, timeout, true) {
             Ok(hit) => hit,
             Err(why) => self.fail(&why),
         }
@@ -328,39 +328,32 @@ impl Vm {
         self.fail("sulogin refused root's password three times, each typed after its whole prompt");
     }
 
+    /// In a root shell on the console: ask until it answers (it may start
+    /// a little after the kernel; `$((6*7))` is evaluated by the shell, so
+    /// the echo of the typed line never matches), then the root file
+    /// system's mount mode (`ro`, `rw`), printed so the typed line cannot
+    /// match either.
+    #[track_caller]
+    pub fn shell_root_mode(&mut self, timeout: Duration) -> String {
+        self.send_until("echo RECOVERY-$((6*7))\n", "RECOVERY-42", timeout);
+        self.send(b"set -- $(grep ' / ' /proc/mounts | tail -n 1); echo ROOT\"\"MODE=${4%%,*}\n");
+        let seen = self.wait_for("ROOTMODE=", Duration::from_secs(60));
+        seen.lines()
+            .rev()
+            .find_map(|l| l.split("ROOTMODE=").nth(1))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    }
+
     /// Wait for the first of `patterns` after the cursor, the line complete
     /// or not (a prompt gets its newline only when it is answered); its
     /// index. The test fails when `timeout` passes or QEMU exits first.
     #[track_caller]
     pub fn wait_for_prompt(&mut self, patterns: &[&str], timeout: Duration) -> usize {
-        let until = (Instant::now() + timeout).min(self.deadline);
-        let mut open = true;
-        loop {
-            let text = self.console();
-            let tail = text.get(self.cursor..).unwrap_or("");
-            let hit = patterns
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| tail.find(p).map(|at| (at, i, p.len())))
-                .min();
-            if let Some((at, i, len)) = hit {
-                self.cursor += at + len;
-                self.save_log();
-                return i;
-            }
-            if !open {
-                self.fail(&format!(
-                    "QEMU exited before the console showed the prompt {patterns:?}"
-                ));
-            }
-            let now = Instant::now();
-            if now >= until {
-                self.fail(&format!(
-                    "{} s passed waiting for the prompt {patterns:?} on the console",
-                    timeout.as_secs()
-                ));
-            }
-            open = self.drain((until - now).min(Duration::from_millis(250)));
+        match self.poll_for(patterns, timeout, false) {
+            Ok((i, _)) => i,
+            Err(why) => self.fail(&why),
         }
     }
 
@@ -369,17 +362,21 @@ impl Vm {
     #[track_caller]
     pub fn try_wait_for(&mut self, pattern: &str, timeout: Duration) -> Option<String> {
         let overall = self.deadline <= Instant::now() + timeout;
-        match self.poll_for(&[pattern], timeout) {
+        match self.poll_for(&[pattern], timeout, true) {
             Ok((_, seen)) => Some(seen),
             Err(why) if overall || self.exited.is_some() => self.fail(&why),
             Err(_) => None,
         }
     }
 
+    /// The first of `patterns` after the cursor: with `whole_line`, only
+    /// once its line is complete (markers are parsed whole); else as soon
+    /// as it shows (a prompt).
     fn poll_for(
         &mut self,
         patterns: &[&str],
         timeout: Duration,
+        whole_line: bool,
     ) -> Result<(usize, String), String> {
         let until = (Instant::now() + timeout).min(self.deadline);
         let mut open = true;
@@ -395,6 +392,7 @@ impl Vm {
                 // Only a complete line counts (markers are parsed whole),
                 // unless QEMU is gone and the last line is all there is.
                 let end = match tail[at + len..].find('\n') {
+                    _ if !whole_line => Some(at + len),
                     Some(nl) => Some(at + len + nl + 1),
                     None if !open => Some(tail.len()),
                     None => None,
