@@ -459,13 +459,8 @@ impl SystemConfig {
     /// up on the kernel command line is checked here, before anything is
     /// built or written.
     fn check(&self, text: &str) -> Result<(), ConfigError> {
-        let invalid_at = |section, key, index, what: String, hint: &str| ConfigError::Invalid {
-            path: self.source.clone(),
-            at: locate(text, section, key, index),
-            section,
-            key,
-            what,
-            hint: hint.to_string(),
+        let invalid_at = |section, key, index, what: String, hint: &str| {
+            self.invalid(text, (section, key, index), what, hint)
         };
         let invalid =
             |section, key, what: String, hint: &str| invalid_at(section, key, None, what, hint);

@@ -2,8 +2,12 @@
 //! any of them fails this test, naming the saved input and how to replay it.
 //!
 //! `GENBOOT_FUZZ_SECONDS` (default 20) sets the time per target,
-//! `GENBOOT_FUZZ_JOBS` (default 2) how many run at once. `fuzz/run` runs them
-//! longer and prints the same table.
+//! `GENBOOT_FUZZ_JOBS` (default 2) how many run at once, `GENBOOT_FUZZ_SEED`
+//! (default 1) the random seed: a fixed one, so that the test suite explores
+//! the same inputs on every run and fails only when the code changed (a
+//! faster machine goes further along the same sequence); `random` for a new
+//! seed each run. `fuzz/run` runs them longer, with random seeds, and prints
+//! the same table.
 
 use std::process::{Command, Output};
 
@@ -28,6 +32,7 @@ fn every_target_finds_nothing_in_its_time() {
     let exe = env!("CARGO_BIN_EXE_genboot-fuzz");
     let seconds = env_or("GENBOOT_FUZZ_SECONDS", 20);
     let jobs = env_or("GENBOOT_FUZZ_JOBS", 2).max(1) as usize;
+    let seed = std::env::var("GENBOOT_FUZZ_SEED").unwrap_or_else(|_| "1".into());
     let list = Command::new(exe)
         .arg("list")
         .output()
@@ -42,8 +47,12 @@ fn every_target_finds_nothing_in_its_time() {
         let children: Vec<_> = chunk
             .iter()
             .map(|t| {
-                let child = Command::new(exe)
-                    .args([t.as_str(), "--seconds", &seconds.to_string()])
+                let mut c = Command::new(exe);
+                c.args([t.as_str(), "--seconds", &seconds.to_string()]);
+                if seed != "random" {
+                    c.args(["--seed", &seed]);
+                }
+                let child = c
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped())
                     .spawn()

@@ -43,7 +43,17 @@ pub trait MountSys {
         data: Option<&str>,
     ) -> io::Result<()>;
     fn umount(&self, target: &Path) -> io::Result<()>;
-    fn loop_attach(&self, file: &Path) -> io::Result<PathBuf>;
+    /// Attach `file` to a read-only loop device with autoclear and mount
+    /// that device at `target`; the device stays open until the mount
+    /// holds it (autoclear detaches it at its last close). Returns the
+    /// device.
+    fn mount_loop(
+        &self,
+        file: &Path,
+        target: &Path,
+        fstype: &str,
+        flags: libc::c_ulong,
+    ) -> io::Result<PathBuf>;
 }
 
 /// The real system calls.
@@ -63,8 +73,17 @@ impl MountSys for RealSys {
     fn umount(&self, target: &Path) -> io::Result<()> {
         sys::umount(target, 0)
     }
-    fn loop_attach(&self, file: &Path) -> io::Result<PathBuf> {
-        sys::loop_attach(file)
+    fn mount_loop(
+        &self,
+        file: &Path,
+        target: &Path,
+        fstype: &str,
+        flags: libc::c_ulong,
+    ) -> io::Result<PathBuf> {
+        let (dev, held) = sys::loop_attach(file)?;
+        let mounted = sys::mount(&dev, target, fstype, flags, None);
+        drop(held);
+        mounted.map(|()| dev)
     }
 }
 
@@ -144,10 +163,8 @@ pub fn mount_tree_with(
     if let Err(e) = s.mount(&image, &meta, "erofs", erofs_flags, None) {
         let fallback = e.raw_os_error() == Some(libc::ENOTBLK);
         let attempt = if fallback {
-            s.loop_attach(&image).and_then(|dev| {
-                loop_device = Some(dev.clone());
-                s.mount(&dev, &meta, "erofs", erofs_flags, None)
-            })
+            s.mount_loop(&image, &meta, "erofs", erofs_flags)
+                .map(|dev| loop_device = Some(dev))
         } else {
             Err(e)
         };
@@ -252,30 +269,20 @@ pub fn umount_tree_with(s: &dyn MountSys, run_dir: &Path, dir: &Path) -> Result<
             what.display()
         )
     };
-    match s.umount(&dir) {
-        Ok(()) => {}
-        // Already gone (e.g. unmounted by hand): clean up the rest.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-        Err(cause) => {
-            return Err(TreeError::Mount {
-                op: "unmount",
-                target: dir.clone(),
-                hint: busy_hint(&dir),
-                cause,
-            })
-        }
-    }
-    let meta = priv_dir.join("meta");
-    match s.umount(&meta) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-        Err(cause) => {
-            return Err(TreeError::Mount {
-                op: "unmount",
-                target: meta.clone(),
-                hint: busy_hint(&meta),
-                cause,
-            })
+    // The tree, then the private metadata mount below it.
+    for target in [dir.clone(), priv_dir.join("meta")] {
+        match s.umount(&target) {
+            Ok(()) => {}
+            // Already gone (e.g. unmounted by hand): clean up the rest.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(cause) => {
+                return Err(TreeError::Mount {
+                    op: "unmount",
+                    hint: busy_hint(&target),
+                    target,
+                    cause,
+                })
+            }
         }
     }
     fs::remove_dir_all(&priv_dir).map_err(super::io_err("remove", &priv_dir))
@@ -400,9 +407,16 @@ mod tests {
         fn umount(&self, target: &Path) -> io::Result<()> {
             self.answer(format!("umount {}", target.display()))
         }
-        fn loop_attach(&self, file: &Path) -> io::Result<PathBuf> {
-            self.answer(format!("loop {}", file.display()))
-                .map(|_| PathBuf::from("/dev/loop7"))
+        fn mount_loop(
+            &self,
+            file: &Path,
+            target: &Path,
+            fstype: &str,
+            flags: libc::c_ulong,
+        ) -> io::Result<PathBuf> {
+            self.answer(format!("loop {}", file.display()))?;
+            let dev = PathBuf::from("/dev/loop7");
+            self.mount(&dev, target, fstype, flags, None).map(|()| dev)
         }
     }
 
@@ -521,8 +535,16 @@ mod tests {
         fn umount(&self, target: &Path) -> io::Result<()> {
             self.inner.umount(target)
         }
-        fn loop_attach(&self, file: &Path) -> io::Result<PathBuf> {
-            self.inner.loop_attach(file)
+        fn mount_loop(
+            &self,
+            file: &Path,
+            target: &Path,
+            fstype: &str,
+            flags: libc::c_ulong,
+        ) -> io::Result<PathBuf> {
+            self.inner.answer(format!("loop {}", file.display()))?;
+            let dev = PathBuf::from("/dev/loop7");
+            self.mount(&dev, target, fstype, flags, None).map(|()| dev)
         }
     }
 

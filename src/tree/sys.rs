@@ -194,9 +194,10 @@ struct LoopConfig {
 /// Attach `file` read-only to a free loop device with autoclear (the device
 /// goes away when the last mount of it does), as libcomposefs and
 /// genboot-init do: `LOOP_CTL_GET_FREE`, then `LOOP_CONFIGURE`. Returns the
-/// device path.
+/// device path and the open device: with autoclear the kernel detaches the
+/// device at its last close, so keep it open until a mount holds it.
 #[allow(unsafe_code)]
-pub(crate) fn loop_attach(file: &Path) -> io::Result<PathBuf> {
+pub(crate) fn loop_attach(file: &Path) -> io::Result<(PathBuf, std::fs::File)> {
     use std::os::fd::AsRawFd;
     let backing = std::fs::File::open(file)?;
     let ctl = std::fs::OpenOptions::new()
@@ -239,7 +240,7 @@ pub(crate) fn loop_attach(file: &Path) -> io::Result<PathBuf> {
         // lives across the call; the kernel only reads it.
         let rc = unsafe { libc::ioctl(loopf.as_raw_fd(), LOOP_CONFIGURE as _, &cfg) };
         if rc == 0 {
-            return Ok(dev);
+            return Ok((dev, loopf));
         }
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EBUSY) {

@@ -329,22 +329,12 @@ fn debian_with_genboot_from_its_deb_upgrades_kernels_rolls_back_checks_and_recov
     };
     vm.choose(at.saturating_sub(default));
     vm.wait_for("*** genboot recovery ***", debian::BOOT);
-    vm.wait_for("root password for maintenance", debian::BOOT);
-    vm.send(format!("{}\n", debian::ROOT_PASSWORD).as_bytes());
-    vm.send_until(
-        "echo RECOVERY-$((6*7))\n",
-        "RECOVERY-42",
-        Duration::from_secs(120),
+    vm.sulogin(
+        "(or press Control-D to continue): ",
+        debian::ROOT_PASSWORD,
+        debian::BOOT,
     );
-    vm.send(b"set -- $(grep ' / ' /proc/mounts | tail -n 1); echo ROOT\"\"MODE=${4%%,*}\n");
-    let seen = vm.wait_for("ROOTMODE=", Duration::from_secs(60));
-    let mode = seen
-        .lines()
-        .rev()
-        .find_map(|l| l.split("ROOTMODE=").nth(1))
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let mode = vm.shell_root_mode(Duration::from_secs(120));
     if mode != "ro" {
         vm.fail(&format!(
             "the root is mounted {mode:?} in the recovery shell; expected ro"

@@ -23,20 +23,7 @@ fn recovery_entry_asks_for_the_password_then_gives_a_shell_with_a_read_only_root
     vm.wait_for("Give root password", BOOT);
     vm.send(b"genboot\n");
 
-    // The shell may start a little after the kernel: ask until it answers.
-    // `$((6*7))` is evaluated by the shell, so the echo of the typed line
-    // never matches.
-    vm.send_until("echo RECOVERY-$((6*7))\n", "RECOVERY-42", BOOT);
-    // The root's mount options, printed so the typed line cannot match.
-    vm.send(b"set -- $(grep ' / ' /proc/mounts | tail -n 1); echo ROOT\"\"MODE=${4%%,*}\n");
-    let seen = vm.wait_for("ROOTMODE=", Duration::from_secs(30));
-    let mode = seen
-        .lines()
-        .rev()
-        .find_map(|l| l.split("ROOTMODE=").nth(1))
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let mode = vm.shell_root_mode(BOOT);
     if mode != "ro" {
         vm.fail(&format!(
             "the root is mounted {mode:?} in the recovery shell; expected ro"

@@ -304,8 +304,55 @@ impl Vm {
     /// index and the text.
     #[track_caller]
     pub fn wait_for_any(&mut self, patterns: &[&str], timeout: Duration) -> (usize, String) {
-        match self.poll_for(patterns, timeout) {
+        match self.poll_for(patterns, timeout, true) {
             Ok(hit) => hit,
+            Err(why) => self.fail(&why),
+        }
+    }
+
+    /// Answer a sulogin whose prompt ends with `prompt`: wait for the whole
+    /// prompt, type `password`, and type it again after `Login incorrect`,
+    /// up to three times; return once root's shell prompt (`:~# `) shows.
+    /// util-linux's sulogin discards what was typed while it sets up the
+    /// terminal, so a password sent as the prompt's first line appears can
+    /// arrive cut (seen once in a fresh-clone run: `Login incorrect`).
+    #[track_caller]
+    pub fn sulogin(&mut self, prompt: &str, password: &str, timeout: Duration) {
+        for _ in 0..3 {
+            self.wait_for_prompt(&[prompt], timeout);
+            self.send(format!("{password}\n").as_bytes());
+            if self.wait_for_prompt(&["Login incorrect", ":~# "], timeout) == 1 {
+                return;
+            }
+        }
+        self.fail("sulogin refused root's password three times, each typed after its whole prompt");
+    }
+
+    /// In a root shell on the console: ask until it answers (it may start
+    /// a little after the kernel; `$((6*7))` is evaluated by the shell, so
+    /// the echo of the typed line never matches), then the root file
+    /// system's mount mode (`ro`, `rw`), printed so the typed line cannot
+    /// match either.
+    #[track_caller]
+    pub fn shell_root_mode(&mut self, timeout: Duration) -> String {
+        self.send_until("echo RECOVERY-$((6*7))\n", "RECOVERY-42", timeout);
+        self.send(b"set -- $(grep ' / ' /proc/mounts | tail -n 1); echo ROOT\"\"MODE=${4%%,*}\n");
+        let seen = self.wait_for("ROOTMODE=", Duration::from_secs(60));
+        seen.lines()
+            .rev()
+            .find_map(|l| l.split("ROOTMODE=").nth(1))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    }
+
+    /// Wait for the first of `patterns` after the cursor, the line complete
+    /// or not (a prompt gets its newline only when it is answered); its
+    /// index. The test fails when `timeout` passes or QEMU exits first.
+    #[track_caller]
+    pub fn wait_for_prompt(&mut self, patterns: &[&str], timeout: Duration) -> usize {
+        match self.poll_for(patterns, timeout, false) {
+            Ok((i, _)) => i,
             Err(why) => self.fail(&why),
         }
     }
@@ -315,17 +362,21 @@ impl Vm {
     #[track_caller]
     pub fn try_wait_for(&mut self, pattern: &str, timeout: Duration) -> Option<String> {
         let overall = self.deadline <= Instant::now() + timeout;
-        match self.poll_for(&[pattern], timeout) {
+        match self.poll_for(&[pattern], timeout, true) {
             Ok((_, seen)) => Some(seen),
             Err(why) if overall || self.exited.is_some() => self.fail(&why),
             Err(_) => None,
         }
     }
 
+    /// The first of `patterns` after the cursor: with `whole_line`, only
+    /// once its line is complete (markers are parsed whole); else as soon
+    /// as it shows (a prompt).
     fn poll_for(
         &mut self,
         patterns: &[&str],
         timeout: Duration,
+        whole_line: bool,
     ) -> Result<(usize, String), String> {
         let until = (Instant::now() + timeout).min(self.deadline);
         let mut open = true;
@@ -341,6 +392,7 @@ impl Vm {
                 // Only a complete line counts (markers are parsed whole),
                 // unless QEMU is gone and the last line is all there is.
                 let end = match tail[at + len..].find('\n') {
+                    _ if !whole_line => Some(at + len),
                     Some(nl) => Some(at + len + nl + 1),
                     None if !open => Some(tail.len()),
                     None => None,
