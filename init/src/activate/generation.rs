@@ -66,32 +66,7 @@ pub(super) struct Tree {
     pub(super) persist: Vec<String>,
 }
 
-/// Why `p` cannot be a persistent path, if it cannot: it must be absolute
-/// and plain (no empty, `.` or `..` component), and not a place genboot-init
-/// mounts otherwise (`/`, `/etc`, `/usr`, `/var`, the API file systems) or
-/// one below them.
-pub(super) fn persist_problem(p: &str) -> Option<&'static str> {
-    let Some(rest) = p.strip_prefix('/') else {
-        return Some("it is not absolute");
-    };
-    if rest.is_empty() {
-        return Some("it is the root itself");
-    }
-    if rest
-        .split('/')
-        .any(|c| c.is_empty() || c == "." || c == "..")
-    {
-        return Some("it has an empty, . or .. component");
-    }
-    let top = rest.split('/').next().unwrap_or_default();
-    if matches!(
-        top,
-        "etc" | "usr" | "var" | "proc" | "sys" | "dev" | "run" | "tmp"
-    ) {
-        return Some("genboot-init mounts it (or what holds it) otherwise");
-    }
-    None
-}
+pub(super) use genboot_format::persist_problem;
 
 /// The tree `boot.json`'s `org.genboot.v1` (`g`, of generation `gen`)
 /// names, if any, after checking its shape: a store object, its image

@@ -39,7 +39,7 @@ use crate::sys::{Kind, Sys};
 use genboot_format::cmdline::BootArgs;
 use genboot_format::{
     ETC_LAYERS_DIR, IDENTITY_DIR, PACKAGE_STATE, PACKAGE_STATE_DIR, ROOT_PARTITION, RUN_DIR,
-    TREE_INITRD_MODULES,
+    STATE_DIR, TREE_INITRD_MODULES,
 };
 use std::io;
 
@@ -339,6 +339,9 @@ impl<S: Sys> Boot<'_, S> {
                 "/etc: the image's, read-only (the root partition is, and has no {layer} yet)"
             ));
         }
+        if writable {
+            self.ensure_machine_id(&upper);
+        }
         let ids = self.bind_identity(writable)?;
         if ids.is_empty() {
             said.push(format!("no identity in {IDENTITY_DIR}"));
@@ -347,6 +350,55 @@ impl<S: Sys> Boot<'_, S> {
         }
         self.done(Step::MountEtc, &said.join("; "));
         Ok(())
+    }
+
+    /// A machine-id in [`IDENTITY_DIR`] when it has none (the machine's
+    /// first boot of a generation with a tree, or its file is torn): this
+    /// generation's `/etc` layer's own when it is valid (systemd made it at
+    /// an earlier boot), else a new random one (a version-4 UUID in hex, as
+    /// systemd makes). It is then bound over every generation's
+    /// `/etc/machine-id`, so all of them are one machine. Never fails the
+    /// boot: with a warning systemd makes one in this generation's `/etc`.
+    fn ensure_machine_id(&mut self, upper: &str) {
+        let Ok(state) = self.on_partition(STATE_DIR, Follow::All) else {
+            return;
+        };
+        let dir = format!("{state}/identity");
+        let file = format!("{dir}/machine-id");
+        if matches!(self.sys.read_file(&file), Ok(b) if valid_machine_id(&b)) {
+            return;
+        }
+        let (id, whose) = match self.sys.read_file(&format!("{upper}/machine-id")) {
+            Ok(b) if valid_machine_id(&b) => (
+                String::from_utf8_lossy(b.get(..32).unwrap_or_default()).into_owned(),
+                "this generation's /etc's",
+            ),
+            _ => match self.sys.read_at("/dev/urandom", 0, 16) {
+                Ok(r) if r.len() == 16 => (random_machine_id(&r), "new"),
+                other => {
+                    let why = match other {
+                        Err(e) => errno_text(&e),
+                        Ok(_) => "short read".into(),
+                    };
+                    let msg = format!("warning: cannot read /dev/urandom for a machine-id: {why}; systemd makes one in this generation's /etc");
+                    self.say(&msg);
+                    return;
+                }
+            },
+        };
+        let written = self
+            .mkdir_p(&dir)
+            .and_then(|()| self.sys.write_file(&file, format!("{id}\n").as_bytes()));
+        match written {
+            Ok(()) => {
+                let msg = format!("identity: machine-id {id} ({whose}) written to {IDENTITY_DIR}");
+                self.say(&msg);
+            }
+            Err(e) => {
+                let msg = format!("warning: cannot write {IDENTITY_DIR}/machine-id: {}; systemd makes one in this generation's /etc", errno_text(&e));
+                self.say(&msg);
+            }
+        }
     }
 
     /// The machine's identity, the same in every generation: each of
@@ -667,4 +719,28 @@ impl<S: Sys> Boot<'_, S> {
             .map_err(|e| format!("cannot write {VOLATILE_ROOT}: {}", errno_text(&e)))?;
         Ok(format!("{VOLATILE_ROOT} -> {link}"))
     }
+}
+
+/// A machine-id file's content: 32 lower-case hex digits, then a newline
+/// or nothing (machine-id(5)).
+pub(super) fn valid_machine_id(b: &[u8]) -> bool {
+    let (id, rest) = b.split_at(b.len().min(32));
+    id.len() == 32
+        && id
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+        && id.iter().any(|&c| c != b'0')
+        && (rest.is_empty() || rest == b"\n")
+}
+
+/// A machine-id from 16 random bytes: a version-4 UUID (RFC 4122 variant)
+/// in lower-case hex without dashes, as systemd's `id128_make_v4`.
+pub(super) fn random_machine_id(r: &[u8]) -> String {
+    let mut b = [0u8; 16];
+    for (d, s) in b.iter_mut().zip(r) {
+        *d = *s;
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    genboot_format::hex(&b)
 }

@@ -11,8 +11,8 @@
 
 use super::*;
 use crate::activate::tree::{
-    etc_overlay_options, etc_read_only_options, major_minor, root_overlay_options, META,
-    VOLATILE_ROOT,
+    etc_overlay_options, etc_read_only_options, major_minor, random_machine_id,
+    root_overlay_options, valid_machine_id, META, VOLATILE_ROOT,
 };
 use genboot_format::storehash::file_digest;
 use genboot_format::ROOT_PARTITION;
@@ -110,6 +110,8 @@ fn tree_world(cmdline: &str) -> FakeSys {
     f.dir("/sysroot/home", TREE);
     f.link("/sysroot/srv", "var/srv", TREE);
     f.dir("/sysroot/tmp", TREE);
+    // What a first boot makes the machine-id from.
+    f.file("/dev/urandom", &[0xa5; 16], RUNFS);
     f.dir(&format!("/sysroot/lib/modules/{KVER}/kernel"), TREE);
     f.dir("/sysroot/lib/firmware", TREE);
     f
@@ -175,6 +177,10 @@ fn a_tree_generation_boots_its_tree_with_etc_var_and_home_from_the_root_partitio
         format!("mkdir {layer}/upper 755"),
         format!("mkdir {layer}/work 755"),
         format!("mount overlay /sysroot/etc overlay 0 \"lowerdir=/sysroot/etc,upperdir={layer}/upper,workdir={layer}/work,index=off\""),
+        // The machine's first boot: a new machine-id, bound over /etc's.
+        format!("mkdir {p}/var/lib/genboot/identity 755"),
+        format!("write {p}/var/lib/genboot/identity/machine-id"),
+        format!("mount {p}/var/lib/genboot/identity/machine-id /sysroot/etc/machine-id - MS_BIND \"\""),
         // bind-var: /var, the image's package state read-only (its mount
         // point made where missing), /home made and bound, /root bound,
         // /srv (a link in the tree) not; /tmp; the partition read-only.
@@ -239,9 +245,10 @@ fn a_tree_generation_boots_its_tree_with_etc_var_and_home_from_the_root_partitio
             tree_object()
         ),
         &format!(
-            "mount-etc: /etc: the image's with the layer /var/lib/genboot/etc/{}; no identity in /var/lib/genboot/identity",
+            "mount-etc: /etc: the image's with the layer /var/lib/genboot/etc/{}; /etc/machine-id from /var/lib/genboot/identity",
             gen_name()
         ),
+        "identity: machine-id a5a5a5a5a5a545a5a5a5a5a5a5a5a5a5 (new) written to /var/lib/genboot/identity",
         "bind-var: /var: the root partition's; /var/lib/dpkg /var/lib/apt/extended_states: the image's (read-only); /home /root: the root partition's; /tmp: tmpfs; init /sbin/init",
         &format!("bind-modules: /lib/modules/{KVER}: the root's own; /lib/firmware: the root's own"),
         &format!("record: /run/genboot/booted {VOLATILE_ROOT} -> /dev/block/254:1"),
@@ -409,6 +416,67 @@ fn a_tree_without_an_ssh_server_gets_no_keys_and_no_warning() {
     assert!(!f.console.iter().any(|l| l.contains("warning")));
 }
 
+#[test]
+fn the_first_boot_keeps_a_machine_id_systemd_made_earlier_and_a_torn_one_is_replaced() {
+    let id = format!("{ROOT_PARTITION}/var/lib/genboot/identity/machine-id");
+    let upper = format!(
+        "{ROOT_PARTITION}/var/lib/genboot/etc/{}/upper/machine-id",
+        gen_name()
+    );
+    // systemd made one in this generation's layer at an earlier boot.
+    let mut f = tree_world(&cmdline(""));
+    f.file(&upper, b"00112233445566778899aabbccddeeff\n", PART);
+    assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
+    assert_eq!(
+        f.read_file(&id).unwrap(),
+        b"00112233445566778899aabbccddeeff\n"
+    );
+    assert!(console_has(
+        &f,
+        "identity: machine-id 00112233445566778899aabbccddeeff (this generation's /etc's) written"
+    ));
+    // A torn identity file (empty) is replaced; a valid one is kept as is.
+    for (old, new) in [
+        (&b""[..], &b"a5a5a5a5a5a545a5a5a5a5a5a5a5a5a5\n"[..]),
+        (
+            b"0123456789abcdef0123456789abcdef",
+            b"0123456789abcdef0123456789abcdef",
+        ),
+    ] {
+        let mut f = tree_world(&cmdline(""));
+        f.file(&id, old, PART);
+        assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
+        assert_eq!(f.read_file(&id).unwrap(), new);
+        assert_eq!(
+            f.calls.iter().any(|c| c == &format!("write {id}")),
+            old.is_empty()
+        );
+    }
+    // A read-only root partition writes nothing.
+    let mut f = tree_world(&cmdline("ro"));
+    assert!(matches!(run(&mut f), Outcome::Exec(_)), "{:#?}", f.console);
+    assert!(f.read_file(&id).is_err());
+}
+
+#[test]
+fn machine_ids_are_checked_and_made_as_systemd_does() {
+    assert!(valid_machine_id(b"0123456789abcdef0123456789abcdef\n"));
+    assert!(valid_machine_id(b"0123456789abcdef0123456789abcdef"));
+    for bad in [
+        &b""[..],
+        b"uninitialized\n",
+        b"00000000000000000000000000000000\n",
+        b"0123456789ABCDEF0123456789abcdef\n",
+        b"0123456789abcdef0123456789abcdef\n\n",
+        b"0123456789abcdef0123456789abcde\n",
+    ] {
+        assert!(!valid_machine_id(bad), "{bad:?}");
+    }
+    let id = random_machine_id(&[0xff; 16]);
+    assert_eq!(id, "ffffffffffff4fffbfffffffffffffff");
+    assert!(valid_machine_id(id.as_bytes()));
+}
+
 // ---- a read-only root partition (ro, genboot.recovery) ----
 
 #[test]
@@ -475,7 +543,10 @@ fn boot_json_names_the_persistent_paths_and_bad_ones_are_refused() {
     let binds: Vec<&str> = tree_steps(&f)
         .into_iter()
         .filter(|c| {
-            c.starts_with(&format!("mount {p}/")) && c.contains("MS_BIND") && !c.contains("/var ")
+            c.starts_with(&format!("mount {p}/"))
+                && c.contains("MS_BIND")
+                && !c.contains("/var ")
+                && !c.contains("/identity/")
         })
         .collect();
     assert_eq!(
