@@ -26,7 +26,9 @@
 //!    genboot-init binds the image's copy onto, read-only (issue 15).
 //! 4. **First-boot SSH host keys**: when the tree has `/usr/sbin/sshd`,
 //!    `genboot-ssh-keygen.service` (`ssh-keygen -A` when a key is missing,
-//!    before `ssh.service`/`ssh.socket`), enabled in
+//!    before `ssh.service`/`ssh.socket`, then the keys copied to
+//!    `/var/lib/genboot/identity/ssh/`, which genboot-init binds over every
+//!    generation's `/etc/ssh`), enabled in
 //!    `/usr/lib/systemd/system/multi-user.target.wants/` (Debian 12 has no
 //!    such unit; its postinst made the keys we remove).
 //!
@@ -70,6 +72,9 @@ ConditionPathExists=|!/etc/ssh/ssh_host_rsa_key
 [Service]
 Type=oneshot
 ExecStart=/usr/bin/ssh-keygen -A
+# The machine's keys, the same in every generation: genboot-init binds
+# these over /etc/ssh at every later boot.
+ExecStartPost=/bin/sh -c 'd=/var/lib/genboot/identity/ssh; [ -d /var/lib/genboot ] || exit 0; mkdir -p \"$$d\" && for k in /etc/ssh/ssh_host_*; do [ -e \"$$d/$${k##*/}\" ] || cp -p \"$$k\" \"$$d/\"; done'
 RemainAfterExit=yes
 
 [Install]
