@@ -220,6 +220,9 @@ pub struct TreeSection {
     pub source_date_epoch: Option<i64>,
     /// `/etc/hostname` of the image (default `localhost`).
     pub hostname: Option<String>,
+    /// The paths kept on the root partition across generations besides
+    /// `/var` (default `/home`, `/root`, `/srv`): never rolled back.
+    pub persist: Option<Vec<String>>,
 }
 
 /// `SOURCE_DATE_EPOCH` of an mmdebstrap tree without `source_date_epoch`:
@@ -831,6 +834,16 @@ impl SystemConfig {
 
     /// `[tree]`: the keys its source needs, and only those.
     fn check_tree(&self, t: &TreeSection, text: &str) -> Result<(), ConfigError> {
+        for (i, p) in t.persist.iter().flatten().enumerate() {
+            if let Some(why) = genboot_format::persist_problem(p) {
+                return Err(self.invalid(
+                    text,
+                    ("tree", "persist", Some(i)),
+                    format!("{p:?} cannot be kept on the root partition: {why}"),
+                    "name absolute, plain paths such as \"/home\" or \"/opt/data\" (/var is always kept; /etc has its own layer per generation)",
+                ));
+            }
+        }
         let mm = t.source == TreeSourceKind::Mmdebstrap;
         let only_mm: [(&'static str, bool); 7] = [
             ("suite", t.suite.is_some()),
@@ -1087,6 +1100,34 @@ label = "Test"
             e.starts_with("s.toml:7:10: [root] device") && e.contains("double quote"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn tree_persist_takes_plain_paths_and_refuses_what_genboot_init_mounts() {
+        let base = format!(
+            "{}\n[tree]\nsource = \"mmdebstrap\"\nsuite = \"bookworm\"\npackages = [\"systemd-sysv\"]\n",
+            MINIMAL
+                .replace("image = \"vmlinuz\"\n", "")
+                .replace("modules = \"/lib/modules/6.1.0-50-amd64\"\n", "")
+        );
+        let c = SystemConfig::parse(&base, Path::new("s.toml")).unwrap();
+        assert_eq!(c.tree.unwrap().persist, None);
+        let ok = format!("{base}persist = [\"/home\", \"/opt/data\"]\n");
+        let c = SystemConfig::parse(&ok, Path::new("s.toml")).unwrap();
+        assert_eq!(
+            c.tree.unwrap().persist.unwrap(),
+            ["/home".to_string(), "/opt/data".to_string()]
+        );
+        for bad in ["/etc/ssh", "home", "/", "/opt/../etc", "/var/lib/x"] {
+            let text = format!("{base}persist = [\"/home\", {bad:?}]\n");
+            let e = SystemConfig::parse(&text, Path::new("s.toml"))
+                .unwrap_err()
+                .with_hint();
+            assert!(
+                e.contains("[tree] persist") && e.contains(bad) && e.contains("absolute, plain"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

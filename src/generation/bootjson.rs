@@ -67,6 +67,9 @@ pub struct TreeRef {
     pub image_sha256: String,
     /// The content objects the image's files redirect to.
     pub objects: String,
+    /// `[tree] persist`, when set (genboot-init's default otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persist: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

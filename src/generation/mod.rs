@@ -641,7 +641,11 @@ pub fn assemble(
         kernel_modules,
         tree,
     } = parts;
-    let tree_ref = tree.as_ref().map(|t| tree_ref(store, t)).transpose()?;
+    let persist = cfg.tree.as_ref().and_then(|t| t.persist.clone());
+    let tree_ref = tree
+        .as_ref()
+        .map(|t| tree_ref(store, t, persist))
+        .transpose()?;
     let name = format!("{GENERATION_NAME_PREFIX}{kver}");
     let mask = std::str::from_utf8(SELF_MASK).expect("mask is ASCII");
     let toplevel = format!("{STORE_DIR}/{mask}-{name}");
@@ -711,7 +715,11 @@ pub fn assemble(
 }
 
 /// What `boot.json` says about a tree object.
-fn tree_ref(store: &Store, t: &StorePath) -> Result<bootjson::TreeRef, BuildError> {
+fn tree_ref(
+    store: &Store,
+    t: &StorePath,
+    persist: Option<Vec<String>>,
+) -> Result<bootjson::TreeRef, BuildError> {
     use sha2::Digest;
     let image = store.path(t).join(crate::tree::IMAGE_FILE);
     let data = std::fs::read(&image)
@@ -722,6 +730,7 @@ fn tree_ref(store: &Store, t: &StorePath) -> Result<bootjson::TreeRef, BuildErro
         image: format!("{}/{}", t.boot_path(), crate::tree::IMAGE_FILE),
         image_sha256: genboot_format::hex(&sha2::Sha256::digest(&data)),
         objects: format!("{STORE_DIR}/{}", crate::tree::objects::OBJECTS_DIR),
+        persist,
     })
 }
 

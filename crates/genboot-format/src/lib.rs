@@ -89,6 +89,35 @@ pub const IDENTITY_DIR: &str = "/var/lib/genboot/identity";
 /// The paths kept on the root partition across generations when
 /// `boot.json` names none (`org.genboot.v1.tree.persist`).
 pub const DEFAULT_PERSIST: &[&str] = &["/home", "/root", "/srv"];
+/// Why `p` cannot be a persistent path (`[tree] persist`, boot.json's
+/// `tree.persist`), if it cannot: it must be absolute and plain (no empty,
+/// `.` or `..` component), and not a place genboot-init mounts otherwise
+/// (`/`, `/etc`, `/usr`, `/var`, the API file systems, `/tmp`) or one below
+/// them. The builder refuses such a path and genboot-init refuses a
+/// boot.json that holds one.
+pub fn persist_problem(p: &str) -> Option<&'static str> {
+    let Some(rest) = p.strip_prefix('/') else {
+        return Some("it is not absolute");
+    };
+    if rest.is_empty() {
+        return Some("it is the root itself");
+    }
+    if rest
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Some("it has an empty, . or .. component");
+    }
+    let top = rest.split('/').next().unwrap_or_default();
+    if matches!(
+        top,
+        "etc" | "usr" | "var" | "proc" | "sys" | "dev" | "run" | "tmp"
+    ) {
+        return Some("genboot-init mounts it (or what holds it) otherwise");
+    }
+    None
+}
+
 /// Where genboot-init leaves the root partition when it boots a tree: in
 /// [`RUN_DIR`], so stage 2 sees it there (read-only).
 pub const ROOT_PARTITION: &str = "/run/genboot/sysroot";
