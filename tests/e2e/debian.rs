@@ -132,7 +132,7 @@ fn debian_with_genboot_from_its_deb_upgrades_kernels_rolls_back_checks_and_recov
     drop(out);
     let gen1 = s.generation(1);
     // A dirty root (not cleanly unmounted): systemd-fsck-root must check it.
-    let offset = root_offset(&s.image);
+    let offset = debian::root_offset(&s.image);
     let dirty = Command::new("debugfs")
         .args(["-w", "-R", "ssv state 0"])
         .arg(format!("{}?offset={offset}", s.image.display()))
@@ -362,24 +362,6 @@ fn debian_with_genboot_from_its_deb_upgrades_kernels_rolls_back_checks_and_recov
     // The tree copy and the image are several GB: keep them only when the
     // test failed (the next run removes them then).
     std::fs::remove_dir_all(&s.dir).expect("remove the scenario's directory");
-}
-
-/// The root partition's byte offset in `image` (`sgdisk -i 2`).
-fn root_offset(image: &Path) -> u64 {
-    let o = Command::new("sgdisk")
-        .arg("-i")
-        .arg("2")
-        .arg(image)
-        .output()
-        .unwrap();
-    let text = support::stdout(&o);
-    let first: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("First sector: "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("sgdisk -i 2: {text}"));
-    first * 512
 }
 
 /// `dumpe2fs -h` of the file system at byte `offset` of `image`.

@@ -35,3 +35,5 @@ mod pick_generation;
 mod recovery;
 // `genboot rollback` on the image; the next boot is the previous generation.
 mod rollback;
+// Whole-system generations (Debian trees with systemd) on 6.1 and 6.12: boot, upgrade, roll back, fall back, recover.
+mod trees;

@@ -365,7 +365,17 @@ pub const GUEST_GENBOOT_REPO: &str = "var/lib/genboot-test/genboot";
 /// `apt-get install genboot genboot-initramfs-tool` works in the root (or
 /// the running system) without a network.
 pub fn install_genboot_repo(root: &Path) {
-    let dir = root.join(GUEST_GENBOOT_REPO);
+    genboot_flat_repo(&root.join(GUEST_GENBOOT_REPO));
+    std::fs::write(
+        root.join("etc/apt/sources.list.d/genboot.list"),
+        format!("deb [trusted=yes] file:/{GUEST_GENBOOT_REPO} ./\n"),
+    )
+    .unwrap();
+}
+
+/// genboot's packages ([`genboot_debs`]) as a flat apt repository in
+/// `dir` (made anew): `deb [trusted=yes] file:DIR ./`.
+pub fn genboot_flat_repo(dir: &Path) {
     if dir.exists() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -380,11 +390,25 @@ pub fn install_genboot_repo(root: &Path) {
             .current_dir(&dir),
     );
     std::fs::write(dir.join("Packages"), packages).unwrap();
-    std::fs::write(
-        root.join("etc/apt/sources.list.d/genboot.list"),
-        format!("deb [trusted=yes] file:/{GUEST_GENBOOT_REPO} ./\n"),
-    )
-    .unwrap();
+}
+
+/// The byte offset of partition 2 (the root file system) in a disk image
+/// `genboot image` wrote.
+pub fn root_offset(image: &Path) -> u64 {
+    let o = Command::new("sgdisk")
+        .arg("-i")
+        .arg("2")
+        .arg(image)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let first: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("First sector: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("sgdisk -i 2 {}: {text}", image.display()));
+    first * 512
 }
 
 /// Run `script` with bash as root in a private mount namespace, `$r` the
