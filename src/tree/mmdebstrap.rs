@@ -268,6 +268,21 @@ pub fn file_mirror_dirs(mirrors: &[String]) -> Vec<PathBuf> {
     out
 }
 
+/// Whether `dir` is an apt repository: one with `dists/`, or a flat one
+/// (`deb file:DIR ./`) with its index at the top.
+fn is_apt_repository(dir: &Path) -> bool {
+    dir.join("dists").is_dir()
+        || [
+            "Packages",
+            "Packages.gz",
+            "Packages.xz",
+            "Release",
+            "InRelease",
+        ]
+        .iter()
+        .any(|f| dir.join(f).is_file())
+}
+
 /// Quote for `sh`.
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -320,7 +335,11 @@ pub fn command(
     c
 }
 
-fn write_hooks(mirrors: &[String], hooks: &Path) -> Result<(), TreeError> {
+/// Write `mirrors-setup` and `mirrors-cleanup` into `hooks`: mmdebstrap's
+/// setup and customize hooks that bind-mount every file:// mirror into the
+/// tree at its own path (read-only), then unmount them and remove only the
+/// directories setup made. Nothing when no mirror is a file:// one.
+pub fn write_hooks(mirrors: &[String], hooks: &Path) -> Result<(), TreeError> {
     let dirs = file_mirror_dirs(mirrors);
     if dirs.is_empty() {
         return Ok(());
@@ -336,8 +355,11 @@ fn write_hooks(mirrors: &[String], hooks: &Path) -> Result<(), TreeError> {
         rec = sh_quote(&record.to_string_lossy()),
         list = list.join(" ")
     );
+    // Every mirror is unmounted (the last mounted first) before any
+    // directory goes: a directory one mirror's setup created can hold
+    // another mirror's mount point (two mirrors below one new top).
     let cleanup = format!(
-        "#!/bin/sh\n# genboot: undo mirrors-setup; remove only the directories it created.\nset -eu\nroot=\"$1\"\nwhile IFS= read -r p && IFS= read -r first; do\n  umount \"$root$p\"\n  if [ -n \"$first\" ]; then rm -r -- \"$root$first\"; fi\ndone < {rec}\n",
+        "#!/bin/sh\n# genboot: undo mirrors-setup; remove only the directories it created.\nset -eu\nroot=\"$1\"\nawk 'NR % 2 == 1' {rec} | tac | while IFS= read -r p; do\n  umount \"$root$p\"\ndone\nawk 'NR % 2 == 0' {rec} | while IFS= read -r first; do\n  if [ -n \"$first\" ] && [ -e \"$root$first\" ]; then rm -r -- \"$root$first\"; fi\ndone\n",
         rec = sh_quote(&record.to_string_lossy())
     );
     for (name, text) in [("mirrors-setup", setup), ("mirrors-cleanup", cleanup)] {
@@ -401,14 +423,14 @@ pub fn run(
         spec.mirrors.clone()
     };
     for d in file_mirror_dirs(&mirrors) {
-        if !d.join("dists").is_dir() {
+        if !is_apt_repository(&d) {
             return Err(TreeError::Source {
                 what: format!(
-                    "{}: the file:// mirror {} has no dists/ directory, so it is not an apt repository",
+                    "{}: the file:// mirror {} has no dists/ directory nor a flat repository's Packages or Release file, so it is not an apt repository",
                     spec.key("mirror"),
                     d.display()
                 ),
-                hint: "point [tree] mirror at the repository's top directory (the one holding dists/ and pool/)".into(),
+                hint: "point [tree] mirror at the repository's top directory (the one holding dists/ and pool/, or for a flat repository `deb file:DIR ./`, the one holding Packages)".into(),
             });
         }
     }
@@ -586,6 +608,25 @@ mod tests {
             file_mirror_dirs(&m),
             vec![PathBuf::from("/other"), PathBuf::from("/srv/mirror")]
         );
+    }
+
+    #[test]
+    fn a_file_mirror_is_a_repository_with_dists_or_a_flat_index() {
+        let t = tempfile::tempdir().unwrap();
+        let (full, flat, none) = (
+            t.path().join("full"),
+            t.path().join("flat"),
+            t.path().join("none"),
+        );
+        std::fs::create_dir_all(full.join("dists/bookworm")).unwrap();
+        std::fs::create_dir_all(&flat).unwrap();
+        std::fs::write(flat.join("Packages"), "").unwrap();
+        std::fs::create_dir_all(none.join("pool")).unwrap();
+        assert!(is_apt_repository(&full));
+        assert!(is_apt_repository(&flat));
+        assert!(!is_apt_repository(&none));
+        let m = vec![format!("deb [trusted=yes] file://{} ./", flat.display())];
+        assert_eq!(file_mirror_dirs(&m), vec![flat]);
     }
 
     #[test]

@@ -31,6 +31,18 @@
 //!    generation's `/etc/ssh`), enabled in
 //!    `/usr/lib/systemd/system/multi-user.target.wants/` (Debian 12 has no
 //!    such unit; its postinst made the keys we remove).
+//! 5. **The image's `/var` seeds the machine's**: the machine's `/var` is
+//!    the root partition's (never rolled back), so what packages put in
+//!    `/var` (`/var/www/html`, `/var/lib/nginx`, …) is made there by
+//!    `systemd-tmpfiles` at every boot when missing ([`VAR_TMPFILES`]):
+//!    `d` for each directory (its mode and owner), `L` for each symlink,
+//!    `C` for each regular file (copied from [`VAR_FACTORY`], where the
+//!    image keeps it; files below `/var/log` and `/var/cache` are the
+//!    build's own and are left out). Paths other tmpfiles.d files of the
+//!    tree declare, the package state of rule 3 and `/var/lib/genboot` are
+//!    left to their owners. Existing files are never overwritten, so the
+//!    machine's data wins; a new package's directories appear at the first
+//!    boot of the generation that has it.
 //!
 //! Why on the manifest and not as mmdebstrap hooks on the staging tree: the
 //! same code then covers `source = "dir"` trees, which genboot must not
@@ -81,6 +93,13 @@ RemainAfterExit=yes
 WantedBy=multi-user.target
 ";
 
+/// The tmpfiles.d file that makes the image's `/var` on the machine's
+/// (rule 5).
+pub const VAR_TMPFILES: &str = "/usr/lib/tmpfiles.d/genboot-var.conf";
+/// Where the image keeps its `/var` files for [`VAR_TMPFILES`] to copy
+/// (systemd's factory directory).
+pub const VAR_FACTORY: &str = "/usr/share/factory/var";
+
 /// Which rules apply. [`Rules::default`] is what genboot always does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
@@ -90,6 +109,7 @@ pub struct Rules {
     pub strip_identity: bool,
     pub relocate_package_state: bool,
     pub ssh_keygen_unit: bool,
+    pub seed_var: bool,
 }
 
 impl Default for Rules {
@@ -100,6 +120,7 @@ impl Default for Rules {
             strip_identity: true,
             relocate_package_state: true,
             ssh_keygen_unit: true,
+            seed_var: true,
         }
     }
 }
@@ -332,6 +353,9 @@ pub fn apply(
             }
         }
     }
+    if rules.seed_var {
+        seed_var(m, contents, &mut r);
+    }
     m.canonicalize_hardlinks();
     m.validate().map_err(|cause| TreeError::Manifest {
         path: PathBuf::from("(after the build rules)"),
@@ -348,6 +372,140 @@ fn m_epoch(old: Mtime, epoch: Option<i64>) -> Mtime {
 }
 
 /// Create missing directories down to `dir` (0755 root, time `t`).
+/// Rule 5: [`VAR_TMPFILES`] and the image's `/var` files in
+/// [`VAR_FACTORY`] (see the module documentation).
+fn seed_var(m: &mut Manifest, contents: &mut Contents, r: &mut RulesReport) {
+    let declared = tmpfiles_paths(m, contents);
+    let below =
+        |k: &[u8], dir: &[u8]| k == dir || (k.starts_with(dir) && k.get(dir.len()) == Some(&b'/'));
+    let keys: Vec<Vec<u8>> = m
+        .entries
+        .range(b"/var/".to_vec()..)
+        .take_while(|(k, _)| k.starts_with(b"/var/"))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut lines = String::from(
+        "# Added by genboot (tree rule 5): the image's /var, made on the machine's\n\
+         # /var (the root partition's, kept across generations) when missing.\n",
+    );
+    let mut factory: Vec<(Vec<u8>, Entry)> = Vec::new();
+    for k in keys {
+        if below(&k, b"/var/lib/genboot")
+            || RELOCATED.iter().any(|p| below(&k, p.as_bytes()))
+            || declared.contains(&k)
+        {
+            continue;
+        }
+        let entry = match m.get(&k) {
+            Some(Entry::Hardlink { target }) => m.get(target).cloned(),
+            e => e.cloned(),
+        };
+        let Some(Entry::Inode { meta, kind }) = entry else {
+            continue;
+        };
+        let path = tmpfiles_escape(&k);
+        match &kind {
+            Kind::Dir => lines.push_str(&format!(
+                "d {path} {:04o} {} {} -\n",
+                meta.mode & 0o7777,
+                meta.uid,
+                meta.gid
+            )),
+            Kind::Symlink { target } => {
+                lines.push_str(&format!("L {path} - - - - {}\n", tmpfiles_escape(target)))
+            }
+            Kind::File { .. } if !below(&k, b"/var/log") && !below(&k, b"/var/cache") => {
+                let mut to = VAR_FACTORY.as_bytes().to_vec();
+                to.extend_from_slice(&k[b"/var".len()..]);
+                lines.push_str(&format!("C {path} - - - - {}\n", tmpfiles_escape(&to)));
+                factory.push((to, Entry::Inode { meta, kind }));
+            }
+            _ => {}
+        }
+    }
+    let t = Mtime::new(m.epoch.unwrap_or(0), 0);
+    for (to, e) in factory {
+        if let Some(p) = parent(&to) {
+            ensure_dirs(m, p, t, r);
+        }
+        if m.entries.insert(to.clone(), e).is_none() {
+            r.added.push(to);
+        }
+    }
+    ensure_dirs(
+        m,
+        parent(VAR_TMPFILES.as_bytes()).expect("has a parent"),
+        t,
+        r,
+    );
+    let epoch = m.epoch;
+    set_file(
+        m,
+        contents,
+        VAR_TMPFILES.as_bytes(),
+        lines.as_bytes(),
+        Some(0o644),
+        0o644,
+        epoch,
+        r,
+    );
+}
+
+/// The `/var` paths the tree's own tmpfiles.d files declare (field 2 of
+/// each line, as written).
+fn tmpfiles_paths(m: &Manifest, contents: &Contents) -> BTreeSet<Vec<u8>> {
+    let mut out = BTreeSet::new();
+    for dir in [&b"/usr/lib/tmpfiles.d/"[..], b"/etc/tmpfiles.d/"] {
+        let files: Vec<Vec<u8>> = m
+            .entries
+            .range(dir.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(dir))
+            .filter(|(k, _)| k.ends_with(b".conf") && k.as_slice() != VAR_TMPFILES.as_bytes())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for f in files {
+            let data = match m.inode(&f) {
+                Some((
+                    _,
+                    Kind::File {
+                        inline: Some(d), ..
+                    },
+                )) => d.clone(),
+                Some((_, Kind::File { sha256, .. })) => contents.read(sha256).unwrap_or_default(),
+                _ => continue,
+            };
+            for line in data.split(|&b| b == b'\n') {
+                let mut fields = line
+                    .split(|b| b.is_ascii_whitespace())
+                    .filter(|f| !f.is_empty());
+                match (fields.next(), fields.next()) {
+                    (Some(t), Some(p)) if !t.starts_with(b"#") && p.starts_with(b"/var/") => {
+                        out.insert(p.to_vec());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A path or symlink target as a tmpfiles.d field: `%` doubled (a
+/// specifier otherwise), whitespace, `\\` and bytes outside printable ASCII
+/// as `\\xNN` (tmpfiles.d unescapes C escapes).
+fn tmpfiles_escape(p: &[u8]) -> String {
+    let mut s = String::with_capacity(p.len());
+    for &b in p {
+        match b {
+            b'%' => s.push_str("%%"),
+            b'\\' => s.push_str("\\x5c"),
+            b'!'..=b'~' => s.push(char::from(b)),
+            _ => s.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    s
+}
+
 fn ensure_dirs(m: &mut Manifest, dir: &[u8], t: Mtime, r: &mut RulesReport) {
     if dir == b"/" || m.get(dir).is_some() {
         return;
@@ -894,6 +1052,108 @@ mod tests {
 
     const PASSWD1: &str = "root:x:0:0:root:/root:/bin/bash\n_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\nmessagebus:x:100:101::/nonexistent:/usr/sbin/nologin\n";
     const GROUP1: &str = "root:x:0:\nnogroup:x:65534:\ninput:x:101:\nmessagebus:x:102:\n";
+
+    #[test]
+    fn the_images_var_is_made_on_the_machines_by_tmpfiles_when_missing() {
+        let (mut m, mut c) = tree(PASSWD1, GROUP1);
+        for d in [
+            "/var/www",
+            "/var/www/html",
+            "/var/log",
+            "/var/log/apt",
+            "/usr/lib/tmpfiles.d",
+        ] {
+            dir(&mut m, d);
+        }
+        m.entries.insert(
+            b"/var/lib/nginx".to_vec(),
+            Entry::Inode {
+                meta: Meta::new(0o1770, 33, 33, t()),
+                kind: Kind::Dir,
+            },
+        );
+        file(
+            &mut m,
+            &mut c,
+            "/var/www/html/index nginx.html",
+            b"<html>hello, a page longer than the inline limit of sixty-four bytes</html>\n",
+            0,
+            0,
+        );
+        file(
+            &mut m,
+            &mut c,
+            "/var/log/apt/history.log",
+            b"the build's\n",
+            0,
+            0,
+        );
+        m.entries.insert(
+            b"/var/run".to_vec(),
+            Entry::Inode {
+                meta: Meta::new(0o777, 0, 0, t()),
+                kind: Kind::Symlink {
+                    target: b"/run".to_vec(),
+                },
+            },
+        );
+        m.entries.insert(
+            b"/var/mail%x".to_vec(),
+            Entry::Inode {
+                meta: Meta::new(0o777, 0, 0, t()),
+                kind: Kind::Symlink {
+                    target: b"spool/mail".to_vec(),
+                },
+            },
+        );
+        // systemd's own line for /var/run: left to it.
+        file(
+            &mut m,
+            &mut c,
+            "/usr/lib/tmpfiles.d/legacy.conf",
+            b"# x\nL /var/run - - - - ../run\n",
+            0,
+            0,
+        );
+        m.validate().unwrap();
+        let mut ids = UidMap::default();
+        let r = apply(&mut m, &mut c, &Rules::default(), &mut ids).unwrap();
+        let conf = text(&m, &c, VAR_TMPFILES);
+        let lines: Vec<&str> = conf.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(lines.contains(&"d /var/lib/nginx 1770 33 33 -"), "{conf}");
+        assert!(lines.contains(&"d /var/www/html 0755 0 0 -"), "{conf}");
+        assert!(lines.contains(&"d /var/log/apt 0755 0 0 -"), "{conf}");
+        assert!(
+            lines.contains(&"C /var/www/html/index\\x20nginx.html - - - - /usr/share/factory/var/www/html/index\\x20nginx.html"),
+            "{conf}"
+        );
+        assert!(
+            lines.contains(&"L /var/mail%%x - - - - spool/mail"),
+            "{conf}"
+        );
+        // Left out: the build's logs, what another tmpfiles.d file
+        // declares, the package state moved into the image (rule 3).
+        for not in [
+            "history.log",
+            "/var/run ",
+            "/var/lib/dpkg",
+            "/var/lib/apt/extended_states",
+            "debconf/templates.dat",
+        ] {
+            assert!(!conf.contains(not), "{not}: {conf}");
+        }
+        // The copy's source, the same content and owner.
+        let (meta, kind) = m
+            .inode(b"/usr/share/factory/var/www/html/index nginx.html")
+            .unwrap();
+        assert_eq!(kind, m.inode(b"/var/www/html/index nginx.html").unwrap().1);
+        assert_eq!((meta.mode, meta.uid), (0o644, 0));
+        assert!(r.added.contains(&VAR_TMPFILES.as_bytes().to_vec()));
+        // Applying the rules again changes nothing.
+        let before = m.clone();
+        apply(&mut m, &mut c, &Rules::default(), &mut ids).unwrap();
+        assert_eq!(m, before);
+    }
 
     #[test]
     fn identity_goes_and_package_state_moves_into_the_image() {

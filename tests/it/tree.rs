@@ -2162,3 +2162,36 @@ fn the_machines_apt_sources_give_the_default_mirror() {
         "{lines:?}"
     );
 }
+
+/// mmdebstrap's mirror hooks with two file:// mirrors whose mount points
+/// share a new top directory in the tree (a Debian mirror and a flat one,
+/// both under /work): setup mounts both, cleanup unmounts both before it
+/// removes what setup created (it removed the top while the second mirror
+/// was still mounted there, and failed on its read-only files).
+#[test]
+fn mirror_hooks_mount_and_remove_nested_file_mirrors() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = (t.path().join("m/one/debian"), t.path().join("m/two/flat"));
+    for d in [&a, &b] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("Packages"), "").unwrap();
+    }
+    let root = t.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let hooks = t.path().join("hooks");
+    let mirrors = vec![
+        format!("deb [trusted=yes] file://{} bookworm main", a.display()),
+        format!("deb [trusted=yes] file://{} ./", b.display()),
+    ];
+    genboot::tree::mmdebstrap::write_hooks(&mirrors, &hooks).unwrap();
+    run_ok(Command::new(hooks.join("mirrors-setup")).arg(&root));
+    let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap());
+    assert!(inside(&a).join("Packages").exists() && inside(&b).join("Packages").exists());
+    run_ok(Command::new(hooks.join("mirrors-cleanup")).arg(&root));
+    let left: Vec<_> = fs::read_dir(&root).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the tree keeps nothing of the mirrors: {left:?}"
+    );
+    assert!(a.join("Packages").exists() && b.join("Packages").exists());
+}

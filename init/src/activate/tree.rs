@@ -17,8 +17,11 @@
 //! - `mount-etc`: `/etc` an overlay over the image's `/etc` with this
 //!   generation's own layer on the root partition
 //!   (`/var/lib/genboot/etc/<generation>/{upper,work}`, created when
-//!   missing); then the machine's identity (`machine-id`, SSH host keys)
-//!   bound from `/var/lib/genboot/identity/` when it is there.
+//!   missing); then the machine's identity from `/var/lib/genboot/identity/`
+//!   (made on the first boot: `machine-id`; SSH host keys by the tree's
+//!   `genboot-ssh-keygen.service`): the keys bound over `/etc/ssh`, the
+//!   machine-id written into this generation's layer (bound when `/etc` is
+//!   read-only).
 //! - `bind-var`: the root partition's `/var` on the tree's `/var`
 //!   (persistent, never rolled back); the image's package state bound
 //!   read-only where the package manager looks for it; the persistent
@@ -431,6 +434,32 @@ impl<S: Sys> Boot<'_, S> {
         }
         let mut bound = Vec::new();
         for (src, at) in pairs {
+            // A writable /etc gets the machine-id as a file in this
+            // generation's layer, not a bind: systemd-machine-id-commit
+            // (ConditionPathIsMountPoint=/etc/machine-id, with /etc
+            // writable) would take a bind for a transient id and fail, as
+            // it is not on a tmpfs.
+            if writable && at == "/etc/machine-id" {
+                let Ok(target) = self.on_root(&at, Follow::All) else {
+                    continue;
+                };
+                let Ok(id) = self.sys.read_file(&src) else {
+                    continue;
+                };
+                if self.sys.read_file(&target).ok().as_deref() == Some(&id[..]) {
+                    bound.push(at);
+                    continue;
+                }
+                if let Err(e) = self.sys.write_file(&target, &id) {
+                    return fail(
+                        Step::MountEtc,
+                        format!("cannot write the machine's machine-id to {at}: {}", errno_text(&e)),
+                        "boot with genboot.shell_on_fail and look at /var/lib/genboot/etc on the root partition",
+                    );
+                }
+                bound.push(at);
+                continue;
+            }
             let target = match self.on_root(&at, Follow::All) {
                 Ok(t) => t,
                 Err(e) => {

@@ -180,7 +180,9 @@ fn a_tree_generation_boots_its_tree_with_etc_var_and_home_from_the_root_partitio
         // The machine's first boot: a new machine-id, bound over /etc's.
         format!("mkdir {p}/var/lib/genboot/identity 755"),
         format!("write {p}/var/lib/genboot/identity/machine-id"),
-        format!("mount {p}/var/lib/genboot/identity/machine-id /sysroot/etc/machine-id - MS_BIND \"\""),
+        // Into this generation's layer (a bind would trip
+        // systemd-machine-id-commit on a writable /etc).
+        "write /sysroot/etc/machine-id".into(),
         // bind-var: /var, the image's package state read-only (its mount
         // point made where missing), /home made and bound, /root bound,
         // /srv (a link in the tree) not; /tmp; the partition read-only.
@@ -387,7 +389,7 @@ fn the_machines_identity_is_bound_over_every_generations_etc() {
     assert_eq!(
         steps[from..from + 4],
         [
-            format!("mount {id}/machine-id /sysroot/etc/machine-id - MS_BIND \"\""),
+            "write /sysroot/etc/machine-id".to_string(),
             // A missing mount point is made in this generation's layer.
             "write /sysroot/etc/ssh/ssh_host_ed25519_key".to_string(),
             format!("mount {id}/ssh/ssh_host_ed25519_key /sysroot/etc/ssh/ssh_host_ed25519_key - MS_BIND \"\""),
@@ -703,12 +705,21 @@ fn mount_etc_failures_reboot_or_give_the_trees_shell() {
     assert!(f.calls.contains(&"run_shell /sysroot /bin/sh".to_string()));
     let mut f = tree_world(&cmdline(""));
     let id = format!("{ROOT_PARTITION}/var/lib/genboot/identity");
-    f.file(&format!("{id}/machine-id"), b"0123\n", PART);
-    f.fail.push((format!("mount {id}/machine-id"), libc::EPERM));
+    f.file(&format!("{id}/ssh/ssh_host_rsa_key"), b"key", PART);
+    f.fail
+        .push((format!("mount {id}/ssh/ssh_host_rsa_key"), libc::EPERM));
     fails_at(
         f,
         Step::MountEtc,
-        "cannot bind /var/lib/genboot/identity/machine-id on /etc/machine-id",
+        "cannot bind /var/lib/genboot/identity/ssh/ssh_host_rsa_key on /etc/ssh/ssh_host_rsa_key",
+    );
+    let mut f = tree_world(&cmdline(""));
+    f.fail
+        .push(("write /sysroot/etc/machine-id".into(), libc::ENOSPC));
+    fails_at(
+        f,
+        Step::MountEtc,
+        "cannot write the machine's machine-id to /etc/machine-id: No space left",
     );
     let mut f = tree_world(&cmdline(""));
     f.tree.retain(|k, _| !k.starts_with("/sysroot/etc"));
