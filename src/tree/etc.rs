@@ -935,12 +935,12 @@ pub fn line_diff(a: &str, b: &str, context: usize) -> Vec<Hunk> {
                 ops.push((' ', pre + i, pre + j));
                 i += 1;
                 j += 1;
-            } else if j < m && (i == n || lcs[i * (m + 1) + j + 1] >= lcs[(i + 1) * (m + 1) + j]) {
-                ops.push(('+', pre + i, pre + j));
-                j += 1;
-            } else {
+            } else if i < n && (j == m || lcs[(i + 1) * (m + 1) + j] >= lcs[i * (m + 1) + j + 1]) {
                 ops.push(('-', pre + i, pre + j));
                 i += 1;
+            } else {
+                ops.push(('+', pre + i, pre + j));
+                j += 1;
             }
         }
     } else {
