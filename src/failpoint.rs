@@ -109,6 +109,9 @@ failpoints! {
     TreeSynced => "tree::synced",
     /// The tree object is in place under its name.
     TreeRenamed => "tree::renamed",
+    /// A generation's new `/etc` layer is written and flushed under its
+    /// temporary name (src/tree/etc.rs).
+    EtcLayerWritten => "etc::layer-written",
 }
 
 impl std::fmt::Display for FailPoint {

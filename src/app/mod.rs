@@ -10,6 +10,7 @@
 //! [`Locked`] it gets.
 
 pub mod esp;
+pub mod etc;
 pub mod generations;
 pub mod image;
 pub mod settings;

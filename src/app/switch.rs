@@ -86,8 +86,10 @@ pub struct Switched {
     pub path: PathBuf,
 }
 
-/// Build `cfg` and make it the current generation (unless it is already):
-/// the part `switch` and `image` share. Tells [`Event::Added`].
+/// Build `cfg`, prepare its `/etc` layer from the running (else current)
+/// generation's ([`super::etc::prepare`]), and make it the current
+/// generation (unless it is already): the part `switch` and `image` share.
+/// Tells [`Event::Added`].
 pub(super) fn build_and_add(
     locked: &Locked,
     store: &Store,
@@ -98,6 +100,10 @@ pub(super) fn build_and_add(
     let s = locked.session;
     let built = generation::build(store, &s.state.dir, cfg, store_lock, s.notes())
         .with_context(|| format!("building {}", config.display()))?;
+    // A generation with a tree gets its /etc layer before it becomes
+    // current (an existing one is kept): docs/trees.md.
+    super::etc::prepare(locked, store, &built.generation, built.tree.as_ref())
+        .context("preparing the new generation's /etc")?;
     let (number, new) = locked.profile.add(&built.generation, &locked.lock)?;
     s.observer.event(Event::Added {
         number,

@@ -11,13 +11,13 @@ use anyhow::Context;
 use std::path::Path;
 
 /// A generation of the profile: its object and `boot.json`.
-struct Gen {
-    number: u32,
-    object: StorePath,
-    boot: BootJson,
+pub(super) struct Gen {
+    pub(super) number: u32,
+    pub(super) object: StorePath,
+    pub(super) boot: BootJson,
 }
 
-fn generation(s: &Session, store: &Store, n: u32) -> anyhow::Result<Gen> {
+pub(super) fn generation(s: &Session, store: &Store, n: u32) -> anyhow::Result<Gen> {
     let gens = Profile::new(&s.state).generations()?;
     let g = gens
         .iter()
@@ -33,7 +33,7 @@ fn generation(s: &Session, store: &Store, n: u32) -> anyhow::Result<Gen> {
 }
 
 /// The tree object a generation names, when it has one.
-fn tree_of(store: &Store, g: &Gen) -> anyhow::Result<Option<StorePath>> {
+pub(super) fn tree_of(store: &Store, g: &Gen) -> anyhow::Result<Option<StorePath>> {
     let Some(t) = &g.boot.genboot.tree else {
         return Ok(None);
     };

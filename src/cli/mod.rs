@@ -132,6 +132,29 @@ pub enum Command {
     },
     /// Unmount a tree `genboot mount` mounted at DIR.
     Umount { dir: PathBuf },
+    /// Local changes to /etc against the generation's image (like `ostree admin config-diff`).
+    Etc {
+        #[command(subcommand)]
+        command: EtcCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EtcCommand {
+    /// One line per changed path: M (modified), A (added), D (deleted).
+    Status {
+        /// The generation (default: the booted one, else the current one).
+        #[arg(value_name = "GENERATION")]
+        generation: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A unified diff of each changed text file against the image's.
+    Diff {
+        /// The generation (default: the booted one, else the current one).
+        #[arg(value_name = "GENERATION")]
+        generation: Option<u32>,
+    },
 }
 
 /// A size as given and as bytes.
@@ -263,6 +286,12 @@ fn run(s: &Session, out: &Printer, cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Status { json } => out.status(&app::esp::status(s)?, json)?,
         Command::Diff { from, to, json } => out.diff(&app::tree::diff(s, from, to)?, json)?,
         Command::Mount { number, dir } => out.mounted(number, &app::tree::mount(s, number, &dir)?),
+        Command::Etc {
+            command: EtcCommand::Status { generation, json },
+        } => out.etc_status(&app::etc::status(s, generation)?, json)?,
+        Command::Etc {
+            command: EtcCommand::Diff { generation },
+        } => out.etc_diff(&app::etc::diff(s, generation)?)?,
         Command::Umount { dir } => {
             app::tree::umount(&dir)?;
             eprintln!("genboot: unmounted {}", dir.display());

@@ -4,6 +4,7 @@
 
 use super::Command;
 use crate::app::esp::Status;
+use crate::app::etc::{Body as EtcBody, EtcDiff, EtcStatus};
 use crate::app::generations::{Collected, EspVerified, ListRow, Verified};
 use crate::app::image::ImageMade;
 use crate::app::tree::GenerationDiff;
@@ -15,6 +16,7 @@ use crate::gpt;
 use crate::hint::Hint;
 use crate::notes::Note;
 use crate::tree::diff::{self, TreeDiff};
+use crate::tree::etc::Local;
 use crate::tree::Mounted;
 use crate::units::human;
 use std::error::Error;
@@ -119,6 +121,23 @@ impl Printer {
         } else {
             out.write_all(diff_text(d).as_bytes())?;
         }
+        Ok(())
+    }
+
+    pub fn etc_status(&self, st: &EtcStatus, json: bool) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if json {
+            serde_json::to_writer_pretty(&mut out, st)?;
+            writeln!(out)?;
+            return Ok(());
+        }
+        out.write_all(etc_status_text(st).as_bytes())?;
+        Ok(())
+    }
+
+    pub fn etc_diff(&self, d: &EtcDiff) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(etc_diff_text(d).as_bytes())?;
         Ok(())
     }
 
@@ -371,6 +390,63 @@ fn diff_text(d: &GenerationDiff) -> String {
     }
     if let Some(t) = &d.tree {
         s.push_str(&tree_diff_text(t));
+    }
+    s
+}
+
+fn etc_status_text(st: &EtcStatus) -> String {
+    let mut s = String::new();
+    if !st.exists {
+        eprintln!(
+            "genboot: generation {} has no /etc layer yet ({}): its /etc is the image's",
+            st.generation,
+            st.layer.display()
+        );
+    }
+    for c in &st.changes {
+        s.push_str(&format!("{} {}\n", c.change.letter(), c.path));
+    }
+    s
+}
+
+fn etc_diff_text(d: &EtcDiff) -> String {
+    let mut s = etc_status_text(&d.status);
+    for (c, body) in &d.files {
+        let Some(body) = body else { continue };
+        s.push('\n');
+        match body {
+            EtcBody::Binary => s.push_str(&format!("Binary files {} differ\n", c.path)),
+            EtcBody::Other { image, local } => s.push_str(&format!(
+                "{}: the image has {image}, the layer {local}\n",
+                c.path
+            )),
+            EtcBody::Text(hunks) => {
+                let what: Vec<&str> = c.what.iter().copied().filter(|w| *w != "content").collect();
+                if !what.is_empty() && c.change == Local::Modified {
+                    s.push_str(&format!("{}: {} differ\n", c.path, what.join(", ")));
+                }
+                if hunks.is_empty() {
+                    continue;
+                }
+                let (a, b) = match c.change {
+                    Local::Added => ("/dev/null".to_string(), format!("{} (local)", c.path)),
+                    Local::Deleted => (format!("{} (image)", c.path), "/dev/null".to_string()),
+                    Local::Modified => {
+                        (format!("{} (image)", c.path), format!("{} (local)", c.path))
+                    }
+                };
+                s.push_str(&format!("--- {a}\n+++ {b}\n"));
+                for h in hunks {
+                    s.push_str(&format!(
+                        "@@ -{},{} +{},{} @@\n",
+                        h.a.0, h.a.1, h.b.0, h.b.1
+                    ));
+                    for (op, line) in &h.lines {
+                        s.push_str(&format!("{op}{line}\n"));
+                    }
+                }
+            }
+        }
     }
     s
 }

@@ -32,6 +32,7 @@
 //! | `objects.rs`, `import.rs` | content objects, the tree object, `verify_tree` | the store (failpoints `tree::*`) |
 //! | `image.rs`, `packages.rs` | `root.erofs`, `packages` from a manifest | pure |
 //! | `diff.rs` | two trees → packages, users, files, `/etc` | reads the store |
+//! | `etc.rs` | a generation's `/etc` layer: local changes, the 3-way merge into the next | `<root>/var/lib/genboot/etc` (failpoint `etc::layer-written`) |
 //! | `mount.rs` | `mount_tree`/`umount_tree` (EROFS + overlay, `MountSys` seam) | mounts |
 //! | `gc.rs` | objects reachable from trees; delete the rest | the store |
 //!
@@ -68,6 +69,7 @@
 
 pub mod build;
 pub mod diff;
+pub mod etc;
 pub mod extract;
 pub mod gc;
 pub mod image;

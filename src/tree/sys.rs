@@ -85,6 +85,41 @@ pub(crate) fn get_xattr(path: &Path, name: &[u8]) -> io::Result<Vec<u8>> {
     }
 }
 
+/// Set xattr `name` of `path` itself (not following a symlink) to `value`.
+#[allow(unsafe_code)]
+pub(crate) fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let c = cpath(path)?;
+    let n = cbytes(name)?;
+    // SAFETY: both strings are NUL-terminated and live across the call;
+    // `value` is readable for `value.len()` bytes, the size passed.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Create an overlayfs whiteout at `path`: a character device 0:0 (no
+/// privilege needed since Linux 5.8).
+#[allow(unsafe_code)]
+pub(crate) fn mknod_whiteout(path: &Path) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Remove xattr `name` from `path` itself.
 #[allow(unsafe_code)]
 pub(crate) fn remove_xattr(path: &Path, name: &[u8]) -> io::Result<()> {

@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -2194,4 +2194,162 @@ fn mirror_hooks_mount_and_remove_nested_file_mirrors() {
         "the tree keeps nothing of the mirrors: {left:?}"
     );
     assert!(a.join("Packages").exists() && b.join("Packages").exists());
+
+// ---------------------------------------------------------------------------
+// /etc across generations (issue 15).
+
+/// Generation 1's layer holds an admin edit, a deletion and a local user
+/// (with a password hash); `switch` to generation 2 (nginx-light + chrony)
+/// from generation 1 carries them into generation 2's layer by the 3-way
+/// rule, `_chrony` appears, and `genboot etc status|diff` show the changes.
+/// Works on a hard-linked copy of the shared root `a` (its objects are
+/// read-only; the copy gets its own locks).
+#[test]
+fn switch_carries_the_admins_etc_into_the_next_generation() {
+    let t = trees();
+    let root = fresh("etc-merge");
+    run_ok(Command::new("cp").arg("-al").arg(t.a.join(".")).arg(&root));
+    for lock in [".store.lock", "profiles/.lock"] {
+        let _ = fs::remove_file(state_dir(&root).join(lock));
+    }
+    let (g1, g2) = (generation_name(&root, 1), generation_name(&root, 2));
+    let store = store_of(&root);
+    let (m1, m2) = (
+        tree::read_manifest(&store, &tree_of(&root, 1)).unwrap(),
+        tree::read_manifest(&store, &tree_of(&root, 2)).unwrap(),
+    );
+    let objects = Objects::of(&store);
+    let read = |m: &tree::Manifest, p: &str| {
+        String::from_utf8(
+            tree::packages::read_stored(m, &objects, p.as_bytes())
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert!(m1.inode(b"/etc/motd").is_some() && m2.inode(b"/etc/motd").is_some());
+    let layers = root.join("var/lib/genboot/etc");
+    let upper1 = layers.join(&g1).join("upper");
+    fs::create_dir_all(&upper1).unwrap();
+    // The admin's edits in generation 1, as the overlay stores them.
+    let put = |rel: &str, text: &str| {
+        let p = upper1.join(rel);
+        fs::write(&p, text).unwrap();
+        let (meta, _) = m1.inode(format!("/etc/{rel}").as_bytes()).unwrap();
+        std::os::unix::fs::chown(&p, Some(meta.uid), Some(meta.gid)).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(meta.mode)).unwrap();
+    };
+    put("hostname", "edited-by-admin\n");
+    put(
+        "passwd",
+        &format!(
+            "{}alice:x:1000:1000:Alice:/home/alice:/bin/bash\n",
+            read(&m1, "/etc/passwd")
+        ),
+    );
+    let hash = "$y$j9T$0123456789abcdef$0123456789abcdef0123456789abcdef012345678";
+    put(
+        "shadow",
+        &format!(
+            "{}alice:{hash}:20000:0:99999:7:::\n",
+            read(&m1, "/etc/shadow")
+        ),
+    );
+    Command::new("mknod")
+        .arg(upper1.join("motd"))
+        .args(["c", "0", "0"])
+        .status()
+        .unwrap();
+    // Generation 1 current again, then the extras configuration: the
+    // existing generation 2 object, whose layer does not exist yet.
+    ok(run(&root, &["set-default", "1"]));
+    let extras_cfg = work().join("cfg-extras/system.toml");
+    let o = run(&root, &["switch", "--config", extras_cfg.to_str().unwrap()]);
+    let said = stderr(&o);
+    ok(o);
+    assert!(
+        said.contains(&format!(
+            "/etc of {g2}: 4 local change(s) carried from {g1}"
+        )),
+        "{said}"
+    );
+    let upper2 = layers.join(&g2).join("upper");
+    assert!(layers.join(&g2).join("work").is_dir());
+    let mut names: Vec<String> = fs::read_dir(&upper2)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["hostname", "motd", "passwd", "shadow"]);
+    assert_eq!(
+        fs::read_to_string(upper2.join("hostname")).unwrap(),
+        "edited-by-admin\n"
+    );
+    let motd = fs::symlink_metadata(upper2.join("motd")).unwrap();
+    assert!(motd.file_type().is_char_device() && motd.rdev() == 0);
+    // passwd: the new image's (with _chrony) plus alice; shadow likewise,
+    // alice's hash kept, with shadow's mode and group.
+    let passwd = fs::read_to_string(upper2.join("passwd")).unwrap();
+    assert_eq!(
+        passwd,
+        format!(
+            "{}alice:x:1000:1000:Alice:/home/alice:/bin/bash\n",
+            read(&m2, "/etc/passwd")
+        )
+    );
+    assert!(passwd.contains("\n_chrony:"), "{passwd}");
+    let shadow = fs::read_to_string(upper2.join("shadow")).unwrap();
+    assert!(
+        shadow.contains("\n_chrony:")
+            && shadow.ends_with(&format!("alice:{hash}:20000:0:99999:7:::\n")),
+        "{shadow}"
+    );
+    let (sm, _) = m2.inode(b"/etc/shadow").unwrap();
+    let st = fs::metadata(upper2.join("shadow")).unwrap();
+    assert_eq!((st.mode() & 0o7777, st.gid()), (sm.mode, sm.gid));
+    // Generation 1's layer is as it was; a second switch keeps generation
+    // 2's layer as it is.
+    fs::write(upper1.join("hostname"), "later\n").unwrap();
+    ok(run(&root, &["set-default", "1"]));
+    ok(run(
+        &root,
+        &["switch", "--config", extras_cfg.to_str().unwrap()],
+    ));
+    assert_eq!(
+        fs::read_to_string(upper2.join("hostname")).unwrap(),
+        "edited-by-admin\n"
+    );
+    // genboot etc: the current generation (2) by default.
+    let status = ok(run(&root, &["etc", "status"]));
+    assert_eq!(
+        status,
+        "M /etc/hostname\nD /etc/motd\nM /etc/passwd\nM /etc/shadow\n"
+    );
+    let status1 = ok(run(&root, &["etc", "status", "1"]));
+    assert!(status1.starts_with("M /etc/hostname\n"), "{status1}");
+    let diff = ok(run(&root, &["etc", "diff"]));
+    let image_hostname = read(&m2, "/etc/hostname");
+    assert!(
+        diff.contains(&format!(
+            "--- /etc/hostname (image)\n+++ /etc/hostname (local)\n@@ -1,1 +1,1 @@\n-{}+edited-by-admin\n",
+            image_hostname
+        )),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("+alice:x:1000:1000:Alice:/home/alice:/bin/bash\n"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("--- /etc/motd (image)\n+++ /dev/null\n"),
+        "{diff}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(run(&root, &["etc", "status", "--json"]))).unwrap();
+    // Each switch back made a new generation of generation 2's object: the
+    // current one shows that object's layer.
+    assert_eq!(json["object"], g2.as_str());
+    assert_eq!(json["generation"], 4);
+    assert_eq!(json["changes"][1]["change"], "deleted");
+    tree::build::remove_staging(&root).unwrap();
 }
