@@ -2194,6 +2194,7 @@ fn mirror_hooks_mount_and_remove_nested_file_mirrors() {
         "the tree keeps nothing of the mirrors: {left:?}"
     );
     assert!(a.join("Packages").exists() && b.join("Packages").exists());
+}
 
 // ---------------------------------------------------------------------------
 // /etc across generations (issue 15).
