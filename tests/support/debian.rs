@@ -377,9 +377,9 @@ pub fn install_genboot_repo(root: &Path) {
 /// `dir` (made anew): `deb [trusted=yes] file:DIR ./`.
 pub fn genboot_flat_repo(dir: &Path) {
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
     }
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
     for deb in genboot_debs() {
         std::fs::copy(&deb, dir.join(deb.file_name().unwrap())).unwrap();
     }
@@ -387,7 +387,7 @@ pub fn genboot_flat_repo(dir: &Path) {
         Command::new("apt-ftparchive")
             .arg("packages")
             .arg(".")
-            .current_dir(&dir),
+            .current_dir(dir),
     );
     std::fs::write(dir.join("Packages"), packages).unwrap();
 }
