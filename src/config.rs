@@ -834,6 +834,17 @@ impl SystemConfig {
 
     /// `[tree]`: the keys its source needs, and only those.
     fn check_tree(&self, t: &TreeSection, text: &str) -> Result<(), ConfigError> {
+        if self.root.options.split(',').any(|o| o.trim() == "ro") {
+            return Err(self.invalid(
+                text,
+                ("root", "options", None),
+                format!(
+                    "{:?} mounts the root partition read-only, but a generation with a [tree] keeps /var, /home and its /etc layer there",
+                    self.root.options
+                ),
+                "leave out ro: the tree itself is always mounted read-only (the recovery entry mounts the partition ro by itself)",
+            ));
+        }
         for (i, p) in t.persist.iter().flatten().enumerate() {
             if let Some(why) = genboot_format::persist_problem(p) {
                 return Err(self.invalid(
@@ -1117,6 +1128,16 @@ label = "Test"
         assert_eq!(
             c.tree.unwrap().persist.unwrap(),
             ["/home".to_string(), "/opt/data".to_string()]
+        );
+        // The root partition holds /var and the /etc layers: never ro.
+        let ro = base.replace("[root]\n", "[root]\noptions = \"noatime,ro\"\n");
+        assert_ne!(ro, base);
+        let e = SystemConfig::parse(&ro, Path::new("s.toml"))
+            .unwrap_err()
+            .with_hint();
+        assert!(
+            e.contains("[root] options") && e.contains("leave out ro"),
+            "{e}"
         );
         for bad in ["/etc/ssh", "home", "/", "/opt/../etc", "/var/lib/x"] {
             let text = format!("{base}persist = [\"/home\", {bad:?}]\n");
