@@ -386,7 +386,7 @@ fn whole_system(name: &str, kernel: Kernel) {
     else {
         vm.fail(&format!("the menu has no generation 1: {titles:?}"));
     };
-    vm.choose(at);
+    pick(&mut vm, &titles, at, 2);
     let r = booted(
         &mut vm,
         &gen1,
@@ -429,7 +429,7 @@ fn whole_system(name: &str, kernel: Kernel) {
             "the menu has no recovery entry of generation 1: {titles:?}"
         ));
     };
-    vm.choose(at);
+    pick(&mut vm, &titles, at, 1);
     vm.sulogin("Give root password", "genboot", debian::BOOT);
     let seen = vm.send_until(
         "echo BOOTED=$(cat /run/genboot/booted) PART=$(findmnt -no OPTIONS /run/genboot/sysroot | cut -d, -f1)-$((6*7))\n",
@@ -478,6 +478,22 @@ fn whole_system(name: &str, kernel: Kernel) {
         started.elapsed().as_secs_f64()
     );
     std::fs::remove_dir_all(&s.dir).expect("remove the scenario's directory");
+}
+
+/// In the menu `titles` just shown, choose entry `at`: systemd-boot
+/// highlights the default entry, generation `default` (the current one),
+/// and the arrow keys move from there.
+fn pick(vm: &mut Vm, titles: &[String], at: usize, default: u32) {
+    let want = format!("(generation {default})");
+    let Some(from) = titles.iter().position(|t| t.contains(&want)) else {
+        vm.fail(&format!("the menu has no generation {default}: {titles:?}"));
+    };
+    let Some(downs) = at.checked_sub(from) else {
+        vm.fail(&format!(
+            "entry {at} is above the default {from}: {titles:?}"
+        ));
+    };
+    vm.choose(downs);
 }
 
 /// `<hash>-<name>` of generation `n` of the profile on the image's root
