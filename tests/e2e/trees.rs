@@ -430,7 +430,14 @@ fn whole_system(name: &str, kernel: Kernel) {
         ));
     };
     pick(&mut vm, &titles, at, 1);
-    vm.sulogin("Give root password", "genboot", debian::BOOT);
+    vm.wait_for("*** genboot recovery ***", debian::BOOT);
+    // The whole prompt: sulogin discards what is typed while it sets up
+    // the terminal.
+    vm.sulogin(
+        "(or press Control-D to continue): ",
+        debian::ROOT_PASSWORD,
+        debian::BOOT,
+    );
     let seen = vm.send_until(
         "echo BOOTED=$(cat /run/genboot/booted) PART=$(findmnt -no OPTIONS /run/genboot/sysroot | cut -d, -f1)-$((6*7))\n",
         "-42",
