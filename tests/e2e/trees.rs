@@ -4,6 +4,9 @@
 //! `.deb`), booted under QEMU + OVMF + systemd-boot on Debian's 6.1 and
 //! 6.12 kernels. One sequence of boots per kernel:
 //!
+//! Every boot has `genboot.verify`: genboot-init checks the tree's image
+//! against boot.json before it mounts it.
+//!
 //! 1. generation 1 reaches `multi-user.target` with no failed unit; `/usr`
 //!    is read-only, `/etc` and `/var` writable; `genboot status` names the
 //!    booted generation and the ESP. The admin edits a conffile
@@ -149,7 +152,7 @@ fn config(dir: &Path, name: &str, kernel: &Kernel, extra: &[&str], hook: &Path) 
     };
     let text = format!(
         r#"[kernel]
-params = ["console=ttyS0"]
+params = ["console=ttyS0", "genboot.verify"]
 
 [initrd]
 modules = ["virtio_blk", "virtio_pci", "ext4"]
@@ -318,6 +321,14 @@ fn whole_system(name: &str, kernel: Kernel) {
         "/usr:ro /etc:rw /var:rw /home:rw",
         "boot 1",
     );
+    // genboot.verify: the tree's metadata image checked against boot.json
+    // before it is mounted, at every boot.
+    if !vm
+        .console()
+        .contains("/root.erofs matches boot.json's SHA-256")
+    {
+        vm.fail("boot 1: genboot.verify should have checked the tree's root.erofs");
+    }
     let status = r.lines("status: ").join("\n");
     if !status.contains("booted generation:  1") || !status.contains("ESP:") {
         vm.fail(&format!(
