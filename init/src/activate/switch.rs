@@ -85,6 +85,14 @@ enum Bind {
 impl<S: Sys> Boot<'_, S> {
     /// Create `path` and its missing parents. `path` holds no symlink (it
     /// comes from [`resolve_in_root`]), so nothing is created through one.
+    /// Bind `src` on `target`, then make the bind read-only (a bind takes
+    /// the flags of its source until remounted).
+    pub(super) fn bind_read_only(&mut self, src: &str, target: &str) -> io::Result<()> {
+        self.sys.mount(src, target, "", MS_BIND, "")?;
+        self.sys
+            .mount("", target, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "")
+    }
+
     pub(super) fn mkdir_p(&mut self, path: &str) -> io::Result<()> {
         if self.sys.stat(path).is_ok() {
             return Ok(());
@@ -194,13 +202,7 @@ impl<S: Sys> Boot<'_, S> {
                     }
                 }
             }
-            let r = self
-                .sys
-                .mount(&src, &target, "", MS_BIND, "")
-                .and_then(|()| {
-                    self.sys
-                        .mount("", &target, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "")
-                });
+            let r = self.bind_read_only(&src, &target);
             if let Err(e) = r {
                 return fail(
                     Step::BindModules,

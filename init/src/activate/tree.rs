@@ -649,13 +649,7 @@ impl<S: Sys> Boot<'_, S> {
                     }
                 }
             }
-            let r = self
-                .sys
-                .mount(&src, &target, "", MS_BIND, "")
-                .and_then(|()| {
-                    self.sys
-                        .mount("", &target, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "")
-                });
+            let r = self.bind_read_only(&src, &target);
             if let Err(e) = r {
                 return fail(
                     Step::BindVar,
