@@ -178,6 +178,10 @@ pub struct Vm {
 /// Resend interval of [`Vm::send_until`].
 const RESEND: Duration = Duration::from_secs(5);
 
+/// How long sulogin gets to answer a typed password (a shell prompt or
+/// `Login incorrect`) before it is typed again ([`Vm::sulogin`]).
+const SULOGIN_ANSWER: Duration = Duration::from_secs(30);
+
 impl Vm {
     /// Start QEMU; fails saying how to get QEMU or OVMF when missing.
     pub fn start(opts: Opts) -> Vm {
@@ -310,22 +314,36 @@ impl Vm {
         }
     }
 
-    /// Answer a sulogin whose prompt ends with `prompt`: wait for the whole
-    /// prompt, type `password`, and type it again after `Login incorrect`,
-    /// up to three times; return once root's shell prompt (`:~# `) shows.
-    /// util-linux's sulogin discards what was typed while it sets up the
-    /// terminal, so a password sent as the prompt's first line appears can
-    /// arrive cut (seen once in a fresh-clone run: `Login incorrect`).
+    /// Answer util-linux sulogin: after its whole `prompt`, type `password`;
+    /// return once root's shell prompt (`:~# `) shows. sulogin prints the
+    /// prompt, then turns echo off with `tcsetattr(TCSAFLUSH)`, which
+    /// discards what was typed in between: under load a password sent right
+    /// after the prompt is lost (seen in two fresh-clone runs) and sulogin
+    /// waits on, silent. So when neither the shell nor `Login incorrect`
+    /// shows within [`SULOGIN_ANSWER`], the password is typed again (up to
+    /// eight times in all; three refusals fail).
     #[track_caller]
     pub fn sulogin(&mut self, prompt: &str, password: &str, timeout: Duration) {
-        for _ in 0..3 {
-            self.wait_for_prompt(&[prompt], timeout);
+        self.wait_for_prompt(&[prompt], timeout);
+        let (mut refused, mut typed) = (0, 0);
+        while refused < 3 && typed < 8 {
             self.send(format!("{password}\n").as_bytes());
-            if self.wait_for_prompt(&["Login incorrect", ":~# "], timeout) == 1 {
-                return;
+            typed += 1;
+            let overall = self.deadline <= Instant::now() + SULOGIN_ANSWER;
+            match self.poll_for(&["Login incorrect", ":~# "], SULOGIN_ANSWER, false) {
+                Ok((1, _)) => return,
+                Ok(_) => {
+                    refused += 1;
+                    self.wait_for_prompt(&[prompt], timeout);
+                }
+                Err(why) if overall || self.exited.is_some() => self.fail(&why),
+                // Typed while sulogin set up the terminal: lost.
+                Err(_) => {}
             }
         }
-        self.fail("sulogin refused root's password three times, each typed after its whole prompt");
+        self.fail(&format!(
+            "sulogin gave no shell for root's password ({refused} refused, {typed} typed after its whole prompt)"
+        ));
     }
 
     /// In a root shell on the console: ask until it answers (it may start
