@@ -423,6 +423,10 @@ fn seed_var(m: &mut Manifest, contents: &mut Contents, r: &mut RulesReport) {
             _ => {}
         }
     }
+    if factory.is_empty() && !lines.lines().any(|l| !l.starts_with('#')) {
+        // Nothing below /var (not a system tree): no rule applies.
+        return;
+    }
     let t = Mtime::new(m.epoch.unwrap_or(0), 0);
     for (to, e) in factory {
         if let Some(p) = parent(&to) {
