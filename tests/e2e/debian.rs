@@ -399,16 +399,7 @@ fn check_boot(
     }
     // apt installs a kernel and genboot builds its generation under TCG.
     let r = debian::read_report_within(vm, APT);
-    if r.system != "running" || !r.failed.is_empty() {
-        vm.fail(&format!(
-            "{what}: systemd should be running with no failed unit; is-system-running: {:?}, failed:\n{}",
-            r.system,
-            r.failed.join("\n")
-        ));
-    }
-    for l in &r.analyze {
-        eprintln!("e2e_debian: {what}: systemd-analyze: {l}");
-    }
+    debian::expect_running(vm, &r, what);
     r
 }
 

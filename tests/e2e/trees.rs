@@ -236,16 +236,7 @@ fn booted(vm: &mut Vm, want: &str, kernel: &Kernel, what: &str) -> debian::Repor
         ));
     }
     let r = debian::read_report(vm);
-    if r.system != "running" || !r.failed.is_empty() {
-        vm.fail(&format!(
-            "{what}: systemd should be running with no failed unit; is-system-running: {:?}, failed:\n{}",
-            r.system,
-            r.failed.join("\n")
-        ));
-    }
-    for l in &r.analyze {
-        eprintln!("e2e trees: {what}: systemd-analyze: {l}");
-    }
+    debian::expect_running(vm, &r, what);
     r
 }
 

@@ -313,6 +313,22 @@ pub fn read_report_within(vm: &mut Vm, timeout: Duration) -> Report {
     r
 }
 
+/// Fail unless the agent's report says systemd is `running` with no
+/// failed unit; print its `systemd-analyze time` lines (`what`: which boot).
+#[track_caller]
+pub fn expect_running(vm: &mut Vm, r: &Report, what: &str) {
+    if r.system != "running" || !r.failed.is_empty() {
+        vm.fail(&format!(
+            "{what}: systemd should be running with no failed unit; is-system-running: {:?}, failed:\n{}",
+            r.system,
+            r.failed.join("\n")
+        ));
+    }
+    for l in &r.analyze {
+        eprintln!("{}: {what}: systemd-analyze: {l}", vm.log_path().display());
+    }
+}
+
 /// The per-root map from package name to installed version, as
 /// `tools/debian-root` recorded it beside the cached root.
 pub fn packages(cached_root: &Path) -> HashMap<String, String> {
